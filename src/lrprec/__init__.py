@@ -1,0 +1,2 @@
+"""lrprec: explainable visual recommendation with LRP."""
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from lrprec.cli import main
+
+main()

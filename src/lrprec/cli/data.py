@@ -1,0 +1,99 @@
+"""Data commands: synth, info, items, pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from lrprec.cli._app import command, emit
+from lrprec.data.catalog import RELATIONS, Catalog, relation_index
+
+
+@command()
+def synth(
+    out: Path = typer.Argument(..., help="Directory to create the catalog in."),
+    items: int = typer.Option(2000, help="Number of items."),
+    users: int = typer.Option(6, help="Number of users (their co-purchases follow colour, pattern or brand)."),
+    image_size: int = typer.Option(64, help="Image side in pixels."),
+    pairs: int = typer.Option(2000, "--pairs", help="Positive pairs per relation."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
+    spurious: float = typer.Option(None, help="Plant a shortcut mark agreeing with the label on this share of training pairs."),
+    overwrite: bool = typer.Option(False, help="Replace an existing catalog at OUT."),
+    as_json: bool = typer.Option(False, "--json", help="Print the catalog summary as JSON."),
+) -> None:
+    """Generate the synthetic catalog (images, masks, relations, users, splits)."""
+    from lrprec.data.synthetic import SynthConfig, generate
+
+    path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed, spurious=spurious), overwrite=overwrite)
+    emit(Catalog(path).describe(), as_json, _info_text)
+
+
+def _info_text(d: dict) -> str:
+    lines = [f"catalog {d['name']} at {d['path']}", f"items      {d['items']}", f"users      {d['users']}", f"categories {len(d['categories'])}: " + ", ".join(f"{c} ({n})" for c, n in d["categories"].items())]
+    lines.append("relations  " + ", ".join(f"{r} {n}" for r, n in d["relations"].items()) + f"  (with a user: {d['personalized_relations']})")
+    for s, v in d["splits"].items():
+        lines.append(f"split {s:<10} {v['pairs']} pairs ({v['positives']} positive, {v['negatives']} negative)")
+    lines.append(f"images     {'none' if d['image_size'] is None else str(d['image_size']) + ' px'}; masks {'yes' if d['has_masks'] else 'no'}; features {d['features_dim'] or 'none'}")
+    for k, v in (d.get("import_report") or {}).items():
+        lines.append(f"import     {k}: {v}")
+    return "\n".join(lines)
+
+
+@command()
+def info(data: Path = typer.Argument(..., help="Catalog directory."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Counts: items, users, categories, relations per type, split sizes."""
+    emit(Catalog(data).describe(), as_json, _info_text)
+
+
+@command("items")
+def items_cmd(
+    data: Path = typer.Argument(..., help="Catalog directory."),
+    category: str = typer.Option(None, help="Only this category."),
+    search: str = typer.Option(None, help="Substring of id or title (case-insensitive)."),
+    limit: int = typer.Option(20, help="At most this many rows (0 = all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List items (item_id, category, title): how to find ids to explain or recommend from."""
+    cat = Catalog(data)
+    rows = list_items(cat, category, search, limit)
+    emit(rows, as_json, lambda rs: "\n".join(f"{r['item_id']:<14}{r['category']:<14}{r['title']}" for r in rs) or "(no items match)")
+
+
+def list_items(cat: Catalog, category: str | None = None, search: str | None = None, limit: int = 20) -> list[dict]:
+    """Items filtered by category and a case-insensitive substring of id or title."""
+    if limit < 0:
+        raise ValueError("--limit must be >= 0")
+    sel = np.ones(len(cat), bool)
+    if category is not None:
+        sel &= cat.categories == cat.check_category(category)
+    if search:
+        s = search.lower()
+        sel &= np.asarray([s in i.lower() or s in (t or "").lower() for i, t in zip(cat.item_ids, cat.titles)], bool)
+    idx = np.flatnonzero(sel)
+    if limit:
+        idx = idx[:limit]
+    return [{"item_id": cat.item_ids[k], "category": cat.categories[k], "title": cat.titles[k]} for k in idx]
+
+
+@command()
+def pairs(
+    data: Path = typer.Argument(..., help="Catalog directory."),
+    split: str = typer.Option("test", help="train, validation or test."),
+    relation: str = typer.Option(None, help="Only this relation."),
+    limit: int = typer.Option(20, help="At most this many rows (0 = all)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List labelled pairs (item_a, item_b, relation, user, label)."""
+    cat = Catalog(data)
+    p = cat.pairs(split)
+    idx = np.arange(len(p))
+    if relation is not None:
+        idx = idx[p.relation == relation_index(relation)]
+    if limit < 0:
+        raise ValueError("--limit must be >= 0")
+    if limit:
+        idx = idx[:limit]
+    users = [""] + cat.user_ids
+    rows = [{"item_a": cat.item_ids[p.a[k]], "item_b": cat.item_ids[p.b[k]], "relation": RELATIONS[p.relation[k]], "user": users[p.user[k] + 1] or None, "label": int(p.label[k])} for k in idx]
+    emit(rows, as_json, lambda rs: "\n".join(f"{r['item_a']:<12}{r['item_b']:<12}{r['relation']:<20}{r['user'] or '-':<8}{r['label']}" for r in rs) or "(no pairs)")

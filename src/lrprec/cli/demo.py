@@ -1,0 +1,21 @@
+"""The one-shot demo command."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lrprec.cli._app import command
+
+
+@command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the catalog, the run and the report."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller catalog and fewer epochs (under 2 minutes)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Synthetic catalog → training → evaluation → explanations → HTML report."""
+    from lrprec.demo import run_demo
+
+    path = run_demo(out, quick=quick, seed=seed, log=typer.echo)
+    typer.echo(f"open {path.resolve()}")

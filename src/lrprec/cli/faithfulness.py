@@ -1,0 +1,50 @@
+"""``lrprec faithfulness``: perturbation AOPC, localization and the method leaderboard (SPEC §4)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lrprec.cli._app import command, emit
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ValueError("an empty list was given")
+    return items
+
+
+@command("faithfulness")
+def faithfulness_cmd(
+    run: Path = typer.Argument(..., help="Run directory (from 'lrprec train')."),
+    pairs: int = typer.Option(100, "--pairs", help="Correctly predicted positive test pairs to evaluate (seeded choice)."),
+    steps: int = typer.Option(50, "--steps", help="Perturbation steps L (regions replaced one per step)."),
+    region: Optional[int] = typer.Option(None, "--region", help="Region side S in pixels (default: 4 at 64 px, 9 at 224 px)."),
+    orders: str = typer.Option("morf,lrf,random", "--orders", help="Comma-separated orders: morf, lrf, random."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: all available), e.g. lrp,lrp-epsilon,saliency,random."),
+    image: str = typer.Option("a", "--image", help="Which image to perturb: a, b or both."),
+    target: str = typer.Option("similarity", "--target", help="Explained quantity: similarity, distance or logit."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/faithfulness)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pair choice, the noise, the random order and the bootstrap."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Perturbed images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Measure how faithful each explanation method is: AOPC (MoRF/LRF/random), the paper's Figure 3 view, localization."""
+    from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, to_json, write_result
+    from lrprec.run import Run
+
+    order_list = _split(orders)
+    method_list = _split(methods)
+    r = Run.load(run)
+    log = (lambda msg: print(msg, file=sys.stderr)) if not as_json else None
+    result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
+                          image=image, seed=seed, batch_size=batch_size, target=target, progress=log)
+    files = write_result(result, out if out is not None else Path(run) / "faithfulness")
+    doc = to_json(result)
+    doc["files"] = [str(p) for p in files]
+    emit(doc, as_json, lambda d: leaderboard_table(d) + "\n\nwritten: " + ", ".join(str(p) for p in files))

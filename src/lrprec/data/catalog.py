@@ -1,0 +1,328 @@
+"""The catalog: items, relations, users and splits on disk, and fast access to them.
+
+A catalog directory holds::
+
+    catalog.json          format marker, name, relation names, image size, import report
+    items.parquet         item_id, category, title, image (path relative to the catalog or "")
+    relations.parquet     item_a, item_b, relation, user ("" when not personalized)
+    splits/train.parquet  positive pairs (negatives are resampled every epoch)
+    splits/validation.parquet, splits/test.parquet   positives + fixed negatives, with label
+    images.npy            optional uint8 (N, H, W, 3) decode cache, opened as a memmap
+    masks.npy             optional uint8 (N, H, W) ground truth of attribute pixels
+    features.npy          optional float32 (N, F) precomputed features (features mode)
+
+Everything downstream works with integer indices (item row, relation index in
+``RELATIONS``, user row or -1) held in :class:`Pairs`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RELATIONS: tuple[str, ...] = ("also_viewed", "buy_after_viewing", "also_bought", "bought_together")
+SUBSTITUTES = ("also_viewed", "buy_after_viewing")
+COMPLEMENTS = ("also_bought", "bought_together")
+SPLITS = ("train", "validation", "test")
+FORMAT = "lrprec-catalog"
+
+
+class CatalogError(ValueError):
+    """Raised for a missing, malformed or inconsistent catalog, or an unknown name in it."""
+
+
+@dataclass
+class Pairs:
+    """Labelled item pairs as parallel integer arrays (item rows, relation index, user row or -1)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    relation: np.ndarray
+    user: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.a.shape[0])
+
+    def take(self, idx: np.ndarray | slice) -> "Pairs":
+        return Pairs(self.a[idx], self.b[idx], self.relation[idx], self.user[idx], self.label[idx])
+
+    @staticmethod
+    def concat(parts: Iterable["Pairs"]) -> "Pairs":
+        parts = list(parts)
+        return Pairs(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("a", "b", "relation", "user", "label")))
+
+    @staticmethod
+    def empty() -> "Pairs":
+        z = np.zeros(0, dtype=np.int64)
+        return Pairs(z, z, z, z, z.astype(np.int8))
+
+
+def relation_index(name: str) -> int:
+    """Index of a relation name in ``RELATIONS``; a clear error for unknown names."""
+    try:
+        return RELATIONS.index(name)
+    except ValueError:
+        raise CatalogError(f"unknown relation {name!r}; known relations: {', '.join(RELATIONS)}") from None
+
+
+class Catalog:
+    """Read access to a catalog directory (see module docstring). Cheap to open: arrays are memmapped."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "catalog.json"
+        if not self.root.is_dir():
+            raise CatalogError(f"catalog directory not found: {self.root}")
+        if not meta_path.is_file():
+            raise CatalogError(f"{self.root} is not an lrprec catalog (no catalog.json); create one with 'lrprec synth' or 'lrprec import'")
+        try:
+            self.meta: dict = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"{meta_path} is not valid JSON: {exc}") from None
+        if self.meta.get("format") != FORMAT:
+            raise CatalogError(f"{meta_path} is not an lrprec catalog (format={self.meta.get('format')!r})")
+        items = _read_table(self.root / "items.parquet")
+        self.item_ids: np.ndarray = np.asarray(items.column("item_id").to_pylist(), dtype=object)
+        self.categories: np.ndarray = np.asarray(items.column("category").to_pylist(), dtype=object)
+        self.titles: np.ndarray = np.asarray(items.column("title").to_pylist(), dtype=object) if "title" in items.column_names else np.full(len(self.item_ids), "", dtype=object)
+        self.image_paths: np.ndarray = np.asarray(items.column("image").to_pylist(), dtype=object) if "image" in items.column_names else np.full(len(self.item_ids), "", dtype=object)
+        self._index = {iid: k for k, iid in enumerate(self.item_ids)}
+        self.category_names: list[str] = sorted(set(self.categories.tolist()))
+        self.category_codes: np.ndarray = np.searchsorted(np.asarray(self.category_names, dtype=object), self.categories).astype(np.int64) if len(self.categories) else np.zeros(0, np.int64)
+        users_path = self.root / "users.parquet"
+        self.user_ids: list[str] = _read_table(users_path).column("user_id").to_pylist() if users_path.exists() else []
+        self._user_index = {u: k for k, u in enumerate(self.user_ids)}
+        self.relations: list[str] = list(self.meta.get("relations", RELATIONS))
+        self._cache: dict[str, object] = {}
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", self.root.name))
+
+    @property
+    def fingerprint(self) -> str:
+        """A string that changes whenever the catalog is regenerated or re-imported."""
+        return str(self.meta.get("fingerprint", ""))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def index_of(self, item_id: str) -> int:
+        try:
+            return self._index[item_id]
+        except KeyError:
+            raise CatalogError(f"unknown item id {item_id!r} (see 'lrprec items {self.root}')") from None
+
+    def user_index(self, user_id: str | None, strict: bool = True) -> int:
+        """Row of a user, -1 for none; unknown users raise unless ``strict`` is False (then -1)."""
+        if user_id in (None, ""):
+            return -1
+        k = self._user_index.get(user_id)
+        if k is None:
+            if strict:
+                raise CatalogError(f"unknown user id {user_id!r}")
+            return -1
+        return k
+
+    def check_category(self, category: str) -> str:
+        if category not in self.category_names:
+            raise CatalogError(f"unknown category {category!r}; categories: {', '.join(self.category_names)}")
+        return category
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def _npy(self, name: str) -> np.ndarray | None:
+        if name not in self._cache:
+            path = self.root / f"{name}.npy"
+            if not path.exists():
+                self._cache[name] = None
+            else:
+                try:
+                    self._cache[name] = np.load(path, mmap_mode="r")
+                except (ValueError, OSError) as exc:
+                    raise CatalogError(f"cannot read {path}: {exc}") from None
+        return self._cache[name]  # type: ignore[return-value]
+
+    @property
+    def images(self) -> np.ndarray | None:
+        """uint8 (N, H, W, 3) memmap of decoded images, or None for a features-only catalog."""
+        arr = self._npy("images")
+        if arr is not None and arr.shape[0] != len(self):
+            raise CatalogError(f"{self.root / 'images.npy'} holds {arr.shape[0]} images for {len(self)} items")
+        return arr
+
+    @property
+    def masks(self) -> np.ndarray | None:
+        """uint8 (N, H, W) ground-truth masks of the attribute-carrying pixels, when known."""
+        return self._npy("masks")
+
+    @property
+    def features(self) -> np.ndarray | None:
+        """float32 (N, F) precomputed image features (features mode), when present."""
+        if "features" not in self._cache and "features_file" in self.meta:
+            self._cache["features"] = open_features(self.root, self.meta["features_file"])
+        return self._npy("features")
+
+    @property
+    def image_size(self) -> int | None:
+        imgs = self.images
+        return None if imgs is None else int(imgs.shape[1])
+
+    # ---- pairs ----------------------------------------------------------------------------
+    def relation_table(self) -> pa.Table:
+        return _read_table(self.root / "relations.parquet")
+
+    def _pairs_from_table(self, table: pa.Table) -> Pairs:
+        a = np.fromiter((self._index[x] for x in table.column("item_a").to_pylist()), dtype=np.int64, count=table.num_rows)
+        b = np.fromiter((self._index[x] for x in table.column("item_b").to_pylist()), dtype=np.int64, count=table.num_rows)
+        rel = np.fromiter((RELATIONS.index(x) for x in table.column("relation").to_pylist()), dtype=np.int64, count=table.num_rows)
+        users = table.column("user").to_pylist() if "user" in table.column_names else [""] * table.num_rows
+        user = np.fromiter((self._user_index.get(u, -1) if u else -1 for u in users), dtype=np.int64, count=table.num_rows)
+        label = np.asarray(table.column("label").to_pylist(), dtype=np.int8) if "label" in table.column_names else np.ones(table.num_rows, np.int8)
+        return Pairs(a, b, rel, user, label)
+
+    def positives(self) -> Pairs:
+        """All positive relations of the catalog."""
+        if "positives" not in self._cache:
+            self._cache["positives"] = self._pairs_from_table(self.relation_table())
+        return self._cache["positives"]  # type: ignore[return-value]
+
+    def pairs(self, split: str) -> Pairs:
+        """Labelled pairs of a split: train holds positives only; validation/test positives + fixed negatives."""
+        if split not in SPLITS:
+            raise CatalogError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        key = f"split:{split}"
+        if key not in self._cache:
+            path = self.root / "splits" / f"{split}.parquet"
+            if not path.exists():
+                raise CatalogError(f"{self.root} has no {split} split ({path} missing)")
+            self._cache[key] = self._pairs_from_table(_read_table(path))
+        return self._cache[key]  # type: ignore[return-value]
+
+    def describe(self) -> dict:
+        """Counts a person or a script wants first: items, users, categories, relations, splits."""
+        pos = self.positives()
+        out = {
+            "name": self.name,
+            "path": str(self.root),
+            "items": len(self),
+            "users": len(self.user_ids),
+            "categories": {c: int(n) for c, n in zip(self.category_names, np.bincount(self.category_codes, minlength=len(self.category_names)))},
+            "relations": {r: int((pos.relation == RELATIONS.index(r)).sum()) for r in self.relations},
+            "personalized_relations": int((pos.user >= 0).sum()),
+            "splits": {},
+            "image_size": self.image_size,
+            "has_masks": self.masks is not None,
+            "features_dim": None if self.features is None else int(self.features.shape[1]),
+        }
+        for s in SPLITS:
+            if (self.root / "splits" / f"{s}.parquet").exists():
+                p = self.pairs(s)
+                out["splits"][s] = {"pairs": len(p), "positives": int(p.label.sum()), "negatives": int(len(p) - p.label.sum())}
+        if "import_report" in self.meta:
+            out["import_report"] = self.meta["import_report"]
+        return out
+
+
+def open_features(root: Path, spec: dict) -> np.ndarray:
+    """Open features stored outside ``features.npy`` (e.g. a raw float32 file) as a read-only memmap."""
+    path = Path(spec["path"])
+    if not path.is_absolute():
+        path = root / path
+    if not path.exists():
+        raise CatalogError(f"feature file {path} is missing")
+    return np.memmap(path, dtype=np.dtype(spec.get("dtype", "<f4")), mode="r", offset=int(spec.get("offset", 0)), shape=tuple(spec["shape"]))
+
+
+def _read_table(path: Path) -> pa.Table:
+    if not path.exists():
+        raise CatalogError(f"catalog file missing: {path}")
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise CatalogError(f"cannot read {path}: {exc}") from None
+
+
+def pairs_table(catalog_ids: np.ndarray, pairs: Pairs, user_ids: list[str], with_label: bool = True) -> pa.Table:
+    """Turn index pairs back into an id table (item_a, item_b, relation, user[, label])."""
+    users = np.asarray([""] + list(user_ids), dtype=object)
+    cols = {
+        "item_a": pa.array(catalog_ids[pairs.a].tolist(), pa.string()),
+        "item_b": pa.array(catalog_ids[pairs.b].tolist(), pa.string()),
+        "relation": pa.array([RELATIONS[r] for r in pairs.relation.tolist()], pa.string()),
+        "user": pa.array(users[pairs.user + 1].tolist(), pa.string()),
+    }
+    if with_label:
+        cols["label"] = pa.array(pairs.label.astype(np.int8))
+    return pa.table(cols)
+
+
+def write_catalog(
+    out: str | os.PathLike,
+    *,
+    items: dict[str, list],
+    relations: pa.Table,
+    users: list[str],
+    meta: dict,
+    arrays: dict[str, np.ndarray] | None = None,
+    files: dict[str, Path] | None = None,
+    split_seed: int = 0,
+    overwrite: bool = False,
+    reject: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> Path:
+    """Write a complete catalog atomically: build it in a temporary sibling directory, then rename.
+
+    ``items`` has the columns item_id, category, title, image; ``relations`` the columns
+    item_a, item_b, relation, user. ``arrays`` are saved as ``<name>.npy`` (images, masks,
+    features); ``files`` are moved into the catalog under their key. The splits are made
+    here (seeded), so every importer gets the same protocol; ``reject`` vetoes negatives that
+    the data's ground truth knows to be related. A failure leaves nothing behind.
+    """
+    from lrprec.data.splits import make_splits  # local: splits imports this module
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
+        if not overwrite:
+            raise CatalogError(f"{out} exists and is not empty; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        n = len(items["item_id"])
+        if len(set(items["item_id"])) != n:
+            raise CatalogError("duplicate item ids in the items table")
+        pq.write_table(pa.table({
+            "item_id": pa.array(items["item_id"], pa.string()),
+            "category": pa.array(items["category"], pa.string()),
+            "title": pa.array(items.get("title", [""] * n), pa.string()),
+            "image": pa.array(items.get("image", [""] * n), pa.string()),
+        }), tmp / "items.parquet")
+        pq.write_table(relations, tmp / "relations.parquet")
+        pq.write_table(pa.table({"user_id": pa.array(users, pa.string())}), tmp / "users.parquet")
+        for name, arr in (arrays or {}).items():
+            np.save(tmp / f"{name}.npy", arr)
+        for name, src in (files or {}).items():
+            dst = tmp / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), dst)
+        meta = {"format": FORMAT, "version": 1, **meta}
+        meta.setdefault("relations", sorted(set(relations.column("relation").to_pylist()), key=RELATIONS.index))
+        meta["fingerprint"] = meta.get("fingerprint") or os.urandom(8).hex()
+        meta["split_seed"] = split_seed
+        (tmp / "catalog.json").write_text(json.dumps(meta, indent=2))
+        make_splits(Catalog(tmp), seed=split_seed, reject=reject)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

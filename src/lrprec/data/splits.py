@@ -1,0 +1,46 @@
+"""The [M15 §4.1] protocol: 80/10/10 split of positives per relation, equal fixed negatives."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from lrprec.data.catalog import RELATIONS, Catalog, Pairs, pairs_table
+from lrprec.data.sampling import NegativeSampler, RejectFn
+
+RATIOS = (0.8, 0.1, 0.1)
+
+
+def split_positives(pos: Pairs, seed: int, ratios: tuple[float, float, float] = RATIOS) -> dict[str, Pairs]:
+    """Shuffle the positives of each relation (seeded) and cut them 80/10/10; a pair lands in one split only."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[Pairs]] = {"train": [], "validation": [], "test": []}
+    for r in range(len(RELATIONS)):
+        idx = np.flatnonzero(pos.relation == r)
+        if idx.size == 0:
+            continue
+        idx = idx[rng.permutation(idx.size)]
+        n_train = int(round(ratios[0] * idx.size))
+        n_val = int(round(ratios[1] * idx.size))
+        parts["train"].append(pos.take(idx[:n_train]))
+        parts["validation"].append(pos.take(idx[n_train:n_train + n_val]))
+        parts["test"].append(pos.take(idx[n_train + n_val:]))
+    return {k: Pairs.concat(v) if v else Pairs.empty() for k, v in parts.items()}
+
+
+def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None) -> dict[str, Pairs]:
+    """Create and store ``splits/{train,validation,test}.parquet`` for a catalog.
+
+    Validation and test get one fixed negative per positive (|Q| = |R|), drawn from the
+    category of the positive partner and never a known positive for (i, r).
+    """
+    pos = catalog.positives()
+    splits = split_positives(pos, seed)
+    sampler = NegativeSampler(pos, catalog.category_codes)
+    rng = np.random.default_rng(seed + 1)
+    out: dict[str, Pairs] = {"train": splits["train"]}
+    for name in ("validation", "test"):
+        out[name] = Pairs.concat([splits[name], sampler.sample(splits[name], rng, reject)])
+    (catalog.root / "splits").mkdir(exist_ok=True)
+    for name, pairs in out.items():
+        pq.write_table(pairs_table(catalog.item_ids, pairs, catalog.user_ids), catalog.root / "splits" / f"{name}.parquet")
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: link prediction (Table 1), explanation faithfulness, localization."""

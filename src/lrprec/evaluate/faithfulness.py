@@ -1,0 +1,596 @@
+"""How faithful are the explanations? Perturbation AOPC, localization and a leaderboard (SPEC §4).
+
+For the test pairs the model correctly predicts as related, every explanation method
+explains the same pairs and the same target; then the explained image is perturbed region
+by region (:mod:`lrprec.evaluate.perturbation`) in the method's MoRF and LRF orders and in
+a random order, and the pair is re-scored after every step. From the curves:
+
+* AOPC of P(related) per method and order, with a seeded 95% bootstrap interval (a better
+  explanation has a larger MoRF AOPC and a larger MoRF − random gap);
+* the paper's Figure 3 view: after k steps, the fraction of pairs still predicted related
+  and which relation head the model now predicts (the trained head with the highest P
+  above 0.5, or none) — per category of the perturbed item and averaged over categories;
+* localization against ground-truth masks where the catalog has them
+  (:mod:`lrprec.evaluate.localization`).
+
+The other image, the relation and the user stay fixed while one image is perturbed, so
+the other image's embedding is computed once per pair and every perturbed image costs a
+single backbone pass; all relation heads are scored from that pass at once.
+
+Explanation methods come from :mod:`lrprec.explain` (names: ``lrp`` for the default
+composite, ``lrp-<composite>`` for the others, ``bilrp`` for BiLRP marginals when that
+module offers them, and the baselines ``saliency``, ``gradxinput``,
+``integrated_gradients``, ``random``). Callers and tests can pass their own ``explainers``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from lrprec.data.catalog import RELATIONS, Pairs
+from lrprec.evaluate.localization import mask_area_fraction, pointing_game, relevance_mass, resize_masks
+from lrprec.evaluate.perturbation import ORDERS, aopc, bootstrap_ci, make_fill, n_regions, perturbation_curves
+from lrprec.model.pair import PairModel
+
+if TYPE_CHECKING:
+    from lrprec.run import Run
+
+DEFAULT_COMPOSITE = "epsilon-plus-flat"
+DEFAULT_METHOD = "lrp"
+BASELINE_METHODS: tuple[str, ...] = ("saliency", "gradxinput", "integrated_gradients", "random")
+IMAGES = ("a", "b", "both")
+
+Explainer = Callable[[PairModel, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``explainer(model, x_a, x_b, relation, user) -> (relevance_a, relevance_b)``, each shaped like its input."""
+
+
+# ---- explanation methods ------------------------------------------------------------------
+def default_explainers(target: str = "similarity", seed: int = 0, batch_size: int = 64) -> tuple[dict[str, Explainer], dict[str, str]]:
+    """The methods :mod:`lrprec.explain` offers, as explainers, and why any are missing.
+
+    Returns ``(explainers, unavailable)``; ``unavailable`` maps a method name to the reason
+    (e.g. a module that cannot be imported), so a request for it gets a clear error.
+    """
+    found: dict[str, Explainer] = {}
+    missing: dict[str, str] = {}
+    try:
+        from lrprec.explain.targets import explain_pairs
+    except ImportError as exc:
+        missing[DEFAULT_METHOD] = f"lrprec.explain.targets cannot be imported ({exc})"
+    else:
+        def lrp(composite: str) -> Explainer:
+            def run(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                res = explain_pairs(model, x_a, x_b, relation, user, target=target, composite=composite, batch_size=batch_size)
+                return torch.as_tensor(res.relevance_a), torch.as_tensor(res.relevance_b)
+            return run
+
+        found[DEFAULT_METHOD] = lrp(DEFAULT_COMPOSITE)
+        try:
+            from lrprec.explain.composites import COMPOSITES
+        except ImportError as exc:
+            missing["lrp-<composite>"] = f"lrprec.explain.composites cannot be imported ({exc})"
+        else:
+            for name in COMPOSITES:
+                if name != DEFAULT_COMPOSITE:
+                    found[f"lrp-{name}"] = lrp(name)
+    bil = _bilrp_explainer(target, batch_size)
+    if isinstance(bil, str):
+        missing["bilrp"] = bil
+    else:
+        found["bilrp"] = bil
+    try:
+        from lrprec.explain.baselines import METHODS, attribute
+    except ImportError as exc:
+        for name in BASELINE_METHODS:
+            missing[name] = f"lrprec.explain.baselines cannot be imported ({exc})"
+    else:
+        def baseline(method: str) -> Explainer:
+            def run(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                ra, rb = attribute(model, x_a, x_b, relation, user, method, target=target, seed=seed)
+                return torch.as_tensor(ra), torch.as_tensor(rb)
+            return run
+
+        for name in METHODS:
+            found[name] = baseline(name)
+    return found, missing
+
+
+def _bilrp_explainer(target: str, batch_size: int) -> Explainer | str:
+    """BiLRP marginals as a first-order map, or the reason they are unavailable.
+
+    The marginal of R_pp' over the other image's pixels is what image a's pixels contribute
+    to the similarity through their matches in b. The adapter uses ``marginals`` from
+    :mod:`lrprec.explain.bilrp` when that module provides such a function.
+    """
+    if target != "similarity":
+        return "BiLRP explains the similarity target only"
+    try:
+        from lrprec.explain import bilrp as bilrp_mod
+    except ImportError as exc:
+        return f"lrprec.explain.bilrp cannot be imported ({exc})"
+    marginals = getattr(bilrp_mod, "marginals", None)
+    if marginals is None:
+        return "lrprec.explain.bilrp offers no pixel marginals (function 'marginals')"
+
+    def run(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ra, rb = marginals(model, x_a, x_b, relation, user, composite=DEFAULT_COMPOSITE, batch_size=batch_size)
+        return torch.as_tensor(ra), torch.as_tensor(rb)
+
+    return run
+
+
+def resolve_methods(methods: Sequence[str] | str | None, explainers: Mapping[str, Explainer], unavailable: Mapping[str, str] | None = None) -> list[str]:
+    """Requested method names, checked; ``None`` means every available method (``lrp`` first)."""
+    unavailable = unavailable or {}
+    if methods is None:
+        names = list(explainers)
+        if DEFAULT_METHOD in names:
+            names.remove(DEFAULT_METHOD)
+            names.insert(0, DEFAULT_METHOD)
+        if not names:
+            by_reason: dict[str, list[str]] = {}
+            for k, v in unavailable.items():
+                by_reason.setdefault(v, []).append(k)
+            raise ValueError("no explanation method is available: " + "; ".join(f"{', '.join(ks)}: {v}" for v, ks in by_reason.items()))
+        return names
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("no methods given")
+    out: list[str] = []
+    for m in methods:
+        if m in explainers:
+            if m not in out:
+                out.append(m)
+        elif m in unavailable:
+            raise ValueError(f"method {m!r} is not available: {unavailable[m]}")
+        else:
+            raise ValueError(f"unknown method {m!r}; available methods: {', '.join(explainers) or '(none)'}")
+    return out
+
+
+def _explain(explainer: Explainer, model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run an explainer over the pairs in chunks (bounded memory for integrated gradients)."""
+    ras, rbs = [], []
+    for s in range(0, x_a.shape[0], batch_size):
+        sl = slice(s, s + batch_size)
+        ra, rb = explainer(model, x_a[sl].clone(), x_b[sl].clone(), relation[sl].clone(), user[sl].clone())
+        if tuple(ra.shape[-2:]) != tuple(x_a.shape[-2:]) or tuple(rb.shape[-2:]) != tuple(x_b.shape[-2:]):
+            raise ValueError(f"an explainer returned relevance of shape {tuple(ra.shape)} for inputs {tuple(x_a[sl].shape)}")
+        ras.append(ra.detach().float().cpu())
+        rbs.append(rb.detach().float().cpu())
+    return torch.cat(ras), torch.cat(rbs)
+
+
+# ---- scoring ------------------------------------------------------------------------------
+def head_logits(model: PairModel, x: torch.Tensor, x_other: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+    """(B, R) logits c_r − d_u of every relation head for the pairs (x, x_other), one backbone pass."""
+    feats = model.embed(torch.cat([x, x_other]))
+    a = model.project_all(feats)
+    n = x.shape[0]
+    return _logits_all(model, a[:n], a[n:], _thetas(model, user))
+
+
+def _thetas(model: PairModel, user: torch.Tensor) -> torch.Tensor:
+    """(B, R, K) θ of every relation head for each row's user."""
+    return torch.stack([model.theta(torch.full_like(user, r), user) for r in range(model.n_relations)], 1)
+
+
+def _logits_all(model: PairModel, a: torch.Tensor, a_other: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    return model.c.unsqueeze(0) - (theta.pow(2) * (a - a_other).pow(2)).sum(-1)
+
+
+def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, batch_size: int = 256) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``score_fn`` for :func:`perturbation_curves`: logits of all relation heads, (B, R).
+
+    Row n of a batch is paired with ``x_other[n]`` and ``user[n]``; the other image's
+    projections and the θs are computed once here, so each perturbed image costs one
+    backbone pass. The distance is symmetric, so which side is perturbed does not matter.
+    """
+    with torch.no_grad():
+        a_other = torch.cat([model.project_all(model.embed(x_other[s:s + batch_size])) for s in range(0, x_other.shape[0], batch_size)])
+        theta = _thetas(model, user)
+
+    def score(xb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        a = model.project_all(model.embed(xb))
+        return _logits_all(model, a, a_other[rows], theta[rows])
+
+    return score
+
+
+def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 256) -> tuple[Pairs, np.ndarray]:
+    """The first ``n`` test positives (of trained relations) predicted related, after a seeded shuffle.
+
+    Returns the pairs and their P(related). Scores the shuffled positives a batch at a
+    time and stops once ``n`` correct ones are found. Raises ValueError when there are none.
+    """
+    if n <= 0:
+        raise ValueError(f"--pairs must be positive, got {n}")
+    test = run.catalog.pairs("test")
+    trained = [RELATIONS.index(r) for r in run.relations]
+    pos = test.take(np.flatnonzero((test.label == 1) & np.isin(test.relation, trained)))
+    pos = pos.take(np.random.default_rng(seed).permutation(len(pos)))
+    model: PairModel = run.model
+    model.eval()
+    chosen: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    found = 0
+    with torch.no_grad():
+        for s in range(0, len(pos), batch_size):
+            part = pos.take(slice(s, s + batch_size))
+            logit = model(run.inputs(part.a), run.inputs(part.b), torch.from_numpy(part.relation), torch.from_numpy(part.user))
+            p = torch.sigmoid(logit).double().numpy()
+            ok = np.flatnonzero(p > 0.5)[: n - found]
+            chosen.append(s + ok)
+            probs.append(p[ok])
+            found += ok.size
+            if found >= n:
+                break
+    idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    if idx.size == 0:
+        raise ValueError(f"no correctly predicted positive test pairs to evaluate ({len(pos)} positive test pairs of the trained relations, none with P > 0.5)")
+    return pos.take(idx), np.concatenate(probs)
+
+
+def default_region(size: int) -> int:
+    """Region side S for an input size: 4 px at 64 px (size / 16), 9 px from 224 px on (SPEC §4)."""
+    return 9 if size >= 224 else max(1, round(size / 16))
+
+
+# ---- curve summaries ----------------------------------------------------------------------
+def _by_category(indicator: np.ndarray, cats: np.ndarray, names: list[str]) -> dict[str, list[float]]:
+    """Per-category mean of an (M, L+1) indicator, plus ``mean`` = average over the categories."""
+    out: dict[str, list[float]] = {}
+    for c in np.unique(cats):
+        out[names[c]] = indicator[cats == c].mean(0).tolist()
+    out["mean"] = np.mean([out[names[c]] for c in np.unique(cats)], axis=0).tolist()
+    return out
+
+
+def _predicted_relation(p_all: np.ndarray, heads: list[int]) -> np.ndarray:
+    """(M, L+1) index into ``heads`` of the predicted relation, or -1 for none (no P above 0.5)."""
+    sub = p_all[..., heads]
+    best = sub.argmax(-1)
+    return np.where(np.take_along_axis(sub, best[..., None], -1)[..., 0] > 0.5, best, -1)
+
+
+def _paper_view(p_all: np.ndarray, own: np.ndarray, relation: np.ndarray, cats: np.ndarray, cat_names: list[str], heads: list[int]) -> dict[str, Any]:
+    pred = _predicted_relation(p_all, heads)
+    still = (own > 0.5).astype(np.float64)
+    same = (np.asarray(heads)[np.clip(pred, 0, None)] == relation[:, None]) & (pred >= 0)
+    predicted: dict[str, dict[str, list[float]]] = {}
+    labels = [RELATIONS[h] for h in heads] + ["none"]
+    per_label = {lab: _by_category((pred == (k if lab != "none" else -1)).astype(np.float64), cats, cat_names) for k, lab in enumerate(labels)}
+    for cat in per_label[labels[0]]:
+        predicted[cat] = {lab: per_label[lab][cat] for lab in labels}
+    return {
+        "still_related": _by_category(still, cats, cat_names),
+        "still_original_relation": _by_category(same.astype(np.float64), cats, cat_names),
+        "predicted_relation": predicted,
+    }
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ---- orchestration ------------------------------------------------------------------------
+def faithfulness(
+    run: "Run",
+    pairs: int = 100,
+    steps: int = 50,
+    region: int | None = None,
+    orders: Sequence[str] = ORDERS,
+    methods: Sequence[str] | str | None = None,
+    image: str = "a",
+    seed: int = 0,
+    batch_size: int = 256,
+    target: str = "similarity",
+    explain_batch_size: int = 32,
+    explainers: Mapping[str, Explainer] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Perturbation AOPC, the paper's Figure 3 view and localization for each method on one run.
+
+    ``run`` is a :class:`lrprec.run.Run` (anything with ``model``, ``catalog``,
+    ``relations`` and ``inputs(rows)``). ``image`` picks the perturbed side: ``a``, ``b``,
+    or ``both`` (each pair contributes one curve per side; the other side stays intact).
+    ``explainers`` replaces the methods of :mod:`lrprec.explain` (name -> explainer).
+    Returns the issue's JSON shape plus ``curves`` (mean P(related) and logit per step for
+    each method and order), ``aopc_logit``, ``still_original_relation`` and run details;
+    per-pair arrays are under the private key ``_arrays`` (dropped by :func:`to_json`).
+    Raises ValueError for bad arguments, steps beyond the number of regions, unknown
+    methods and runs with no correct positive pairs.
+    """
+    t_start = time.perf_counter()
+    say = progress or (lambda msg: None)
+    if image not in IMAGES:
+        raise ValueError(f"unknown image {image!r}; choose a, b or both")
+    orders = list(dict.fromkeys(orders))
+    for o in orders:
+        if o not in ORDERS:
+            raise ValueError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
+    if not orders:
+        raise ValueError("no orders given")
+    model: PairModel = run.model
+    if model.backbone.kind != "image":
+        raise ValueError("pixel perturbation needs an image model; this run reads precomputed features")
+    # Check the geometry before any model work, so bad arguments fail fast.
+    size = run.input_size or run.catalog.image_size
+    if size is None:
+        raise ValueError("the run's catalog has no images")
+    region = default_region(int(size)) if region is None else int(region)
+    total_regions = n_regions(int(size), int(size), region)
+    if region <= 0 or steps < 0 or steps > total_regions:
+        raise ValueError(f"--steps {steps} must be between 0 and the {total_regions} regions of {region}x{region} pixels in a {size}x{size} image")
+    if explainers is None:
+        explainers, unavailable = default_explainers(target=target, seed=seed, batch_size=explain_batch_size)
+    else:
+        unavailable = {}
+    names = resolve_methods(methods, explainers, unavailable)
+
+    model.eval()
+    say("selecting correctly predicted positive test pairs")
+    sel, p_sel = correct_positive_pairs(run, pairs, seed=seed, batch_size=batch_size)
+    x_a, x_b = run.inputs(sel.a), run.inputs(sel.b)
+    relation, user = torch.from_numpy(sel.relation), torch.from_numpy(sel.user)
+    sides = ("a", "b") if image == "both" else (image,)
+    x = torch.cat([x_a if s == "a" else x_b for s in sides])
+    x_other = torch.cat([x_b if s == "a" else x_a for s in sides])
+    rel_all = torch.cat([relation] * len(sides))
+    usr_all = torch.cat([user] * len(sides))
+    items = np.concatenate([sel.a if s == "a" else sel.b for s in sides])
+    cats = np.asarray(run.catalog.category_codes)[items]
+    cat_names = list(run.catalog.category_names)
+    heads = [RELATIONS.index(r) for r in run.relations]
+    rel_np = rel_all.numpy()
+    m = x.shape[0]
+    p0_expected = np.concatenate([p_sel] * len(sides))
+
+    bounds = model.backbone.input_bounds()
+    fill = make_fill(x, "uniform", bounds, seed)  # the same noise for every method and order
+    score = pair_scorer(model, x_other, usr_all, batch_size)
+
+    masks = None
+    if run.catalog.masks is not None:
+        masks = resize_masks(np.asarray(run.catalog.masks[np.sort(np.unique(items))]), x.shape[-2], x.shape[-1])
+        masks = masks[torch.from_numpy(np.searchsorted(np.sort(np.unique(items)), items))]
+
+    evaluated = 0
+    t_perturb = 0.0
+
+    def curves_for(rel_map: torch.Tensor | None, order: str) -> np.ndarray:
+        nonlocal evaluated, t_perturb
+        t0 = time.perf_counter()
+        c = perturbation_curves(score, x, rel_map, steps, region, order=order, seed=seed, batch_size=batch_size, fill_values=fill)
+        t_perturb += time.perf_counter() - t0
+        evaluated += c.shape[0] * c.shape[1]
+        arr = c.double().numpy()
+        p0 = 1 / (1 + np.exp(-arr[np.arange(m), 0, rel_np]))
+        if not np.allclose(p0, p0_expected, atol=1e-4):
+            raise RuntimeError("the unperturbed scores differ from those the pairs were selected with: an explainer changed the model")
+        return arr  # (M, L+1, R) logits of every head
+
+    random_curves: np.ndarray | None = None
+    result_methods: dict[str, Any] = {}
+    curves_mean: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    paper: dict[str, Any] | None = None
+    ref = DEFAULT_METHOD if DEFAULT_METHOD in names else names[0]
+    for name in names:
+        say(f"explaining {m // len(sides)} pairs with {name}")
+        ra, rb = _explain(explainers[name], model, x_a, x_b, relation, user, explain_batch_size)
+        rel_map = torch.cat([ra if s == "a" else rb for s in sides])
+        entry: dict[str, Any] = {"aopc": {}, "aopc_ci95": {}, "aopc_logit": {}, "still_related_mean": {}}
+        curves_mean[name] = {}
+        for order in orders:
+            say(f"perturbing: {name}, {order}")
+            if order == "random":
+                if random_curves is None:  # the random order ignores the relevance: shared by all methods
+                    random_curves = curves_for(None, "random")
+                logits = random_curves
+            else:
+                logits = curves_for(rel_map, order)
+            own_logit = logits[np.arange(m), :, rel_np]  # (M, L+1)
+            own_p = 1 / (1 + np.exp(-own_logit))
+            per_pair = aopc(own_p)
+            entry["aopc"][order] = float(per_pair.mean())
+            entry["aopc_ci95"][order] = list(bootstrap_ci(per_pair, seed=seed))
+            entry["aopc_logit"][order] = float(aopc(own_logit).mean())
+            view = _paper_view(1 / (1 + np.exp(-logits)), own_p, rel_np, cats, cat_names, heads)
+            entry["still_related_mean"][order] = view["still_related"]["mean"]
+            if name == ref and (order == "morf" or paper is None):
+                paper = {"method": name, "order": order, **view}
+            curves_mean[name][order] = {"probability": own_p.mean(0).tolist(), "logit": own_logit.mean(0).tolist()}
+            arrays[f"{name}/{order}/probability"] = own_p.astype(np.float32)
+            arrays[f"{name}/{order}/aopc"] = per_pair
+        if "morf" in entry["aopc"] and "random" in entry["aopc"]:
+            entry["gap"] = entry["aopc"]["morf"] - entry["aopc"]["random"]
+        if masks is not None:
+            entry["relevance_mass"] = _finite(float(np.nanmean(relevance_mass(rel_map, masks))))
+            entry["pointing_game"] = _finite(float(np.nanmean(pointing_game(rel_map, masks))))
+        else:
+            entry["relevance_mass"] = entry["pointing_game"] = None
+        result_methods[name] = entry
+    assert paper is not None
+    n_pairs = m // len(sides)
+    return {
+        "pairs": n_pairs,
+        "steps": steps,
+        "region": region,
+        "image": image,
+        "orders": orders,
+        "target": target,
+        "seed": seed,
+        "input_size": int(size),
+        "regions": total_regions,
+        "mask_area_fraction": None if masks is None else float(mask_area_fraction(masks).mean()),
+        "methods": result_methods,
+        "reference": {"method": paper["method"], "order": paper["order"]},
+        "still_related": paper["still_related"],
+        "still_original_relation": paper["still_original_relation"],
+        "predicted_relation": paper["predicted_relation"],
+        "curves": curves_mean,
+        "timing": {
+            "seconds": time.perf_counter() - t_start,
+            "perturbation_seconds": t_perturb,
+            "images_scored": evaluated,
+            "images_per_second": evaluated / t_perturb if t_perturb > 0 else None,
+        },
+        "unavailable_methods": dict(unavailable),
+        "_arrays": arrays,
+    }
+
+
+def to_json(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The result without private keys and with NaN/inf as null, ready for ``json.dumps``."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: clean(x) for k, x in v.items() if not (isinstance(k, str) and k.startswith("_"))}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return _finite(float(v))
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+    return clean(result)
+
+
+# ---- presentation -------------------------------------------------------------------------
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def leaderboard_table(result: Mapping[str, Any]) -> str:
+    """Terminal table: method × (MoRF AOPC [CI], LRF AOPC, random AOPC [CI], gap, relevance mass, pointing game).
+
+    Rows are sorted by the MoRF − random gap (the larger the more faithful), else by MoRF AOPC.
+    """
+    methods = result["methods"]
+    header = ["method", "MoRF AOPC [95% CI]", "LRF AOPC", "random AOPC [95% CI]", "gap", "rel. mass", "pointing"]
+
+    def ci(entry: Mapping[str, Any], order: str) -> str:
+        v = entry["aopc"].get(order)
+        if v is None:
+            return "-"
+        lo, hi = entry["aopc_ci95"].get(order, (None, None))
+        return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+    def key(item: tuple[str, Mapping[str, Any]]) -> float:
+        e = item[1]
+        v = e.get("gap", e["aopc"].get("morf"))
+        return -(v if v is not None else -math.inf)
+
+    rows = [header]
+    for name, e in sorted(methods.items(), key=key):
+        rows.append([name, ci(e, "morf"), _fmt(e["aopc"].get("lrf")), ci(e, "random"), _fmt(e.get("gap")), _fmt(e.get("relevance_mass")), _fmt(e.get("pointing_game"))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        f"faithfulness: {result['pairs']} correctly predicted positive pairs, image {result.get('image', 'a')}, "
+        f"{result['steps']} steps of {result['region']}x{result['region']} regions, AOPC of P(related)",
+    ]
+    if result.get("mask_area_fraction") is not None:
+        lines.append(f"mask area fraction (a uniform map's relevance mass): {result['mask_area_fraction']:.3f}")
+    lines.append("")
+    for k, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    ref = result.get("reference", {})
+    still = result.get("still_related", {}).get("mean")
+    if still:
+        lines.append("")
+        lines.append(f"still predicted related ({ref.get('method')}, {ref.get('order')}; mean over categories): "
+                     f"{still[0]:.2f} at step 0 -> {still[-1]:.2f} after {len(still) - 1} steps")
+    if result.get("unavailable_methods"):
+        lines.append("not evaluated: " + "; ".join(f"{k} ({v})" for k, v in result["unavailable_methods"].items()))
+    return "\n".join(lines)
+
+
+def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """PNG figures: P(related) and logit vs step per order, the paper's Figure 3 view, predicted relations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    curves = result["curves"]
+    orders = list(result.get("orders") or next(iter(curves.values())).keys())
+    steps = np.arange(result["steps"] + 1)
+    for quantity, label in (("probability", "P(related)"), ("logit", "logit c - d")):
+        fig, axes = plt.subplots(1, len(orders), figsize=(4.2 * len(orders), 3.6), sharey=True, squeeze=False)
+        for ax, order in zip(axes[0], orders):
+            for name, per_order in curves.items():
+                if order in per_order:
+                    ax.plot(steps, per_order[order][quantity], label=name, lw=2.2 if name == DEFAULT_METHOD else 1.2)
+            ax.set_title(order.upper() if order != "random" else "random order")
+            ax.set_xlabel(f"perturbation step ({result['region']}x{result['region']} regions)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"mean {label}")
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        path = out / f"faithfulness_{quantity}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+
+    ref = result.get("reference", {})
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for cat, vals in result["still_related"].items():
+        if cat != "mean":
+            ax.plot(steps, vals, lw=1, alpha=0.7, label=cat)
+    ax.plot(steps, result["still_related"]["mean"], color="k", lw=2.5, label="mean over categories")
+    ax.set_xlabel("perturbation step")
+    ax.set_ylabel("fraction still predicted related")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{ref.get('method')} ({ref.get('order')})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "faithfulness_still_related.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+
+    pred = result["predicted_relation"]["mean"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.stackplot(steps, *[pred[k] for k in pred], labels=list(pred))
+    ax.set_xlabel("perturbation step")
+    ax.set_ylabel("fraction of pairs (mean over categories)")
+    ax.set_title(f"predicted relation after perturbation ({ref.get('method')}, {ref.get('order')})")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = out / "faithfulness_predicted_relation.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+    return files
+
+
+def write_result(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``faithfulness.json``, ``curves.npz`` (per-pair curves and AOPCs) and the plots to ``out_dir``."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = plot_curves(result, out)
+    npz = out / "curves.npz"
+    np.savez_compressed(npz, **{k.replace("/", "__"): v for k, v in result.get("_arrays", {}).items()})
+    files.append(npz)
+    path = out / "faithfulness.json"
+    doc = to_json(result)
+    doc["files"] = [str(p) for p in files + [path]]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    return files + [path]

@@ -1,0 +1,127 @@
+"""Render ``RUN/report.html`` from the artifacts found in a run directory.
+
+Each stage writes plain files (metrics.json, history.json, explain/, faithfulness/,
+recommendations/); this module only reads them, so the report can be rebuilt any time
+and a stage that was skipped simply has no section.
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    html: str
+
+
+def _table(header: list[str], rows: list[list[str]], classes: list[list[str]] | None = None) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for i, row in enumerate(rows):
+        cls = classes[i] if classes else [""] * len(row)
+        out.append("<tr>" + "".join(f'<td class="{c}">{v}</td>' for v, c in zip(row, cls)) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def table1_html(report: dict) -> str:
+    """Category × relation accuracy (AUC) table, the paper's Table 1 layout."""
+    rels = list(report["relations"])
+    cats = sorted({c for r in rels for c in report["relations"][r]["by_category"]})
+    k = str(report.get("dim", ""))
+
+    def cell(d: dict | None) -> str:
+        if not d or d.get("accuracy") is None:
+            return "–"
+        return f"{_pct(d['accuracy'])} <span class='muted'>({d['auc']:.3f})</span>" if d.get("auc") is not None else _pct(d["accuracy"])
+
+    rows = [[html.escape(c), k] + [cell(report["relations"][r]["by_category"].get(c)) for r in rels] for c in cats]
+    rows.append(["<b>all</b>", k] + [f"<b>{cell(report['relations'][r])}</b>" for r in rels])
+    ov = report["overall"]
+    extra = f"<p>Overall accuracy <b>{_pct(ov['accuracy'])}%</b>, ROC-AUC {ov['auc']:.3f} on {ov['n']} {report.get('split', 'test')} pairs (half positives, half negatives: chance is 50%)."
+    if report.get("personalized"):
+        extra += f" User-carrying pairs: {_pct(report['personalized']['accuracy'])}% (n = {report['personalized']['n']})."
+    return _table(["category", "K"] + rels, rows) + extra + "</p><p class='muted'>cells: accuracy % at P &gt; 0.5 (ROC-AUC)</p>"
+
+
+def _training_section(run: Path) -> Section | None:
+    hist_path = run / "history.json"
+    if not hist_path.exists():
+        return None
+    hist = json.loads(hist_path.read_text())
+    fig = run / "figures" / "training.png"
+    if not fig.exists():
+        plot_training(hist, fig)
+    ep = hist["epochs"]
+    rows = [[str(e["epoch"]), f"{e['loss']:.4f}", _pct(e["val_accuracy"]), f"{e['pairs_per_second']:.0f}"] for e in ep]
+    body = f'<div class="fig"><img src="{fig.relative_to(run)}" alt="training curves" width="640"></div>'
+    body += _table(["epoch", "train loss", "val accuracy %", "pairs/s"], rows)
+    body += f"<p>Best epoch: {hist['best']['epoch']} (its weights are kept).</p>"
+    return Section("training", "Training", body)
+
+
+def plot_training(hist: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = hist["epochs"]
+    x = [e["epoch"] for e in ep]
+    fig, ax1 = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    ax1.plot(x, [e["loss"] for e in ep], "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(x, [100 * e["val_accuracy"] for e in ep], "s-", color="tab:green", label="validation accuracy")
+    ax2.set_ylabel("validation accuracy %", color="tab:green")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _metrics_section(run: Path) -> Section | None:
+    path = run / "metrics.json"
+    if not path.exists():
+        return None
+    metrics = json.loads(path.read_text())
+    body = "".join(f"<h3>{html.escape(split)} split</h3>" + table1_html(rep) for split, rep in metrics.items())
+    return Section("table1", "Link prediction (Table 1 layout)", body)
+
+
+def _comparison_section(run: Path) -> Section | None:
+    path = run / "comparison.json"
+    if not path.exists():
+        return None
+    comp = json.loads(path.read_text())
+    rows = [[html.escape(name), _pct(r["overall"]["accuracy"]), f"{r['overall']['auc']:.3f}", _pct((r.get("personalized") or {}).get("accuracy"))] for name, r in comp.items()]
+    body = "<p>Design choices measured on the same catalog and seed (test split).</p>" + _table(["variant", "accuracy %", "AUC", "user-carrying pairs %"], rows)
+    return Section("ablation", "Does end-to-end training and personalization matter?", body)
+
+
+# Later stages register their section builders here (name -> function(run) -> Section | None).
+SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section]
+
+
+def write_report(run: str | Path, title: str | None = None, extra: list[Section] | None = None) -> Path:
+    """Write ``RUN/report.html`` from whatever the run directory holds; returns its path."""
+    run = Path(run)
+    cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    sections = [s for b in SECTION_BUILDERS if (s := b(run)) is not None] + list(extra or [])
+    env = jinja2.Environment(loader=jinja2.PackageLoader("lrprec.report", "templates"), autoescape=True)
+    subtitle = f"backbone {cfg.get('backbone', '?')}, K = {cfg.get('dim', '?')}, relations {', '.join(cfg.get('relations', []))}, catalog {cfg.get('catalog', '?')}"
+    out = run / "report.html"
+    out.write_text(env.get_template("report.html").render(title=title or run.name, subtitle=subtitle, sections=sections))
+    return out

@@ -1,0 +1,122 @@
+"""A run directory: everything a later stage needs (config, weights, split reference, metrics).
+
+Layout::
+
+    RUN/config.json        backbone, K, relations, catalog path + fingerprint, seed, training args
+    RUN/model.safetensors  weights of the best validation epoch
+    RUN/history.json       per-epoch loss / validation accuracy
+    RUN/metrics.json       the last ``lrprec evaluate``
+    RUN/index/, RUN/explain/, RUN/faithfulness/, RUN/report.html   written by later stages
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lrprec.data.catalog import RELATIONS, Catalog, CatalogError
+from lrprec.model.backbones import build_backbone, preprocess
+from lrprec.model.pair import PairModel
+
+
+class RunError(ValueError):
+    """A missing or inconsistent run directory."""
+
+
+def build_model(config: dict, n_users: int) -> PairModel:
+    """The PairModel a config describes, initialized from the config's seed alone (untrained)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(config.get("seed", 0)))
+        backbone = build_backbone(config["backbone"], **config.get("backbone_config", {}))
+    return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)), seed=int(config.get("seed", 0)))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_weights(model: PairModel, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Run:
+    """A trained model with its catalog; ``inputs`` turns item rows into model inputs."""
+
+    path: Path
+    config: dict
+    catalog: Catalog
+    model: PairModel
+    _version: str = field(default="")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, catalog: str | os.PathLike | None = None) -> "Run":
+        path = Path(path)
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise RunError(f"{path} is not an lrprec run (no config.json); create one with 'lrprec train'")
+        config = json.loads(cfg_path.read_text())
+        cat = Catalog(catalog or config["catalog"])
+        if config.get("catalog_fingerprint") and cat.fingerprint != config["catalog_fingerprint"]:
+            raise RunError(f"the catalog at {cat.root} changed since this run was trained (fingerprint mismatch); retrain")
+        model = build_model(config, n_users=len(cat.user_ids))
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise RunError(f"{weights} is missing; the run has not finished training")
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except Exception as exc:
+            raise RunError(f"cannot load {weights}: {exc}") from None
+        model.eval()
+        return cls(path=path, config=config, catalog=cat, model=model)
+
+    @property
+    def relations(self) -> list[str]:
+        """Relations this model was trained on (heads for others exist but are untrained)."""
+        return list(self.config["relations"])
+
+    @property
+    def version(self) -> str:
+        """Identifies these weights: changes whenever the model is retrained."""
+        return str(self.config.get("weights_id", ""))
+
+    @property
+    def input_size(self) -> int | None:
+        return self.config.get("input_size")
+
+    def check_relation(self, name: str) -> int:
+        if name not in RELATIONS:
+            raise CatalogError(f"unknown relation {name!r}; known relations: {', '.join(RELATIONS)}")
+        if name not in self.relations:
+            raise CatalogError(f"relation {name!r} was not trained in this run (trained: {', '.join(self.relations)})")
+        return RELATIONS.index(name)
+
+    def inputs(self, rows: np.ndarray) -> torch.Tensor:
+        """Model inputs for item rows: normalized images (B, 3, S, S), or features (B, F) in features mode."""
+        return item_inputs(self.catalog, self.model, rows, self.config.get("input_size"))
+
+
+def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:
+    rows = np.asarray(rows, dtype=np.int64)
+    if model.backbone.kind == "features":
+        feats = catalog.features
+        if feats is None:
+            raise CatalogError(f"{catalog.root} has no precomputed features (features mode)")
+        order = np.argsort(rows)
+        out = np.empty((rows.size, feats.shape[1]), np.float32)
+        out[order] = feats[rows[order]]
+        return torch.from_numpy(out)
+    images = catalog.images
+    if images is None:
+        raise CatalogError(f"{catalog.root} has no images; train with --mode features or import images")
+    uniq, inv = np.unique(rows, return_inverse=True)
+    return preprocess(images[uniq], model.backbone, input_size)[torch.from_numpy(inv)]

@@ -1,0 +1,4 @@
+"""Training: the loop, negative sampling per epoch, checkpoints."""
+from lrprec.train.trainer import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

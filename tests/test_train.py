@@ -1,0 +1,71 @@
+"""Training: determinism, frozen vs end-to-end gradients, evaluation report shape."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lrprec.data.catalog import CatalogError
+from lrprec.evaluate.linkpred import evaluate_run, roc_auc
+from lrprec.train import TrainConfig, train
+
+FIRST = "backbone.features.0.weight"
+
+
+def _quiet(m):
+    pass
+
+
+def test_same_seed_same_metrics(tiny_catalog, tiny_run, tmp_path):
+    again = tmp_path / "again"
+    train(tiny_catalog, again, TrainConfig(epochs=2, batch_size=64, dim=8, seed=1), progress=False, log=_quiet)
+    h1 = json.loads((tiny_run / "history.json").read_text())
+    h2 = json.loads((again / "history.json").read_text())
+    assert [e["loss"] for e in h1["epochs"]] == [e["loss"] for e in h2["epochs"]]
+    assert evaluate_run(tiny_run)["overall"] == evaluate_run(again)["overall"]
+
+
+def test_end_to_end_updates_the_first_layer_and_frozen_does_not(tiny_catalog, tmp_path):
+    from lrprec.run import build_model
+
+    init = build_model({"backbone": "small", "dim": 8, "seed": 5}, n_users=3).state_dict()[FIRST]
+    train(tiny_catalog, tmp_path / "e2e", TrainConfig(epochs=1, batch_size=64, dim=8, seed=5), progress=False, log=_quiet)
+    train(tiny_catalog, tmp_path / "frozen", TrainConfig(epochs=1, batch_size=64, dim=8, seed=5, freeze_backbone=True), progress=False, log=_quiet)
+    e2e = load_file(str(tmp_path / "e2e" / "model.safetensors"))
+    frozen = load_file(str(tmp_path / "frozen" / "model.safetensors"))
+    assert not torch.equal(e2e[FIRST], init)
+    assert torch.equal(frozen[FIRST], init)
+    assert not torch.equal(frozen["E"], build_model({"backbone": "small", "dim": 8, "seed": 5}, n_users=3).state_dict()["E"])
+
+
+def test_gradients_reach_the_first_layer():
+    from lrprec.model import PairModel, SmallCNN
+
+    m = PairModel(SmallCNN(), dim=4, n_relations=4)
+    x = torch.randn(4, 3, 32, 32)
+    m(x[:2], x[2:], torch.tensor([0, 1]), torch.tensor([-1, -1])).sum().backward()
+    assert m.backbone.features[0].weight.grad is not None and m.backbone.features[0].weight.grad.abs().sum() > 0
+
+
+def test_evaluation_report_shape(tiny_run):
+    rep = evaluate_run(tiny_run)
+    assert set(rep) >= {"relations", "overall"}
+    for r, v in rep["relations"].items():
+        assert 0 <= v["accuracy"] <= 1 and v["n"] > 0 and set(v["by_category"])
+    assert rep["overall"]["n"] == sum(v["n"] for v in rep["relations"].values())
+
+
+def test_roc_auc_known_values():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    assert roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert roc_auc([1, 1], [0.1, 0.2]) is None
+
+
+@pytest.mark.parametrize("kw,match", [({"dim": 0}, "positive"), ({"relations": ["likes"]}, "unknown relation"), ({"category": "sofa"}, "unknown category")])
+def test_bad_config_is_rejected_before_work(tiny_catalog, tmp_path, kw, match):
+    with pytest.raises((ValueError, CatalogError), match=match):
+        train(tiny_catalog, tmp_path / "r", TrainConfig(epochs=1, **kw), progress=False, log=_quiet)
+    assert not (tmp_path / "r" / "config.json").exists()
