@@ -1,0 +1,649 @@
+"""Importing real data: the shared machinery, and the generic csv/parquet importer.
+
+Every importer streams its source once into a :class:`CatalogBuilder`, which keeps items and
+relations as integer codes (not raw lines), counts every skipped input in an
+:class:`ImportReport`, and finally :func:`assemble` filters, decodes images / copies features
+and writes the catalog atomically with :func:`~lrprec.data.catalog.write_catalog`.
+
+The generic form (SPEC §6)::
+
+    items.csv|.parquet      item_id, category[, title][, image]
+    relations.csv|.parquet  item_i|item_a, item_j|item_b, relation[, user_id|user]
+
+``image`` is a path relative to the items file's folder (or to ``--images`` when given), or
+absolute; without an ``image`` column, ``--images DIR`` is searched for ``<item_id>.<ext>``.
+
+Policy decisions (all counted in the report, none silent):
+
+* duplicate item ids: the first row wins (``items_duplicate``);
+* items without a category get the category ``"unknown"`` (``items_without_category``);
+* relation names outside ``RELATIONS`` are an error by default, listing the unknown names
+  and where they first occur (a typo should not quietly empty a relation); with
+  ``skip_unknown_relations`` they are skipped and counted (``relations_unknown_name``).
+  ``also_buy``/``also_view`` (the Amazon 2018 names) are accepted as aliases;
+* relations with an endpoint that is not an imported item are dropped
+  (``relations_unknown_item``), as are self-pairs and exact duplicates.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from lrprec.data.catalog import RELATIONS, write_catalog
+from lrprec.data.images import ImageFolder, decode_images
+
+UNKNOWN_CATEGORY = "unknown"
+RELATION_ALIASES: dict[str, str] = {"also_buy": "also_bought", "also_view": "also_viewed"}
+_EXAMPLES = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImportReport:
+    """Counts of what an import read, kept and skipped, with where each kind of skip first occurred.
+
+    ``skipped`` lists every kind an importer can skip, zeros included, so a reader sees
+    what was checked; ``notes`` says where the first occurrence of each kind was.
+    """
+
+    source: str
+    inputs: dict[str, str]
+    skip_kinds: tuple[str, ...]
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for k in self.skip_kinds:
+            self.skipped.setdefault(k, 0)
+
+    def skip(self, kind: str, n: int = 1, note: str | None = None) -> None:
+        """Count ``n`` skipped inputs of ``kind``; ``note`` describes the first one."""
+        if n <= 0:
+            return
+        self.skipped[kind] = self.skipped.get(kind, 0) + n
+        if note is not None and kind not in self.notes:
+            self.notes[kind] = note
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.read[what] = self.read.get(what, 0) + n
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "inputs": dict(self.inputs),
+            **self.result,
+            "read": dict(self.read),
+            "skipped": dict(self.skipped),
+            "skipped_total": int(sum(self.skipped.values())),
+            "notes": dict(self.notes),
+            "policies": dict(self.policies),
+            **self.extra,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming text input
+# ---------------------------------------------------------------------------------------------
+def check_input(path: str | os.PathLike, what: str) -> Path:
+    """A readable, non-empty regular file, or a clear error naming the option."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} must be a file, got a folder: {p}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{what} file is empty: {p}")
+    return p
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+MAX_LINE_BYTES = 16 << 20  # far above any real record; bounds memory on a file of the wrong kind
+
+
+def iter_lines(path: Path, report: ImportReport, kind: str, progress: bool | None = None) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-blank line of a plain or gzip file.
+
+    gzip is detected by its magic bytes, not the name. One line is in memory at a time, and
+    at most ``MAX_LINE_BYTES`` of it (longer lines are skipped and counted as malformed).
+    A line that is not UTF-8 is counted as ``<kind>_malformed_lines``; a binary file (NUL
+    bytes in its first line) is an error; a gzip stream that ends early (an interrupted
+    download) is counted as ``<kind>_truncated_gzip`` and the lines before it are kept; a
+    corrupt gzip stream is an error.
+    """
+    from tqdm import tqdm
+
+    size = path.stat().st_size
+    raw = open(path, "rb")
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip(path) else raw
+    lineno = 0
+    malformed = f"{kind}_malformed_lines"
+    try:
+        with tqdm(total=size, desc=f"{kind} {path.name}", unit="B", unit_scale=True, disable=None if progress is None else not progress) as bar:
+            last = 0
+            try:
+                while True:
+                    bline = stream.readline(MAX_LINE_BYTES)
+                    if not bline:
+                        break
+                    lineno += 1
+                    if lineno == 1 and b"\0" in bline:
+                        raise ValueError(f"{path} is a binary file, not text lines (is it the wrong file for this option?)")
+                    if lineno % 4096 == 0:
+                        pos = raw.tell()
+                        bar.update(pos - last)
+                        last = pos
+                    if len(bline) == MAX_LINE_BYTES and not bline.endswith(b"\n"):
+                        while True:  # drop the rest of the over-long line, a piece at a time
+                            more = stream.readline(MAX_LINE_BYTES)
+                            if not more or more.endswith(b"\n"):
+                                break
+                        report.skip(malformed, 1, f"first at line {lineno}: longer than {MAX_LINE_BYTES >> 20} MiB")
+                        continue
+                    try:
+                        text = bline.decode("utf-8").strip()
+                    except UnicodeDecodeError as exc:
+                        report.skip(malformed, 1, f"first at line {lineno}: not UTF-8 ({exc.reason})")
+                        continue
+                    if text:
+                        yield lineno, text
+            except EOFError:
+                report.skip(f"{kind}_truncated_gzip", 1, f"{path}: gzip stream ends early after line {lineno} (incomplete download?); earlier lines kept")
+            except (gzip.BadGzipFile, zlib.error) as exc:
+                raise ValueError(f"{path}: corrupt gzip data after line {lineno}: {exc}") from None
+            bar.update(size - last)
+    finally:
+        stream.close()
+        raw.close()
+    report.count(f"{kind}_lines", lineno)
+
+
+# ---------------------------------------------------------------------------------------------
+# builder
+# ---------------------------------------------------------------------------------------------
+class CatalogBuilder:
+    """Items, users and relations as integer codes while a source streams by (bounded memory).
+
+    Any id mentioned (as an item or as a relation endpoint) gets a code; items are the codes
+    that were declared with :meth:`add_item`. Relation endpoints may be declared later than
+    they are mentioned (Amazon lists related items before their own line), so filtering
+    happens once, in :func:`assemble`.
+    """
+
+    def __init__(self, report: ImportReport, keep_hints: bool = False):
+        self.report = report
+        self.codes: dict[str, int] = {}
+        self.item_row = array("q")  # per code: item row, or -1 (mentioned, never declared)
+        self.item_code = array("q")  # per item row: its code
+        self.item_ids: list[str] = []
+        self.titles: list[str] = []
+        self.category = array("i")
+        self.category_names: dict[str, int] = {}
+        self.hints: list[str | list[str] | None] | None = [] if keep_hints else None
+        self.users: dict[str, int] = {}
+        # relations as groups "these ids relate to a by r (user u)": one group per related list,
+        # so a meta line costs one extend, and memory is 8 bytes per related id
+        self.rel_b = array("q")
+        self.grp_a, self.grp_u, self.grp_n = array("q"), array("q"), array("q")
+        self.grp_r = array("b")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def code(self, item_id: str) -> int:
+        c = self.codes.get(item_id)
+        if c is None:
+            c = self.codes[item_id] = len(self.item_row)
+            self.item_row.append(-1)
+        return c
+
+    def row_of(self, item_id: str) -> int:
+        """Item row of an id, -1 when it is not (yet) an item."""
+        c = self.codes.get(item_id)
+        return -1 if c is None else self.item_row[c]
+
+    def add_item(self, item_id: str, category: str | None, title: str = "", hint: str | list[str] | None = None) -> int:
+        """Declare an item; returns its code, or -1 for a duplicate id (counted, first kept)."""
+        c = self.code(item_id)
+        if self.item_row[c] >= 0:
+            self.report.skip("items_duplicate", 1, f"duplicate item id {item_id!r} (the first one is kept)")
+            return -1
+        if not category:
+            self.report.skip("items_without_category", 1, f"item {item_id!r} has no category; kept as {UNKNOWN_CATEGORY!r}")
+            category = UNKNOWN_CATEGORY
+        cat = self.category_names.get(category)
+        if cat is None:
+            cat = self.category_names[category] = len(self.category_names)
+        self.item_row[c] = len(self.item_ids)
+        self.item_code.append(c)
+        self.item_ids.append(item_id)
+        self.titles.append(title or "")
+        self.category.append(cat)
+        if self.hints is not None:
+            self.hints.append(hint)
+        return c
+
+    def user(self, user_id: str) -> int:
+        u = self.users.get(user_id)
+        if u is None:
+            u = self.users[user_id] = len(self.users)
+        return u
+
+    def add_relations(self, a: int, others: list, relation: int) -> None:
+        """Record that each id in ``others`` is related to code ``a`` (non-personalized); batched
+        because a meta line lists dozens of related ids. Entries that are not strings are ignored."""
+        try:
+            cs = list(map(self.codes.get, others))  # all known ids: the common case, at C speed
+        except TypeError:  # an unhashable entry
+            cs = [None]
+        if None in cs:  # new ids, or entries that are not ids (validated here)
+            codes, before = self.codes, len(self.codes)
+            for o in others:
+                if type(o) is str and o and o not in codes:
+                    codes[o] = len(codes)
+            if len(codes) > before:
+                self.item_row.extend(array("q", [-1]) * (len(codes) - before))
+            cs = [codes[o] for o in others if type(o) is str and o]
+        if a in cs:
+            n_self = cs.count(a)
+            self.report.skip("relations_self", n_self, "an item related to itself")
+            cs = [c for c in cs if c != a]
+        if cs:
+            self._group(a, relation, -1, len(cs))
+            self.rel_b.extend(cs)
+
+    def _group(self, a: int, relation: int, user: int, n: int) -> None:
+        self.grp_a.append(a)
+        self.grp_r.append(relation)
+        self.grp_u.append(user)
+        self.grp_n.append(n)
+
+    def add_relation(self, a: int, b: int, relation: int, user: int = -1) -> None:
+        """Record that code ``b`` is related to code ``a`` by ``RELATIONS[relation]`` (user -1: none)."""
+        if a == b:
+            prefix = "personal_pairs" if user >= 0 else "relations"
+            self.report.skip(f"{prefix}_self", 1, "an item related to itself")
+            return
+        self._group(a, relation, user, 1)
+        self.rel_b.append(b)
+
+    def relation_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All recorded relations as parallel int64 arrays (a code, b code, relation, user)."""
+        n = np.frombuffer(self.grp_n, dtype=np.int64)
+        a = np.repeat(np.frombuffer(self.grp_a, dtype=np.int64), n)
+        r = np.repeat(np.frombuffer(self.grp_r, dtype=np.int8).astype(np.int64), n)
+        u = np.repeat(np.frombuffer(self.grp_u, dtype=np.int64), n)
+        return a, np.frombuffer(self.rel_b, dtype=np.int64), r, u
+
+
+RELATION_SKIPS = (
+    "relations_self", "relations_duplicate", "relations_unknown_item", "relations_dropped_item",
+)
+PERSONAL_SKIPS = (
+    "personal_pairs_self", "personal_pairs_duplicate", "personal_pairs_unknown_item", "personal_pairs_dropped_item",
+    "users_without_pairs",
+)
+ITEM_SKIPS = ("items_duplicate", "items_without_category")
+IMAGE_SKIPS = ("images_missing", "images_corrupt", "items_dropped_no_image")
+FEATURE_SKIPS = ("items_without_features",)
+
+
+@dataclass
+class FeatureRows:
+    """Precomputed features for builder items: the source record of each item row (-1: none),
+    and a writer that copies records (ascending) into an ``.npy`` file, streaming."""
+
+    record: np.ndarray
+    dim: int
+    write: Callable[[Path, np.ndarray], None]
+
+
+def check_out(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail before any work when ``--out`` is taken (write_catalog checks again at the end)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} exists and is not empty; choose another --out or remove it")
+    return out
+
+
+def assemble(
+    builder: CatalogBuilder,
+    out: str | os.PathLike,
+    *,
+    name: str,
+    features: FeatureRows | None = None,
+    locate_images: Callable[[np.ndarray], list[Path | None]] | None = None,
+    image_size: int = 64,
+    keep_missing_images: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict:
+    """Filter the builder's items and relations, write images/features, and write the catalog.
+
+    Order of the filters: items without features (features import) are dropped, then items
+    without a usable image (unless ``keep_missing_images``). With features, items are
+    ordered by their record in the feature file, so the copy streams through it once.
+    Returns the import report (also stored as ``import_report`` in the catalog meta).
+    """
+    report = builder.report
+    out = Path(out)
+    n = len(builder)
+    report.count("items_declared", n)
+    if n == 0:
+        raise ValueError("no items found in the input; nothing to import")
+    rows = np.arange(n, dtype=np.int64)
+    if features is not None:
+        rec = features.record
+        have = rec >= 0
+        missing = int((~have).sum())
+        if missing:
+            first = builder.item_ids[int(np.flatnonzero(~have)[0])]
+            report.skip("items_without_features", missing, f"e.g. item {first!r} has no feature record; features mode needs one, so it is dropped")
+        rows = rows[have]
+        rows = rows[np.argsort(rec[rows], kind="stable")]
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=_parent(out)))
+    try:
+        files: dict[str, Path] = {}
+        if locate_images is not None and _relations(builder, rows, record=False)[0].num_rows == 0:
+            raise ValueError(f"no relations between the {rows.size} items: {_nonzero(report.skipped)}")  # before decoding images
+        if locate_images is not None:
+            paths = locate_images(rows)
+            img_path = workdir / "images.npy"
+            stats = decode_images(paths, image_size, img_path, keep_missing=keep_missing_images,
+                                  names=[builder.item_ids[r] for r in rows], progress=progress)
+            report.skip("images_missing", stats.missing, f"e.g. no image file for item {stats.examples['missing'][0]!r}" if stats.examples["missing"] else None)
+            report.skip("images_corrupt", stats.corrupt, f"e.g. item {stats.examples['corrupt'][0]!r}: the file cannot be decoded" if stats.examples["corrupt"] else None)
+            report.extra["images"] = {**stats.report(keep_missing_images), "size": image_size}
+            if not keep_missing_images:
+                bad = int((~stats.ok).sum())
+                report.skip("items_dropped_no_image", bad, "items without a usable image are dropped (use --keep-missing-images for gray placeholders)")
+                rows = rows[stats.ok]
+            files["images.npy"] = img_path
+        if rows.size == 0:
+            raise ValueError(f"no items left to import after filtering: {_nonzero(report.skipped)}")
+        if features is not None:
+            feat_path = workdir / "features.npy"
+            features.write(feat_path, features.record[rows])
+            files["features.npy"] = feat_path
+        table, users = _relations(builder, rows)
+        if table.num_rows == 0:
+            raise ValueError(f"no relations left between the {rows.size} imported items: {_nonzero(report.skipped)}")
+        rel_counts = {r: 0 for r in RELATIONS}
+        for r in table.column("relation").to_pylist():
+            rel_counts[r] += 1
+        n_personal = sum(1 for u in table.column("user").to_pylist() if u)
+        cats = np.bincount(np.frombuffer(builder.category, dtype=np.int32)[rows], minlength=len(builder.category_names))
+        report.result = {
+            "items": int(rows.size),
+            "users": len(users),
+            "categories": int((cats > 0).sum()),
+            "relations": {r: c for r, c in rel_counts.items() if c},
+            "personalized_relations": n_personal,
+        }
+        if features is not None:
+            report.result["features_dim"] = features.dim
+        if locate_images is not None:
+            report.result["image_size"] = image_size
+        cat_names = np.asarray(list(builder.category_names), dtype=object)
+        cat_codes = np.frombuffer(builder.category, dtype=np.int32)
+        items = {
+            "item_id": [builder.item_ids[r] for r in rows],
+            "category": cat_names[cat_codes[rows]].tolist(),
+            "title": [builder.titles[r] for r in rows],
+            "image": [""] * int(rows.size),
+        }
+        meta = {"name": name, "source": report.source, "import_report": report.to_dict()}
+        if locate_images is not None:
+            meta["image_size"] = image_size
+        write_catalog(out, items=items, relations=table, users=users, meta=meta, files=files, split_seed=seed, overwrite=overwrite)
+        return report.to_dict()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _parent(out: Path) -> Path:
+    parent = out.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _nonzero(d: dict[str, int]) -> str:
+    parts = [f"{k}={v}" for k, v in d.items() if v]
+    return ", ".join(parts) if parts else "nothing was skipped"
+
+
+def _relations(builder: CatalogBuilder, rows: np.ndarray, record: bool = True) -> tuple[pa.Table, list[str]]:
+    """Deduplicate relations, keep those between the items ``rows``, and renumber users.
+
+    ``record`` counts the dropped ones in the report (False for a dry run)."""
+    report = builder.report if record else ImportReport("dry-run", {}, ())
+    a, b, r, u = builder.relation_arrays()
+    personal = u >= 0
+    item_row = np.frombuffer(builder.item_row, dtype=np.int64)
+    final = np.full(len(builder) + 1, -1, dtype=np.int64)  # last slot: "not an item"
+    final[rows] = np.arange(rows.size)
+    ra, rb = item_row[a], item_row[b]
+    unknown = (ra < 0) | (rb < 0)
+    fa, fb = final[ra], final[rb]  # ra == -1 indexes the "not an item" slot
+    dropped = ~unknown & ((fa < 0) | (fb < 0))
+    del ra, rb
+    # exact duplicates (same a, b, relation, user) among the rest: the first occurrence is kept
+    idx = np.flatnonzero(~unknown & ~dropped)
+    dup = np.zeros(a.size, dtype=bool)
+    if idx.size:
+        key = (fa[idx] * max(rows.size, 1) + fb[idx]) * len(RELATIONS) + r[idx]
+        order = np.lexsort((idx, u[idx], key))
+        ks, us = key[order], u[idx][order]
+        dup_sorted = np.zeros(idx.size, dtype=bool)
+        dup_sorted[1:] = (ks[1:] == ks[:-1]) & (us[1:] == us[:-1])
+        dup[idx[order[dup_sorted]]] = True
+        del key, order, ks, us, dup_sorted
+    for prefix, sel in (("relations", ~personal), ("personal_pairs", personal)):
+        what = "relations" if prefix == "relations" else "personalized pairs"
+        report.skip(f"{prefix}_unknown_item", int((unknown & sel).sum()), f"{what} with an endpoint that is not an imported item are dropped")
+        report.skip(f"{prefix}_dropped_item", int((dropped & sel).sum()), f"{what} with an endpoint dropped by a filter (features/images) are dropped")
+        report.skip(f"{prefix}_duplicate", int((dup & sel).sum()), f"repeated {what} are kept once")
+    keep = ~unknown & ~dropped & ~dup
+    ka, kb, kr, ku = fa[keep], fb[keep], r[keep], u[keep]
+    # users: those with at least one kept pair, in order of first appearance in the source
+    used = np.unique(ku[ku >= 0])
+    report.skip("users_without_pairs", len(builder.users) - int(used.size), "users whose history gives no pair between imported items are not kept" if len(builder.users) > used.size else None)
+    new_user = np.full(len(builder.users) + 1, -1, dtype=np.int64)
+    new_user[used] = np.arange(used.size)
+    user_names = list(builder.users)
+    users = [user_names[k] for k in used.tolist()]
+    ids = pa.array([builder.item_ids[k] for k in rows.tolist()], pa.string())
+    user_col = pa.array([""] + users, pa.string()).take(pa.array(new_user[ku] + 1))
+    table = pa.table({
+        "item_a": ids.take(pa.array(ka)),
+        "item_b": ids.take(pa.array(kb)),
+        "relation": pa.array(np.asarray(RELATIONS, dtype=object)[kr].tolist(), pa.string()),
+        "user": user_col,
+    })
+    return table, users
+
+
+# ---------------------------------------------------------------------------------------------
+# generic tables
+# ---------------------------------------------------------------------------------------------
+ITEM_ID_COLUMNS = ("item_id",)
+REL_A_COLUMNS = ("item_i", "item_a")
+REL_B_COLUMNS = ("item_j", "item_b")
+USER_COLUMNS = ("user_id", "user")
+TABLE_SKIPS = ("items_missing_id", *ITEM_SKIPS, "relations_missing_field", "relations_unknown_name", *RELATION_SKIPS, *PERSONAL_SKIPS, *IMAGE_SKIPS)
+
+
+def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...], batch_rows: int = 65536) -> Iterator[tuple[int, dict[str, list]]]:
+    """Stream ``(first_row_number, columns)`` batches of a csv or parquet file as strings.
+
+    ``columns_needed`` lists alternatives per required column; an error names what is missing.
+    Row numbers are 1-based data rows (the csv header is not counted).
+    """
+    suffix = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for non-parquet input
+            raise ValueError(f"{what} {path} is not a readable parquet file: {exc}") from None
+        names = pf.schema_arrow.names
+        _require(path, what, names, columns_needed)
+        batches = (pa.Table.from_batches([bt]) for bt in pf.iter_batches(batch_size=batch_rows))
+    elif path.suffix.lower() in (".csv", ".tsv") or suffix in (".csv.gz", ".tsv.gz"):
+        import pyarrow.csv as pacsv
+
+        delimiter = "\t" if ".tsv" in suffix or path.suffix.lower() == ".tsv" else ","
+        try:
+            reader = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                    read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=False))
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"{what} {path} is not a readable csv file: {exc}") from None
+        names = reader.schema.names
+        _require(path, what, names, columns_needed)
+        # read every column as string (ids like 0001 must keep their zeros): re-open with types
+        reader = pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                                read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=True))
+        batches = (pa.Table.from_batches([bt]) for bt in reader)
+    else:
+        raise ValueError(f"{what} must be a .csv, .tsv or .parquet file (optionally .csv.gz): {path}")
+    start = 1
+    try:
+        for t in batches:
+            cols = {c: t.column(c).cast(pa.string()).to_pylist() for c in t.column_names}
+            yield start, cols
+            start += t.num_rows
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{what} {path}: cannot parse after data row {start - 1}: {exc}") from None
+
+
+def _require(path: Path, what: str, names: list[str], needed: tuple[tuple[str, ...], ...]) -> None:
+    for alts in needed:
+        if not any(a in names for a in alts):
+            raise ValueError(f"{what} {path} has no {' or '.join(repr(a) for a in alts)} column; columns: {', '.join(names) or '(none)'}")
+
+
+def _pick(cols: dict[str, list], alts: tuple[str, ...]) -> list | None:
+    for a in alts:
+        if a in cols:
+            return cols[a]
+    return None
+
+
+def import_table(
+    items: str | os.PathLike,
+    relations: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    image_size: int = 64,
+    keep_missing_images: bool = False,
+    skip_unknown_relations: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict:
+    """Import the generic form (module docstring) into a catalog at ``out``; returns the report.
+
+    Images are decoded when the items table has an ``image`` column or ``images`` is given.
+    """
+    from tqdm import tqdm
+
+    items_p = check_input(items, "--items")
+    rel_p = check_input(relations, "--relations")
+    out = check_out(out, overwrite)
+    folder = ImageFolder(images) if images is not None else None
+    report = ImportReport("table", {"items": str(items_p), "relations": str(rel_p), **({"images": str(images)} if images else {})}, TABLE_SKIPS)
+    report.policies.update({
+        "duplicate_items": "first row kept",
+        "unknown_relation_names": "skipped and counted" if skip_unknown_relations else "error",
+    })
+    builder = CatalogBuilder(report, keep_hints=True)
+    has_image_col = False
+    bar = tqdm(desc="items", unit="row", disable=None if progress is None else not progress)
+    for start, cols in _batches(items_p, "--items", (ITEM_ID_COLUMNS, ("category",))):
+        ids, cats = cols["item_id"], cols["category"]
+        titles = cols.get("title") or [None] * len(ids)
+        imgs = cols.get("image")
+        imgs = imgs or [None] * len(ids)
+        has_image_col = has_image_col or any(imgs)  # an all-empty image column means "no images"
+        for k, (iid, cat, title, img) in enumerate(zip(ids, cats, titles, imgs)):
+            iid = (iid or "").strip()
+            if not iid:
+                report.skip("items_missing_id", 1, f"first at --items data row {start + k}: empty item_id")
+                continue
+            builder.add_item(iid, (cat or "").strip(), title or "", img or None)
+        bar.update(len(ids))
+    bar.close()
+    if len(builder) == 0:
+        raise ValueError(f"--items {items_p} holds no items")
+    unknown_names: dict[str, tuple[int, int]] = {}
+    bar = tqdm(desc="relations", unit="row", disable=None if progress is None else not progress)
+    for start, cols in _batches(rel_p, "--relations", (REL_A_COLUMNS, REL_B_COLUMNS, ("relation",))):
+        col_a, col_b, col_r = _pick(cols, REL_A_COLUMNS), _pick(cols, REL_B_COLUMNS), cols["relation"]
+        col_u = _pick(cols, USER_COLUMNS) or [None] * len(col_a)
+        for k, (ia, ib, rn, us) in enumerate(zip(col_a, col_b, col_r, col_u)):
+            ia, ib, rn = (ia or "").strip(), (ib or "").strip(), (rn or "").strip()
+            if not ia or not ib or not rn:
+                report.skip("relations_missing_field", 1, f"first at --relations data row {start + k}: empty item or relation")
+                continue
+            rn = RELATION_ALIASES.get(rn, rn)
+            if rn not in RELATIONS:
+                first, cnt = unknown_names.get(rn, (start + k, 0))
+                unknown_names[rn] = (first, cnt + 1)
+                continue
+            user = builder.user(us.strip()) if us and us.strip() else -1
+            builder.add_relation(builder.code(ia), builder.code(ib), RELATIONS.index(rn), user)
+        bar.update(len(col_a))
+    bar.close()
+    if unknown_names:
+        listed = ", ".join(f"{n!r} ({c} rows, first at data row {f})" for n, (f, c) in sorted(unknown_names.items(), key=lambda kv: kv[1][0])[:_EXAMPLES])
+        if not skip_unknown_relations:
+            raise ValueError(f"--relations {rel_p}: unknown relation names {listed}; known: {', '.join(RELATIONS)} "
+                             "(aliases also_buy, also_view); pass --skip-unknown-relations to skip them")
+        report.skip("relations_unknown_name", sum(c for _, c in unknown_names.values()), f"unknown relation names skipped: {listed}")
+    locate = None
+    if folder is not None or has_image_col:
+        report.policies["missing_images"] = "gray placeholder" if keep_missing_images else "item dropped"
+        base = Path(images) if images is not None else items_p.parent
+        hints = builder.hints or []
+
+        def locate(rows: np.ndarray) -> list[Path | None]:
+            if has_image_col:
+                out_paths: list[Path | None] = []
+                for r in rows.tolist():
+                    h = hints[r]
+                    out_paths.append(None if not h else (Path(h) if Path(h).is_absolute() else base / h))
+                if folder is not None:  # fall back to <item_id>.<ext> where the column is empty
+                    found = folder.locate([builder.item_ids[r] for r in rows.tolist()])
+                    out_paths = [p if p is not None else f for p, f in zip(out_paths, found)]
+                return out_paths
+            assert folder is not None
+            return folder.locate([builder.item_ids[r] for r in rows.tolist()])
+
+    return assemble(builder, out, name=Path(out).name, locate_images=locate, image_size=image_size,
+                    keep_missing_images=keep_missing_images, seed=seed, overwrite=overwrite, progress=progress)
