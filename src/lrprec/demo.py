@@ -91,7 +91,53 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, log: Callable[
     return path
 
 
+def _explain_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
+    from lrprec.explain.service import explain_examples
+    from lrprec.run import Run
+
+    recs = explain_examples(Run.load(run), run / "explain" / "examples")
+    log(f"      explained {len(recs)} example pairs")
+
+
+def _faithfulness_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
+    from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, write_result
+    from lrprec.run import Run
+
+    result = faithfulness(Run.load(run), pairs=cfg.faithfulness_pairs, steps=cfg.faithfulness_steps, seed=cfg.train.seed)
+    write_result(result, run / "faithfulness")
+    log(leaderboard_table(result))
+
+
+def _recommend_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
+    import numpy as np
+
+    from lrprec.explain.service import explain_recommendations
+    from lrprec.recommend.recommender import build_index, recommend
+    from lrprec.run import Run
+
+    r = Run.load(run)
+    index = build_index(r)
+    cat = r.catalog
+    users = cat.user_ids[:2] if len(cat.user_ids) >= 2 else [None, None]
+    queries = [cat.item_ids[int(np.flatnonzero(cat.categories == c)[0])] for c in cat.category_names[:2]]
+    complements = [x for x in ("also_bought", "bought_together") if x in r.relations] or r.relations[:1]
+    out = []
+    for q in queries:
+        for u in users:
+            per_cat = recommend(r, q, user=u, relations=complements[:1], k=1, per_category=True, index=index)
+            top = recommend(r, q, user=u, relations=complements[:1], k=5, index=index)
+            d = run / "recommendations" / f"{q}__{u or 'global'}"
+            figs = explain_recommendations(r, top, d)
+            rec = {"item": q, "title": str(cat.titles[cat.index_of(q)]), "user": u, "query_image": str(cat.root / cat.image_paths[cat.index_of(q)]),
+                   "per_category": {rel: {c: [{**x, "image": str(cat.root / cat.image_paths[cat.index_of(x["item"])])} for x in lst] for c, lst in cats.items()}
+                                    for rel, cats in per_cat["results"].items()},
+                   "top": top["results"], "figures": [str(f) for f in figs if f.name == "contact_sheet.png"]}
+            out.append(rec)
+    (run / "recommendations").mkdir(exist_ok=True)
+    (run / "recommendations" / "recommendations.json").write_text(json.dumps(out, indent=2))
+    log(f"      recommended for {len(queries)} queries × {len(users)} users")
+
+
 def _extra_stages() -> list[tuple[str, Callable]]:
     """Stages contributed by the explanation, faithfulness and recommendation packages."""
-    stages: list[tuple[str, Callable]] = []
-    return stages
+    return [("explaining example pairs", _explain_stage), ("measuring faithfulness", _faithfulness_stage), ("recommending", _recommend_stage)]

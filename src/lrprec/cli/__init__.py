@@ -6,14 +6,19 @@ import importlib
 from lrprec.cli._app import app
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("data", "train", "explain", "faithfulness", "recommend", "importers", "serve", "demo")
+_COMMAND_MODULES = ("data", "train", "explain", "faithfulness", "recommend", "importers", "baselines", "serve", "demo")
 
 
-def main() -> None:
+def load_commands():
+    """Import every command module (each registers its commands) and return the Typer app."""
     for name in _COMMAND_MODULES:
         try:
             importlib.import_module(f"lrprec.cli.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"lrprec.cli.{name}":
                 raise
-    app()
+    return app
+
+
+def main() -> None:
+    load_commands()()

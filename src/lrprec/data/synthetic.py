@@ -8,9 +8,9 @@ known right answer:
 =====================  ===========  ==========================================
 relation               kind         related when
 =====================  ===========  ==========================================
-also_viewed            substitute   same category, same colour
-buy_after_viewing      substitute   same category, same pattern
-also_bought            complement   other category, same colour (or the user's attribute)
+also_viewed            substitute   same category, same pattern
+buy_after_viewing      substitute   same category, same brand
+also_bought            complement   other category, same pattern (or the user's attribute)
 bought_together        complement   other category, same brand (or the user's attribute)
 =====================  ===========  ==========================================
 
@@ -42,7 +42,9 @@ PATTERNS = ("plain", "stripes", "checks", "dots")
 BRANDS = ("square", "circle", "triangle", "cross")
 ATTRIBUTES = ("category", "color", "pattern", "brand")
 # Which attribute decides each relation (column of the attribute table).
-RELATION_ATTRIBUTE = {"also_viewed": 1, "buy_after_viewing": 2, "also_bought": 1, "bought_together": 3}
+# Colour decides no relation by itself: a shared backbone trained on colour-keyed relations
+# learns colour (which random features already see) and starves pattern and brand.
+RELATION_ATTRIBUTE = {"also_viewed": 2, "buy_after_viewing": 3, "also_bought": 2, "bought_together": 3}
 SAME_CATEGORY = {"also_viewed": True, "buy_after_viewing": True, "also_bought": False, "bought_together": False}
 USER_ATTRIBUTES = (1, 2, 3)  # a user's co-purchases follow colour, pattern or brand
 
@@ -102,7 +104,7 @@ def _silhouette(cat: int, s: int, rng: np.random.Generator) -> np.ndarray:
 def _pattern(p: int, s: int, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of the pattern's dark pixels (period scales with the image)."""
     yy, xx = np.mgrid[0:s, 0:s]
-    period = max(4, s // 8)
+    period = max(6, s // 6)
     off = int(rng.integers(period))
     name = PATTERNS[p]
     if name == "plain":
@@ -117,7 +119,7 @@ def _pattern(p: int, s: int, rng: np.random.Generator) -> np.ndarray:
 
 def _mark(b: int, s: int) -> tuple[np.ndarray, np.ndarray]:
     """A brand mark of side m: (shape mask, is_white)."""
-    m = max(7, round(s * 0.17))
+    m = max(8, round(s * 0.25))
     yy, xx = np.mgrid[0:m, 0:m] / (m - 1) * 2 - 1
     name = BRANDS[b]
     if name == "square":
@@ -162,8 +164,10 @@ def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator, spurious_ma
     rgb = np.asarray(list(COLORS.values())[color], np.float32)
     shade = rng.uniform(0.9, 1.1)
     fill = np.broadcast_to(np.clip(rgb * shade, 0, 255), img.shape).copy()
-    dark = _pattern(pattern, s, rng)
-    fill[dark] *= 0.45
+    # The pattern is drawn as a light tint of the item's colour: strong luminance contrast,
+    # colour still recognisable, and pattern visible to a network from the first epoch.
+    light = _pattern(pattern, s, rng)
+    fill[light] = 0.3 * fill[light] + 0.7 * 255.0
     img[sil] = fill[sil]
     mask = sil.copy()
     shape, white = _mark(brand, s)

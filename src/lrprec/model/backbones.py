@@ -41,7 +41,7 @@ class Backbone(nn.Module):
 class SmallCNN(Backbone):
     """A compact CNN (the default) that trains end-to-end on 2 CPU cores in minutes at 64 px."""
 
-    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 128), out_dim: int = 256, bias: bool = True, batchnorm: bool = True):
+    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 128), out_dim: int = 256, bias: bool = True, batchnorm: bool = True, pool: str = "max"):
         super().__init__()
         c1, c2, c3, c4 = channels
         layers: list[nn.Module] = []
@@ -61,10 +61,14 @@ class SmallCNN(Backbone):
         block(c2, c3, 3, 1, True)
         block(c3, c4, 3, 1, False)
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        # Global max pooling (default) finds a small mark anywhere in the image; average
+        # pooling dilutes it by the image area. (The attribute keeps torchvision's name.)
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be max or avg, got {pool!r}")
+        self.avgpool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(c4, out_dim, bias=bias), nn.ReLU())
         self.out_dim = out_dim
-        self.config = {"channels": list(channels), "out_dim": out_dim, "bias": bias, "batchnorm": batchnorm}
+        self.config = {"channels": list(channels), "out_dim": out_dim, "bias": bias, "batchnorm": batchnorm, "pool": pool}
         self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

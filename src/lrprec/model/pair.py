@@ -27,7 +27,8 @@ class PairModel(nn.Module):
         g = torch.Generator().manual_seed(seed)
         F = backbone.out_dim
         self.E = nn.Parameter(torch.randn(F, n_relations * dim, generator=g) / F ** 0.5)
-        self.theta_global = nn.Parameter(torch.ones(n_relations, dim))
+        # θ starts at 1/sqrt(2K): with unit-variance projections the initial distance is ~1 ≈ c.
+        self.theta_global = nn.Parameter(torch.full((n_relations, dim), (2.0 * dim) ** -0.5))
         # θ_u = θ_global + δ_u: users start at the global metric and move away with evidence.
         self.theta_delta = nn.Parameter(torch.zeros(n_relations, max(self.n_users, 1), dim))
         self.c = nn.Parameter(torch.full((n_relations,), 1.0))

@@ -111,8 +111,79 @@ def _comparison_section(run: Path) -> Section | None:
     return Section("ablation", "Does end-to-end training and personalization matter?", body)
 
 
+def _rel(run: Path, f: str) -> str:
+    p = Path(f)
+    try:
+        return str(p.resolve().relative_to(run.resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _examples_section(run: Path) -> Section | None:
+    path = run / "explain" / "examples" / "examples.json"
+    if not path.exists():
+        return None
+    recs = json.loads(path.read_text())
+    parts = ["<p>LRP relevance on both images of test pairs (red: speaks for the relation, blue: against), "
+             "for true positives, a false positive and a false negative of each relation. Rule: "
+             f"<code>{html.escape(recs[0]['rule']) if recs else ''}</code>, target: similarity. Ground truth: each relation is "
+             "decided by one attribute (colour, pattern or brand mark), so a faithful map lights up that part of the item.</p>"]
+    for rel in dict.fromkeys(r["relation"] for r in recs):
+        parts.append(f"<h3>{html.escape(rel)}</h3>")
+        for r in (x for x in recs if x["relation"] == rel):
+            img = next((f for f in r["files"] if f.endswith("heatmaps.png")), None)
+            if img:
+                cap = f"{html.escape(r['kind'])}: P = {r['probability']:.3f}, user {html.escape(r['user'] or 'global')}"
+                parts.append(f'<div class="fig"><img src="{_rel(run, img)}" alt="{cap}" width="620"><br><span class="muted">{cap}</span></div>')
+    return Section("explanations", "Explained pairs (first-order LRP)", "".join(parts))
+
+
+def _faithfulness_section(run: Path) -> Section | None:
+    path = run / "faithfulness" / "faithfulness.json"
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+
+    def f(x: float | None, d: int = 3) -> str:
+        return "–" if x is None else f"{x:.{d}f}"
+
+    rows = []
+    for name, m in sorted(res["methods"].items(), key=lambda kv: -(kv[1]["aopc"].get("morf") or -1e9)):
+        ci = m.get("aopc_ci95", {}).get("morf") or [None, None]
+        gap = None if m["aopc"].get("morf") is None or m["aopc"].get("random") is None else m["aopc"]["morf"] - m["aopc"]["random"]
+        rows.append([html.escape(name), f(m["aopc"].get("morf")), f"[{f(ci[0])}, {f(ci[1])}]", f(m["aopc"].get("lrf")), f(m["aopc"].get("random")), f(gap), f(m.get("relevance_mass")), f(m.get("pointing_game"))])
+    body = (f"<p>Pixel perturbation [Samek et al. 2017] on {res['pairs']} correctly predicted positive test pairs: {res['steps']} steps, "
+            f"{res['region']}×{res['region']} regions replaced by uniform noise. AOPC is the mean drop of P(related); larger MoRF AOPC and a larger "
+            f"MoRF − random gap mean a more faithful explanation. Relevance mass: share of positive relevance inside the ground-truth mask "
+            f"(a uniform map scores the mask's area fraction, {f(res.get('mask_area_fraction'))}).</p>")
+    body += _table(["method", "MoRF AOPC", "95% CI", "LRF AOPC", "random AOPC", "gap", "relevance mass", "pointing game"], rows)
+    for p in res.get("files", []):
+        if p.endswith(".png"):
+            body += f'<div class="fig"><img src="{_rel(run, p)}" width="520"></div>'
+    return Section("faithfulness", "How faithful are the explanations?", body)
+
+
+def _recommendations_section(run: Path) -> Section | None:
+    path = run / "recommendations" / "recommendations.json"
+    if not path.exists():
+        return None
+    recs = json.loads(path.read_text())
+    parts = ["<p>For a query item and a user, the best item of every category to go with it (the paper's eq 5, with the "
+             "personalized distance), and the top 5 per relation. Users differ in the attribute that drives their purchases.</p>"]
+    for r in recs:
+        parts.append(f"<h3>query {html.escape(r['item'])} ({html.escape(r.get('title', ''))}), user {html.escape(r['user'] or 'global')}</h3>")
+        if r.get("query_image"):
+            parts.append(f'<img src="{_rel(run, r["query_image"])}" width="96" alt="query">')
+        for rel, cats in r.get("per_category", {}).items():
+            cells = " ".join(f'<div class="fig"><img src="{_rel(run, x["image"])}" width="80" alt="{html.escape(x["item"])}"><br><span class="muted">{html.escape(c)}<br>P = {x["probability"]:.2f}</span></div>' for c, lst in cats.items() for x in lst[:1] if x.get("image"))
+            parts.append(f"<p><b>{html.escape(rel)}</b> — per category:</p>{cells}")
+        for img in r.get("figures", []):
+            parts.append(f'<div class="fig"><img src="{_rel(run, img)}" width="620"></div>')
+    return Section("recommendations", "Recommendations with explanations", "".join(parts))
+
+
 # Later stages register their section builders here (name -> function(run) -> Section | None).
-SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section]
+SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _recommendations_section]
 
 
 def write_report(run: str | Path, title: str | None = None, extra: list[Section] | None = None) -> Path:

@@ -1,0 +1,232 @@
+"""Benchmark the recommendation indexes (issue 5) on synthetic item vectors, no images needed.
+
+Claims measured in one run, on the same machine and the same data:
+
+(a) exact batched search throughput as a fraction of the memory bandwidth measured here
+    (a multi-threaded read of a large array): the "effective" rate counts the index bytes
+    each query would have to read on its own (queries/s × bytes of vᵀ), the "pass" rate the
+    bytes actually streamed per batch; target effective ≥ 50%.
+(b) IVF recall@10 against the exact backend, and single-query queries/s against the exact
+    single-query rate, on a Gaussian mixture and on uniform random vectors, for users with
+    different θ; target recall@10 ≥ 0.99 at ≥ 100× the exact single-query rate (clustered).
+
+Build time and memory (RSS) are recorded. Prints a markdown table.
+
+    python benchmarks/bench_index.py            # 1,000,000 items, K = 100
+    python benchmarks/bench_index.py --quick    # 100,000 items
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lrprec.recommend.index import ExactIndex, IVFIndex, default_nlist  # noqa: E402
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; 0 where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def best_time(fn, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def memory_bandwidth(nbytes: int = 512_000_000) -> dict[str, float]:
+    """Read bandwidth (GB/s): best of a multi-threaded sum (torch, all threads) and numpy's sum."""
+    x = np.ones(nbytes // 4, np.float32)
+    out = {"numpy_sum": x.nbytes / best_time(lambda: x.sum(), 3) / 1e9}
+    try:
+        import torch
+
+        t = torch.from_numpy(x)
+        out["torch_sum"] = x.nbytes / best_time(lambda: t.sum(), 3) / 1e9
+    except ImportError:
+        pass
+    dst = np.empty_like(x)
+    out["copy_read+write"] = 2 * x.nbytes / best_time(lambda: np.copyto(dst, x), 3) / 1e9
+    out["read"] = max(v for k, v in out.items() if k != "copy_read+write")
+    return out
+
+
+def gaussian_mixture(n: int, dim: int, rng: np.random.Generator, components: int = 1000) -> np.ndarray:
+    """Clustered vectors: ``components`` Gaussians, centers N(0, I), per-component σ ~ U(0.2, 0.5), Zipf-ish sizes."""
+    centers = rng.standard_normal((components, dim)).astype(np.float32)
+    sizes = 1.0 / np.arange(1, components + 1) ** 0.5
+    comp = rng.choice(components, size=n, p=sizes / sizes.sum())
+    sigma = rng.uniform(0.2, 0.5, components).astype(np.float32)
+    x = np.empty((n, dim), np.float32)
+    step = 1 << 17
+    for s in range(0, n, step):
+        c = comp[s:s + step]
+        x[s:s + step] = centers[c] + sigma[c, None] * rng.standard_normal((c.size, dim), dtype=np.float32)
+    return x
+
+
+def lowdim_mixture(n: int, dim: int, rng: np.random.Generator, components: int = 1000, intrinsic: int = 8) -> np.ndarray:
+    """Clustered vectors with low intrinsic dimension, like learned embeddings: the mixture above, but each
+    component spreads its variance over a random ``intrinsic``-dimensional subspace (plus 10% isotropic noise)."""
+    centers = rng.standard_normal((components, dim)).astype(np.float32)
+    sizes = 1.0 / np.arange(1, components + 1) ** 0.5
+    counts = rng.multinomial(n, sizes / sizes.sum())
+    sigma = rng.uniform(0.2, 0.5, components).astype(np.float32)
+    x = np.empty((n, dim), np.float32)
+    s = 0
+    for c, m in enumerate(counts):
+        basis, _ = np.linalg.qr(rng.standard_normal((dim, intrinsic)))
+        z = rng.standard_normal((m, intrinsic)) * sigma[c] * np.sqrt(dim / intrinsic)
+        x[s:s + m] = centers[c] + z @ basis.T + 0.1 * sigma[c] * rng.standard_normal((m, dim))
+        s += m
+    return x[rng.permutation(n)]
+
+
+def uniform(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
+
+
+def user_weights(dim: int, rng: np.random.Generator, users: int) -> np.ndarray:
+    """w = θ² for the global user (θ = 1) and ``users − 1`` personal users with θ_k = exp(N(0, 0.5²))."""
+    theta = np.ones((users, dim), np.float32)
+    theta[1:] = np.exp(rng.normal(0.0, 0.5, (users - 1, dim))).astype(np.float32)
+    return theta ** 2
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)]))
+
+
+def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Namespace, bw: float, rng: np.random.Generator) -> dict:
+    n, dim = p.shape
+    k = 10
+    n_users = w_users.shape[0]
+    res: dict = {"name": name}
+    # ---- exact ------------------------------------------------------------------------------
+    gc.collect()
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    exact = ExactIndex(p)
+    res["exact_build_s"] = time.perf_counter() - t0
+    res["exact_rss_mb"] = rss_mb() - r0
+    index_bytes = exact.vt.nbytes
+    qi = rng.choice(n, size=args.queries, replace=False)
+    wq = w_users[np.arange(args.queries) % n_users]
+    # single query (memory-bound matrix-vector product + selection)
+    single = [best_time(lambda i=i: exact.search(p[qi[i]], wq[i], k, exclude=qi[i:i + 1]), 1) for i in range(args.exact_single)]
+    t_single = float(np.median(single))
+    res["exact_single_qps"] = 1.0 / t_single
+    res["exact_single_bw_frac"] = index_bytes / t_single / 1e9 / bw
+    # batched: one pass over vᵀ per batch of B queries, each row with its own user's weights
+    res["exact_batched"] = []
+    for b in args.batches:
+        sel = slice(0, b)
+        t = best_time(lambda: exact.search(p[qi[sel]], wq[sel], k, exclude=qi[sel]), 1)
+        res["exact_batched"].append({"B": b, "qps": b / t, "effective_bw_frac": b * index_bytes / t / 1e9 / bw,
+                                     "pass_bw_frac": index_bytes / t / 1e9 / bw, "gflops": 2 * b * index_bytes / 4 / t / 1e9})
+    # ground truth for recall, batched
+    t0 = time.perf_counter()
+    truth = np.concatenate([exact.search(p[qi[s:s + 256]], wq[s:s + 256], k, exclude=qi[s:s + 256]).ids for s in range(0, args.queries, 256)])
+    res["exact_truth_qps"] = args.queries / (time.perf_counter() - t0)
+    del exact
+    gc.collect()
+    # ---- IVF ----------------------------------------------------------------------------------
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0)
+    res["ivf_build_s"] = time.perf_counter() - t0
+    res["ivf_rss_mb"] = rss_mb() - r0
+    res["nlist"] = ivf.nlist
+    res["ivf"] = []
+    for nprobe in args.nprobes:
+        ivf.nprobe = nprobe
+        found = np.empty((args.queries, k), np.int64)
+        t0 = time.perf_counter()
+        for i in range(args.queries):  # single queries, one call each (latency-bound path)
+            found[i] = ivf.search(p[qi[i]], wq[i], k, exclude=qi[i:i + 1]).ids[0]
+        t = time.perf_counter() - t0
+        per_user = [recall_at(found[u::n_users], truth[u::n_users]) for u in range(n_users)]
+        res["ivf"].append({"nprobe": nprobe, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
+                           "recall": recall_at(found, truth), "recall_min_user": min(per_user)})
+    del ivf
+    gc.collect()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="items (default 1,000,000)")
+    ap.add_argument("--dim", type=int, default=100, help="K (default 100)")
+    ap.add_argument("--quick", action="store_true", help="100,000 items")
+    ap.add_argument("--queries", type=int, default=500, help="query items for recall and IVF timing")
+    ap.add_argument("--exact-single", type=int, default=5, help="single exact queries timed")
+    ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
+    ap.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--nlist", type=int, default=None)
+    ap.add_argument("--users", type=int, default=4, help="users with different θ (the first is the global θ = 1)")
+    ap.add_argument("--datasets", nargs="+", default=["lowdim", "mixture", "uniform"], choices=["lowdim", "mixture", "uniform"],
+                    help="lowdim: Gaussian mixture with 8-dimensional components; mixture: isotropic 100-dimensional components")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.quick:
+        args.n = 100_000
+    rng = np.random.default_rng(args.seed)
+    t_start = time.perf_counter()
+    bwd = memory_bandwidth()
+    bw = bwd["read"]
+    w_users = user_weights(args.dim, rng, args.users)
+    results = []
+    for name in args.datasets:
+        p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng)
+        results.append(run_dataset(name, p, w_users, args, bw, rng))
+        del p
+        gc.collect()
+    total = time.perf_counter() - t_start
+
+    print(f"# bench_index: N = {args.n:,}, K = {args.dim}, {args.users} users, {args.queries} query items, k = 10\n")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; "
+          f"read bandwidth {bw:.1f} GB/s ({', '.join(f'{k} {v:.1f}' for k, v in bwd.items() if k != 'read')}); total {total:.0f} s\n")
+    print("## (a) exact search vs memory bandwidth\n")
+    print("| data | queries per call | queries/s | effective bytes/s ÷ bandwidth | streamed bytes/s ÷ bandwidth | GFLOP/s |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | 1 | {r['exact_single_qps']:.1f} | {r['exact_single_bw_frac']:.0%} | {r['exact_single_bw_frac']:.0%} | {2 * args.n * 2 * args.dim * r['exact_single_qps'] / 1e9:.1f} |")
+        for b in r["exact_batched"]:
+            print(f"| {r['name']} | {b['B']} | {b['qps']:.1f} | {b['effective_bw_frac']:.0%} | {b['pass_bw_frac']:.0%} | {b['gflops']:.1f} |")
+    print("\n## (b) IVF single-query search vs exact\n")
+    print("| data | lists | nprobe | recall@10 | worst user's recall@10 | queries/s | × exact single-query |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        for v in r["ivf"]:
+            print(f"| {r['name']} | {r['nlist']} | {v['nprobe']} | {v['recall']:.4f} | {v['recall_min_user']:.4f} | {v['qps']:.0f} | {v['speedup']:.0f}× |")
+    print("\n## build\n")
+    print("| data | exact build s | exact RSS MB | IVF build s | IVF RSS MB |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | {r['exact_build_s']:.1f} | {r['exact_rss_mb']:.0f} | {r['ivf_build_s']:.1f} | {r['ivf_rss_mb']:.0f} |")
+    print(f"\npeak RSS of the whole run: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+          f"(item vectors alone: {args.n * args.dim * 4 / 1e6:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

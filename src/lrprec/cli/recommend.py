@@ -1,0 +1,102 @@
+"""``lrprec index`` and ``lrprec recommend``: build the recommendation index, query it."""
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lrprec.cli._app import command, emit
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    exact = "exact"
+    ivf = "ivf"
+
+
+def _index_text(meta: dict) -> str:
+    return (f"indexed {meta['items']} items for {', '.join(meta['relations'])} "
+            f"(backend {meta['backend']}, K = {meta['dim']}; embedding {meta['embed_seconds']:.1f} s, "
+            f"index {meta['build_seconds']:.1f} s) in {meta['path']}")
+
+
+@command("index")
+def index_cmd(
+    run: Path = typer.Argument(..., help="Run directory (from 'lrprec train')."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="exact, ivf, or auto (exact below 200,000 items, else ivf)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per forward pass (default by backbone)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Embed every catalog item once and build the index that serves every user (stored in RUN/index/)."""
+    from lrprec.recommend.recommender import build_index
+    from lrprec.run import Run
+
+    if batch_size is not None and batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    r = Run.load(run)
+    log = (lambda m: typer.echo(m, err=True))
+    index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log)
+    emit({**index.meta, "path": str(index.path)}, as_json, _index_text)
+
+
+def _results_text(result: dict) -> str:
+    lines = [f"recommendations for {result['item']}" + (f" (user {result['user']})" if result.get("user") else "")]
+
+    def rows(entries: list[dict], indent: str) -> None:
+        if not entries:
+            lines.append(f"{indent}(none)")
+        for e in entries:
+            lines.append(f"{indent}{e['rank']:>3}. {e['item']:<20} {e.get('category', ''):<14} P = {e['probability']:.3f}  d = {e['distance']:.4g}")
+
+    for rel, res in result["results"].items():
+        lines.append(f"\n{rel}:")
+        if isinstance(res, dict):
+            for category, entries in res.items():
+                lines.append(f"  {category}:")
+                rows(entries, "    ")
+        else:
+            rows(res, "  ")
+    for p in result.get("explanations", []):
+        lines.append(f"explanation: {p}")
+    return "\n".join(lines)
+
+
+@command("recommend")
+def recommend_cmd(
+    run: Path = typer.Argument(..., help="Run directory with an index ('lrprec index RUN')."),
+    item: str = typer.Argument(..., help="Query item id."),
+    user: Optional[str] = typer.Option(None, "--user", help="User id (unknown users get the global θ)."),
+    relation: str = typer.Option("all", "--relation", help="A trained relation, or 'all'."),
+    k: int = typer.Option(10, "-k", "--k", help="Items per relation (per category with --per-category)."),
+    per_category: bool = typer.Option(False, "--per-category", help="The top k of every category (the paper's eq 5)."),
+    explain: bool = typer.Option(False, "--explain", help="Also write pair heatmaps (query, each recommendation) and a contact sheet."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for recommendations.json and the --explain images."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The top k items j ≠ ITEM by P_u(r_ij) for each relation, with probability and distance."""
+    from lrprec.recommend.recommender import recommend
+    from lrprec.run import Run
+
+    r = Run.load(run)
+    result = recommend(r, item, user=user, relations=relation, k=k, per_category=per_category)
+    for note in result.get("notices", []):
+        typer.echo(f"notice: {note}", err=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recommendations.json").write_text(json.dumps(result, indent=2))
+    if explain:
+        from lrprec.explain.service import explain_recommendations
+
+        name = f"recommend-{_safe(item)}" + (f"-{_safe(user)}" if user else "")
+        target = out if out is not None else Path(run) / "explain" / name
+        target.mkdir(parents=True, exist_ok=True)
+        result["explanations"] = [str(p) for p in explain_recommendations(r, result, target)]
+    emit(result, as_json, _results_text)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of an id."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80]

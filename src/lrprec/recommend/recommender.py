@@ -1,0 +1,358 @@
+"""Recommendations from a trained run (SPEC §2, eq 5): embed the catalog, index it, query it.
+
+``build_index`` embeds every catalog item once (p_j = f(x_j) E_r for each trained
+relation), builds one vector index per relation that serves every user, and stores it in
+``RUN/index/``::
+
+    index.json           format, the run's weights id, the catalog fingerprint, backend, sizes
+    vectors-<REL>.npy    float32 (N, K) projected item vectors of relation REL
+    ivf-<REL>.npz        IVF lists (centroids, item → list), for the ivf backend
+
+``load_index`` refuses an index built for other weights or another catalog, with a message
+to rerun ``lrprec index``. ``recommend`` answers "the top k items j ≠ i by P_u(r_ij)" per
+relation, or the top k within each category (eq 5), with exact distances and probabilities.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from lrprec.data.catalog import RELATIONS
+from lrprec.recommend.index import (
+    AUTO_IVF_MIN_ITEMS,
+    DEFAULT_NPROBE,
+    VectorIndex,
+    choose_backend,
+    load_index_state,
+    save_state,
+)
+from lrprec.recommend.index import build_index as build_vector_index
+from lrprec.run import Run
+
+INDEX_DIR = "index"
+INDEX_FORMAT = "lrprec-index"
+INDEX_FORMAT_VERSION = 1
+
+
+class RecommendError(ValueError):
+    """Bad input to a recommendation (k out of range, ...)."""
+
+
+class IndexMissingError(RecommendError):
+    """The run has no index yet."""
+
+
+class StaleIndexError(RecommendError):
+    """The stored index does not belong to this run's weights or catalog."""
+
+
+# ---- identity of what an index was built from ---------------------------------------------------
+def weights_identity(run: Run) -> str:
+    """The run's ``weights_id``; for runs without one, a hash of the weights file (so retraining is still detected)."""
+    if run.version:
+        return run.version
+    h = hashlib.sha256()
+    with open(run.path / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def index_dir(run: Run) -> Path:
+    return Path(run.path) / INDEX_DIR
+
+
+def _rebuild_hint(run: Run) -> str:
+    return f"rebuild it with 'lrprec index {run.path}'"
+
+
+# ---- embedding ------------------------------------------------------------------------------------
+def default_batch_size(run: Run) -> int:
+    """Items per forward pass: large for precomputed features, moderate for the small CNN, small for VGG-16."""
+    kind = run.config.get("backbone", "small")
+    return {"features": 8192, "vgg16": 32}.get(kind, 256)
+
+
+def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: int | None = None,
+                  progress: bool = True) -> dict[str, np.ndarray]:
+    """p_j = f(x_j) E_r for every catalog item and each relation: {relation: float32 (N, K)}.
+
+    Every item goes through the backbone exactly once (batched, no autograd); all relations'
+    projections come from the same features.
+    """
+    from tqdm import tqdm
+
+    rels = list(relations) if relations is not None else run.relations
+    r_idx = [run.check_relation(r) for r in rels]
+    model = run.model
+    n = len(run.catalog)
+    bs = int(batch_size or default_batch_size(run))
+    out = {r: np.empty((n, model.dim), np.float32) for r in rels}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), tqdm(total=n, desc="embedding items", unit="item", disable=not progress, file=sys.stderr) as bar:
+            for s in range(0, n, bs):
+                rows = np.arange(s, min(n, s + bs))
+                a = model.project_all(model.embed(run.inputs(rows).to(device))).float().cpu().numpy()
+                for r, ri in zip(rels, r_idx):
+                    out[r][s:s + rows.size] = a[:, ri]
+                bar.update(rows.size)
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ---- the stored index -----------------------------------------------------------------------------
+@dataclass
+class RecIndex:
+    """Per-relation item vectors and their vector indexes (built lazily per relation on first use)."""
+
+    meta: dict
+    vectors: dict[str, np.ndarray]
+    categories: np.ndarray
+    path: Path | None = None
+    _states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    _indexes: dict[str, VectorIndex] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        return str(self.meta["backend"])
+
+    @property
+    def relations(self) -> list[str]:
+        return list(self.meta["relations"])
+
+    def get(self, relation: str) -> VectorIndex:
+        """The vector index of one relation."""
+        if relation not in self.vectors:
+            raise StaleIndexError(f"the index has no vectors for relation {relation!r} (it holds {', '.join(self.relations)}); "
+                                  "rebuild it with 'lrprec index RUN'")
+        if relation not in self._indexes:
+            nprobe = int(self.meta.get("nprobe", DEFAULT_NPROBE))
+            self._indexes[relation] = load_index_state(self.backend, self.vectors[relation], self.categories,
+                                                       self._states.get(relation, {}), nprobe=nprobe)
+        return self._indexes[relation]
+
+
+def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = None, progress: bool = True,
+                seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE, save: bool = True,
+                log: Callable[[str], None] | None = None) -> RecIndex:
+    """Embed the catalog and build one index per trained relation; stored in ``RUN/index/`` unless ``save`` is False.
+
+    ``backend``: ``exact``, ``ivf``, or ``auto`` (exact below
+    :data:`~lrprec.recommend.index.AUTO_IVF_MIN_ITEMS` items, else ivf).
+    """
+    n = len(run.catalog)
+    if n < 2:
+        raise RecommendError(f"the catalog has {n} item(s); recommendations need at least 2")
+    kind = choose_backend(backend, n)
+    t0 = time.perf_counter()
+    vectors = embed_catalog(run, batch_size=batch_size, progress=progress)
+    embed_s = time.perf_counter() - t0
+    codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
+    indexes: dict[str, VectorIndex] = {}
+    t1 = time.perf_counter()
+    for rel, p in vectors.items():
+        if log:
+            log(f"building the {kind} index for {rel} ({n} items, K = {p.shape[1]})")
+        indexes[rel] = build_vector_index(p, codes, kind, seed=seed, nlist=nlist, nprobe=nprobe)
+    meta = {
+        "format": INDEX_FORMAT,
+        "format_version": INDEX_FORMAT_VERSION,
+        "weights_id": weights_identity(run),
+        "catalog_fingerprint": run.catalog.fingerprint,
+        "items": n,
+        "dim": int(run.model.dim),
+        "relations": list(vectors),
+        "backend": kind,
+        "requested_backend": backend,
+        "auto_ivf_min_items": AUTO_IVF_MIN_ITEMS,
+        "nprobe": int(nprobe),
+        "nlist": {r: int(getattr(ix, "nlist", 0)) for r, ix in indexes.items()} if kind == "ivf" else None,
+        "seed": int(seed),
+        "embed_seconds": round(embed_s, 3),
+        "build_seconds": round(time.perf_counter() - t1, 3),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    index = RecIndex(meta=meta, vectors=vectors, categories=codes, _indexes=indexes)
+    if save:
+        index.path = _write_index(run, index)
+    return index
+
+
+def _write_index(run: Run, index: RecIndex) -> Path:
+    """Write ``RUN/index/`` atomically: a temporary sibling directory, then a rename over the old one."""
+    final = index_dir(run)
+    tmp = Path(tempfile.mkdtemp(prefix=".index.partial-", dir=run.path))
+    try:
+        for rel, p in index.vectors.items():
+            np.save(tmp / f"vectors-{rel}.npy", p)
+            ix = index._indexes.get(rel)
+            if ix is not None:
+                save_state(tmp / f"ivf-{rel}.npz", ix)
+        (tmp / "index.json").write_text(json.dumps(index.meta, indent=2))
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".index.old-", dir=run.path))
+            os.replace(final, old / "index")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
+    """Open ``RUN/index/`` (vectors as memmaps) after checking it belongs to this run's weights and catalog."""
+    root = Path(path) if path is not None else index_dir(run)
+    meta_path = root / "index.json"
+    if not meta_path.is_file():
+        raise IndexMissingError(f"no recommendation index in {root}; build it with 'lrprec index {run.path}'")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StaleIndexError(f"{meta_path} is corrupt ({exc}); {_rebuild_hint(run)}") from None
+    if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_FORMAT_VERSION:
+        raise StaleIndexError(f"{root} holds an index of another format or version; {_rebuild_hint(run)}")
+    want = weights_identity(run)
+    if meta.get("weights_id") != want:
+        raise StaleIndexError(f"the index in {root} was built for other model weights (weights id {meta.get('weights_id')!r}, "
+                              f"this run has {want!r}): it belongs to another run or an older model; {_rebuild_hint(run)}")
+    if meta.get("catalog_fingerprint") != run.catalog.fingerprint or meta.get("items") != len(run.catalog):
+        raise StaleIndexError(f"the index in {root} was built for another catalog (fingerprint or item count differ); {_rebuild_hint(run)}")
+    if meta.get("dim") != run.model.dim:
+        raise StaleIndexError(f"the index in {root} has K = {meta.get('dim')}, the model K = {run.model.dim}; {_rebuild_hint(run)}")
+    vectors: dict[str, np.ndarray] = {}
+    states: dict[str, dict[str, np.ndarray]] = {}
+    for rel in meta["relations"]:
+        vpath = root / f"vectors-{rel}.npy"
+        try:
+            p = np.load(vpath, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StaleIndexError(f"cannot read {vpath} ({exc}); {_rebuild_hint(run)}") from None
+        if p.shape != (len(run.catalog), run.model.dim) or p.dtype != np.float32:
+            raise StaleIndexError(f"{vpath} has shape {p.shape} {p.dtype}, expected ({len(run.catalog)}, {run.model.dim}) float32; {_rebuild_hint(run)}")
+        vectors[rel] = p
+        if meta["backend"] == "ivf":
+            spath = root / f"ivf-{rel}.npz"
+            if not spath.is_file():
+                raise StaleIndexError(f"{spath} is missing; {_rebuild_hint(run)}")
+            with np.load(spath) as z:
+                states[rel] = {k: z[k] for k in z.files}
+    codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
+    return RecIndex(meta=meta, vectors=vectors, categories=codes, path=root, _states=states)
+
+
+# ---- recommending -----------------------------------------------------------------------------------
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def resolve_relations(run: Run, relations: str | Iterable[str] | None) -> list[str]:
+    """``None`` or ``"all"`` → every trained relation; a name or names → checked against the run."""
+    if relations is None or relations == "all":
+        return run.relations
+    names = [relations] if isinstance(relations, str) else list(relations)
+    if not names:
+        raise RecommendError("no relation given")
+    for r in names:
+        run.check_relation(r)
+    return names
+
+
+class Recommender:
+    """A run and its index, ready to answer many queries (the CLI makes one; a web app keeps one)."""
+
+    def __init__(self, run: Run, index: RecIndex | None = None):
+        self.run = run
+        self.index = index if index is not None else load_index(run)
+
+    def user_weights(self, relation: str, user_row: int) -> tuple[np.ndarray, float]:
+        """w = θ_{u,r}² (float32, (K,)) and the shift c_r for a user row (−1: global θ)."""
+        r = RELATIONS.index(relation)
+        with torch.no_grad():
+            theta = self.run.model.theta(torch.tensor([r]), torch.tensor([user_row]))[0].double().cpu().numpy()
+            c = float(self.run.model.c[r])
+        return (theta * theta).astype(np.float32), c
+
+    def resolve_user(self, user: str | None) -> tuple[int, list[str]]:
+        """The user's row (−1 for the global θ) and notices for a fallback."""
+        if user in (None, ""):
+            return -1, []
+        row = self.run.catalog.user_index(user, strict=False)
+        if row < 0:
+            return -1, [f"user {user!r} was not seen in training; using the global θ"]
+        if self.run.model.n_users == 0:
+            return -1, [f"this run was trained without personalization; user {user!r} gets the global θ"]
+        return row, []
+
+    def recommend(self, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,
+                  k: int = 10, per_category: bool = False) -> dict:
+        """See :func:`recommend`."""
+        cat = self.run.catalog
+        i = cat.index_of(item_id)
+        rels = resolve_relations(self.run, relations)
+        n = len(cat)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise RecommendError(f"k must be an integer, got {k!r}")
+        if k <= 0:
+            raise RecommendError(f"k must be at least 1, got {k}")
+        if k > n - 1:
+            raise RecommendError(f"k = {k} exceeds the {n - 1} other items in the catalog")
+        user_row, notices = self.resolve_user(user)
+        results: dict[str, object] = {}
+        for rel in rels:
+            vindex = self.index.get(rel)
+            w, c = self.user_weights(rel, user_row)
+            p_i = np.asarray(vindex.p[i], dtype=np.float32)
+            if per_category:
+                found = vindex.search_per_category(p_i, w, int(k), exclude=i)
+                results[rel] = {name: self._entries(found.ids[code], found.distances[code], c)
+                                for code, name in enumerate(cat.category_names) if code < found.ids.shape[0]}
+            else:
+                found = vindex.search(p_i, w, int(k), exclude=np.array([i]))
+                results[rel] = self._entries(found.ids[0], found.distances[0], c)
+        return {"item": item_id, "user": user, "results": results, "notices": notices, "backend": self.index.backend}
+
+    def _entries(self, ids: np.ndarray, dist: np.ndarray, c: float) -> list[dict]:
+        keep = ids >= 0
+        ids, dist = ids[keep], dist[keep]
+        prob = _sigmoid(c - dist)
+        cat = self.run.catalog
+        return [{"item": str(cat.item_ids[j]), "category": str(cat.categories[j]), "probability": float(pr),
+                 "distance": float(d), "rank": r + 1} for r, (j, d, pr) in enumerate(zip(ids.tolist(), dist.tolist(), prob.tolist()))]
+
+
+def recommend(run: Run, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,
+              k: int = 10, per_category: bool = False, index: RecIndex | None = None) -> dict:
+    """Top-k items j ≠ ``item_id`` by P_u(r_ij) = σ(c_r − d_u(i, j)) for each relation (default: all trained).
+
+    Returns ``{"item", "user", "results": {REL: [{"item", "category", "probability",
+    "distance", "rank"}, ...]}, "notices": [...], "backend"}``; with ``per_category`` the
+    results are ``{REL: {CATEGORY: [...]}}`` (eq 5: the best k of every category). An unknown
+    user gets the global θ and a notice. Raises ``ValueError`` subclasses for an unknown item
+    or relation, k out of range, and a missing or stale index.
+    """
+    return Recommender(run, index).recommend(item_id, user=user, relations=relations, k=k, per_category=per_category)
+
+
+__all__ = [
+    "INDEX_DIR", "RecIndex", "Recommender", "RecommendError", "IndexMissingError", "StaleIndexError",
+    "build_index", "load_index", "embed_catalog", "recommend", "resolve_relations", "weights_identity",
+]
