@@ -18,14 +18,13 @@ def synth(
     image_size: int = typer.Option(64, help="Image side in pixels."),
     pairs: int = typer.Option(2000, "--pairs", help="Positive pairs per relation."),
     seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
-    spurious: float = typer.Option(None, help="Plant a shortcut mark agreeing with the label on this share of training pairs."),
     overwrite: bool = typer.Option(False, help="Replace an existing catalog at OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the catalog summary as JSON."),
 ) -> None:
     """Generate the synthetic catalog (images, masks, relations, users, splits)."""
     from lrprec.data.synthetic import SynthConfig, generate
 
-    path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed, spurious=spurious), overwrite=overwrite)
+    path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed), overwrite=overwrite)
     emit(Catalog(path).describe(), as_json, _info_text)
 
 

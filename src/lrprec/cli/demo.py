@@ -13,9 +13,10 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the catalog, the run and the report."),
     quick: bool = typer.Option(False, "--quick", help="A smaller catalog and fewer epochs (under 2 minutes)."),
     seed: int = typer.Option(0),
+    ablation: bool = typer.Option(False, "--ablation", help="Also train frozen-backbone and non-personalized variants and compare."),
 ) -> None:
     """Synthetic catalog → training → evaluation → explanations → HTML report."""
     from lrprec.demo import run_demo
 
-    path = run_demo(out, quick=quick, seed=seed, log=typer.echo)
+    path = run_demo(out, quick=quick, seed=seed, ablation=ablation, log=typer.echo)
     typer.echo(f"open {path.resolve()}")

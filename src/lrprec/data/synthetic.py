@@ -59,7 +59,6 @@ class SynthConfig:
     pairs_per_relation: int = 2000
     personal_share: float = 0.5  # share of complement positives that carry a user
     seed: int = 0
-    spurious: float | None = None  # planted shortcut (explanation-guided training); None = off
 
 
 # ---- drawing ---------------------------------------------------------------------------------
@@ -156,7 +155,7 @@ def _background(s: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator, spurious_mark: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one item: uint8 (s, s, 3) image and uint8 (s, s) ground-truth mask."""
     cat, color, pattern, brand = (int(a) for a in attrs)
     img = _background(s, rng)
@@ -180,11 +179,6 @@ def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator, spurious_ma
     patch[shape & white] = 250.0
     patch[shape & ~white] = 15.0
     mask[y0:y0 + m, x0:x0 + m] |= shape
-    if spurious_mark:  # the planted shortcut: a small magenta dot in the top-right corner, never in the mask
-        r = max(2, s // 21)
-        cy, cx = r + 1, s - r - 2
-        yy, xx = np.mgrid[0:s, 0:s]
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2] = (255, 0, 255)
     return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
@@ -262,16 +256,13 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
 
     images = np.empty((n, s, s, 3), np.uint8)
     masks = np.empty((n, s, s), np.uint8)
-    spurious = np.zeros(n, bool)
-    if config.spurious is not None:
-        spurious = _plant_shortcut(rows, n, config.spurious, rng)
     item_rngs = np.random.SeedSequence([config.seed, 1]).spawn(n)
     it = range(n)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="drawing items", unit="img", leave=False)
     for k in it:
-        images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]), bool(spurious[k]))
+        images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]))
 
     ids = [f"SYN{k:05d}" for k in range(n)]
     color_names = list(COLORS)
@@ -304,14 +295,10 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         relations=relations,
         users=user_ids,
         meta=meta,
-        arrays={"images": images, "masks": masks, "attributes": attrs, "spurious": spurious.astype(np.uint8)},
+        arrays={"images": images, "masks": masks, "attributes": attrs},
         files={"images": tmp_png},
         split_seed=config.seed,
         overwrite=overwrite,
         reject=truth_reject(attrs, user_attr),
     )
 
-
-def _plant_shortcut(rows: list, n: int, p: float, rng: np.random.Generator) -> np.ndarray:
-    """Choose items that carry the shortcut mark; filled in by the explanation-guided training issue."""
-    raise NotImplementedError("--spurious is not available yet")

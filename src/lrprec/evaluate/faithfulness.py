@@ -110,7 +110,9 @@ def _bilrp_explainer(target: str, batch_size: int) -> Explainer | str:
     if target != "similarity":
         return "BiLRP explains the similarity target only"
     try:
-        from lrprec.explain import bilrp as bilrp_mod
+        import importlib
+
+        bilrp_mod = importlib.import_module("lrprec.explain.bilrp")  # the package re-exports a function of that name
     except ImportError as exc:
         return f"lrprec.explain.bilrp cannot be imported ({exc})"
     marginals = getattr(bilrp_mod, "marginals", None)

@@ -112,11 +112,10 @@ def _comparison_section(run: Path) -> Section | None:
 
 
 def _rel(run: Path, f: str) -> str:
-    p = Path(f)
-    try:
-        return str(p.resolve().relative_to(run.resolve()))
-    except ValueError:
-        return str(p)
+    """A link from the report (in RUN/) to a file, relative so the folder can be moved as a whole."""
+    import os
+
+    return os.path.relpath(Path(f).resolve(), run.resolve())
 
 
 def _examples_section(run: Path) -> Section | None:
