@@ -26,8 +26,8 @@ class DemoConfig:
     @classmethod
     def default(cls, quick: bool = False, seed: int = 0) -> "DemoConfig":
         if quick:
-            return cls(SynthConfig(items=600, pairs_per_relation=500, seed=seed), TrainConfig(epochs=3, seed=seed, lr=3e-3), faithfulness_pairs=16, faithfulness_steps=12)
-        return cls(SynthConfig(seed=seed), TrainConfig(epochs=10, seed=seed, lr=3e-3))
+            return cls(SynthConfig(items=600, pairs_per_relation=500, seed=seed), TrainConfig(epochs=3, seed=seed), faithfulness_pairs=16, faithfulness_steps=12)
+        return cls(SynthConfig(seed=seed), TrainConfig(seed=seed))
 
 
 def _stage_done(marker: Path, settings: dict) -> bool:

@@ -40,7 +40,8 @@ from lrprec.model.pair import PairModel
 if TYPE_CHECKING:
     from lrprec.run import Run
 
-DEFAULT_COMPOSITE = "epsilon-plus-flat"
+from lrprec.explain.composites import DEFAULT_COMPOSITE  # noqa: E402  (the explained default is the CLI's default)
+
 DEFAULT_METHOD = "lrp"
 BASELINE_METHODS: tuple[str, ...] = ("saliency", "gradxinput", "integrated_gradients", "random")
 IMAGES = ("a", "b", "both")

@@ -52,7 +52,7 @@ def explain_ids(
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    rule = rule or run.config.get("default_rule") or DEFAULT_COMPOSITE
+    rule = rule or DEFAULT_COMPOSITE
     get_composite(rule)  # validates the name with a clear message
     if bilrp and target != "similarity":
         raise ValueError("BiLRP explains the similarity target only; drop --target or use --target similarity")

@@ -126,7 +126,7 @@ def _examples_section(run: Path) -> Section | None:
     parts = ["<p>LRP relevance on both images of test pairs (red: speaks for the relation, blue: against), "
              "for true positives, a false positive and a false negative of each relation. Rule: "
              f"<code>{html.escape(recs[0]['rule']) if recs else ''}</code>, target: similarity. Ground truth: each relation is "
-             "decided by one attribute (colour, pattern or brand mark), so a faithful map lights up that part of the item.</p>"]
+             "decided by one attribute (pattern or brand mark; colour only for users who buy by colour), so a faithful map lights up that part of the item.</p>"]
     for rel in dict.fromkeys(r["relation"] for r in recs):
         parts.append(f"<h3>{html.escape(rel)}</h3>")
         for r in (x for x in recs if x["relation"] == rel):

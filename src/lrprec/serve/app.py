@@ -214,7 +214,7 @@ class ServeState:
     def default_rule(self) -> str:
         from lrprec.explain.composites import DEFAULT_COMPOSITE
 
-        return str(self.run.config.get("default_rule") or DEFAULT_COMPOSITE)
+        return DEFAULT_COMPOSITE
 
     # -- checks ---------------------------------------------------------------------------------------
     def item_row(self, item_id: str) -> int:
