@@ -196,7 +196,7 @@ def test_matches_quantus_region_perturbation(order):
     # float64 so both implementations agree to rounding; E scaled so perturbations move the logit visibly
     model = PairModel(SmallCNN(channels=(4, 8, 8, 8), out_dim=16), 4, 4, 0).double().eval()
     with torch.no_grad():
-        model.E.mul_(50)
+        model.E.mul_(150)
     n, L, fill = 6, 10, 0.25
     x_a, x_b = torch.randn(n, 3, H, W), torch.randn(n, 3, H, W).double()
     relation, user = torch.tensor([0, 1, 2, 3, 0, 1]), torch.full((n,), -1)
