@@ -20,8 +20,9 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable:
-    """``app.command`` that turns user errors into a one-line message and exit code 2."""
+def command(*args: Any, target: typer.Typer | None = None, **kwargs: Any) -> Callable:
+    """``app.command`` (or ``target.command`` for a sub-app) that turns user errors into a
+    one-line message and exit code 2."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -34,7 +35,7 @@ def command(*args: Any, **kwargs: Any) -> Callable:
                 msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 fail(str(msg))
 
-        return app.command(*args, **kwargs)(wrapper)
+        return (target or app).command(*args, **kwargs)(wrapper)
 
     return deco
 

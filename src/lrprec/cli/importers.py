@@ -3,33 +3,17 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
 
 import typer
 
-from lrprec.cli._app import USER_ERRORS, app, emit, fail
+from lrprec.cli._app import app, command, emit
 
 import_app = typer.Typer(no_args_is_help=True, help="Import real data (Amazon 2014/2018, csv/parquet tables) into a catalog.")
 app.add_typer(import_app, name="import")
 
 
-def _command(*args: Any, **kwargs: Any) -> Callable:
-    """``import_app.command`` with the shared error handling: user errors -> ``error: ...``, exit 2."""
-
-    def deco(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*a: Any, **kw: Any) -> Any:
-            try:
-                return fn(*a, **kw)
-            except typer.Exit:
-                raise
-            except USER_ERRORS as exc:
-                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-                fail(str(msg))
-
-        return import_app.command(*args, **kwargs)(wrapper)
-
-    return deco
+# Sub-commands get the shared error handling: user errors -> ``error: ...``, exit 2.
+_command = functools.partial(command, target=import_app)
 
 
 def report_text(r: dict) -> str:
