@@ -1,0 +1,383 @@
+"""The [M15] link-prediction baselines, scored on the same split and in the same report shape
+as :func:`lrprec.evaluate.linkpred.link_prediction_report`.
+
+* ``random``: seeded standard-normal logits, one per pair of the split (chance: 50%).
+* ``category-tree`` (CT): "related iff both items are in the same leaf category" (logit +1,
+  else -1). A catalog stores one category per item, so CT uses that one. Amazon imports keep
+  the *top-level* category by default; for leaf categories import with
+  ``--category-level N`` (the depth of the category path, 0 = top level). Caution: the
+  split's negatives are drawn from the category of the positive partner (SPEC §1), so each
+  negative has the same category pair as its positive and *any* category-only predictor,
+  CT included, scores exactly 50% on pairs whose negative could be drawn. CT is kept to show
+  that, and for catalogs whose splits were made otherwise.
+* ``wnn`` (weighted nearest neighbour): d(i, j) = Σ_k w_k (x_ik − x_jk)² on the items'
+  features with learned non-negative diagonal weights w (one vector per relation) and a
+  shift c_r, P = σ(c_r − d), trained with the model's objective (BCE over train positives and
+  |Q| = |R| negatives resampled every epoch, Adam), best validation epoch kept. Features mode
+  only: it needs the catalog's precomputed features (``import amazon2014 --features``), or a
+  trained run whose backbone gives features for an image catalog (``run=``).
+* The low-rank model at K = 10 and 100 is a features-mode run
+  (``lrprec train DATA --mode features --dim K``); :mod:`lrprec.evaluate.compare` lays runs
+  and baselines side by side.
+
+Feature rows are gathered per batch through :class:`LazyFeatures`, which reads them with
+``os.preadv`` (no memory map), so resident memory stays at a batch whatever the size of the
+feature file.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
+
+BASELINES: tuple[str, ...] = ("random", "category-tree", "wnn")
+ALIASES = {"ct": "category-tree", "category_tree": "category-tree", "categorytree": "category-tree", "rand": "random"}
+EVAL_SPLITS = ("validation", "test")
+
+
+def baseline_name(name: str) -> str:
+    """The canonical baseline name (accepts ``ct`` for ``category-tree``); a clear error otherwise."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} "
+                         "(the low-rank model at K = 10/100 is 'lrprec train DATA --mode features --dim K')")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# feature rows without keeping the file resident
+# ---------------------------------------------------------------------------------------------
+class LazyFeatures:
+    """Rows of an (N, F) feature matrix, gathered on demand without keeping the file resident.
+
+    For a file-backed array (``np.memmap``, e.g. ``Catalog.features``) the requested rows are
+    read with ``os.preadv`` into a fresh buffer: nothing of the file is mapped, so the
+    process's resident set holds one batch of rows, not the file. (Indexing a memory map
+    instead leaves every page an epoch touches resident; and even a map made and dropped per
+    gather spikes: the kernel maps whole large page-cache folios around each fault, measured
+    at ~500 MB for 256 random rows of an 800 MB file.) In-memory arrays and tensors are
+    indexed directly. ``feats[idx]`` with a ``torch.Tensor`` index returns a float32 tensor,
+    so an instance can stand in for the (N, F) tensor the trainer indexes.
+    """
+
+    def __init__(self, array: np.ndarray | torch.Tensor):
+        self.shape = tuple(int(s) for s in array.shape)
+        if len(self.shape) != 2:
+            raise ValueError(f"features must be a 2-d (items, dims) array, got shape {self.shape}")
+        self._file: tuple[str, int, np.dtype] | None = None
+        self._array = None
+        self._fd: int | None = None
+        self._fd_pid = -1
+        if isinstance(array, np.memmap) and getattr(array, "filename", None) and isinstance(array.base, mmap.mmap) and array.flags.c_contiguous:
+            self._file = (str(array.filename), int(array.offset), array.dtype)
+        elif isinstance(array, torch.Tensor):
+            self._array = array.detach().cpu().float().numpy()
+        else:
+            self._array = np.asarray(array)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.shape[1]
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._fd_pid != os.getpid():  # reopened after a fork
+            self._fd = os.open(self._file[0], os.O_RDONLY)  # type: ignore[index]
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fd"], state["_fd_pid"] = None, -1
+        return state
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._fd_pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """float32 (len(idx), F) copy of the rows ``idx`` (any order, repeats allowed)."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"feature row out of range 0..{self.shape[0] - 1}")
+        if self._file is None:
+            return np.ascontiguousarray(self._array[idx], dtype=np.float32)
+        path, offset, dtype = self._file
+        buf = np.empty((idx.size, self.shape[1]), dtype)
+        row_bytes = buf.itemsize * self.shape[1]
+        if idx.size:
+            fd, pread = self._descriptor(), os.preadv
+            view = memoryview(buf).cast("B")
+            for k, r in enumerate(idx.tolist()):  # straight into place: no second copy
+                got = pread(fd, [view[k * row_bytes:(k + 1) * row_bytes]], offset + r * row_bytes)
+                if got != row_bytes:
+                    raise CatalogError(f"{path}: feature row {r} is truncated ({got} of {row_bytes} bytes)")
+        return buf if buf.dtype == np.float32 else buf.astype(np.float32)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, torch.Tensor):
+            return torch.from_numpy(self.rows(idx.cpu().numpy()))
+        return self.rows(np.asarray(idx))
+
+
+def catalog_features(catalog: Catalog) -> LazyFeatures:
+    """The catalog's precomputed features as :class:`LazyFeatures`, or a clear error."""
+    feats = catalog.features
+    if feats is None:
+        raise CatalogError(f"{catalog.root} has no precomputed features; WNN works in features mode: import with "
+                           "'lrprec import amazon2014 --features FILE.b' (or give a trained run for its backbone's features)")
+    if feats.shape[0] != len(catalog):
+        raise CatalogError(f"{catalog.root}: features hold {feats.shape[0]} rows for {len(catalog)} items")
+    return LazyFeatures(feats)
+
+
+@torch.inference_mode()
+def run_features(run_path: str | os.PathLike, catalog: Catalog | None = None, batch_size: int = 128) -> LazyFeatures:
+    """Backbone features (N, F) of every catalog item under a trained run's (frozen) backbone.
+
+    Held in memory, so meant for image catalogs of moderate size (N × F float32)."""
+    from lrprec.run import Run
+
+    run = Run.load(run_path, catalog=catalog.root if catalog is not None else None)
+    cat = run.catalog
+    model = run.model.eval()
+    rows = np.arange(len(cat))
+    out = np.empty((len(cat), model.backbone.out_dim), np.float32)
+    for s in range(0, len(rows), batch_size):
+        out[s:s + batch_size] = model.embed(run.inputs(rows[s:s + batch_size])).numpy()
+    return LazyFeatures(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _relations(catalog: Catalog, relations: list[str] | tuple[str, ...] | None) -> list[str]:
+    rels = list(relations) if relations else list(catalog.relations)
+    for r in rels:
+        relation_index(r)
+        if r not in catalog.relations:
+            raise CatalogError(f"relation {r!r} has no pairs in {catalog.root} (relations: {', '.join(catalog.relations)})")
+    return rels
+
+
+def _filter(pairs: Pairs, relations: list[str]) -> Pairs:
+    keep = np.isin(pairs.relation, [RELATIONS.index(r) for r in relations])
+    return pairs.take(np.flatnonzero(keep))
+
+
+def random_logits(pairs: Pairs, seed: int = 0) -> np.ndarray:
+    """Seeded standard-normal logits, one per pair in split order (independent of any filter)."""
+    return np.random.default_rng(seed).standard_normal(len(pairs)).astype(np.float32)
+
+
+def category_tree_logits(catalog: Catalog, pairs: Pairs) -> np.ndarray:
+    """+1 where both items share their (leaf) category, else -1."""
+    same = catalog.category_codes[pairs.a] == catalog.category_codes[pairs.b]
+    return np.where(same, 1.0, -1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# weighted nearest neighbour
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class WNNConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.05
+    seed: int = 0
+    scale_pairs: int = 4096  # pairs used to measure each dimension's mean squared difference
+
+
+class WNN(torch.nn.Module):
+    """d_r(i, j) = Σ_k w_rk (x_ik − x_jk)², w = exp(v) / s ≥ 0; logit c_r − d.
+
+    ``s_k`` is the mean squared difference of dimension k over a sample of training pairs,
+    fixed before training, so the learned ``u = exp(v)`` is each dimension's share of the
+    typical distance (``importance``) and ``w = u / s`` is the weight in feature units.
+    """
+
+    def __init__(self, n_features: int, scale: np.ndarray, n_relations: int = len(RELATIONS)):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(np.maximum(scale, 1e-12), dtype=torch.float32))
+        # u starts at 1/F: with normalized squared differences the initial distance is ~1 ≈ c
+        self.v = torch.nn.Parameter(torch.full((n_relations, n_features), -float(np.log(n_features))))
+        self.c = torch.nn.Parameter(torch.ones(n_relations))
+
+    def importance(self) -> torch.Tensor:
+        return self.v.clamp(max=30.0).exp()
+
+    def weights(self) -> torch.Tensor:
+        """w (R, F) in feature units: d = Σ_k w_k (x_ik − x_jk)²."""
+        return self.importance() / self.scale
+
+    def forward(self, xa: torch.Tensor, xb: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        z = (xa - xb).pow(2) / self.scale
+        d = (z * self.importance()[relation]).sum(-1)
+        return self.c[relation] - d
+
+
+def _scale(feats: LazyFeatures, pairs: Pairs, rng: np.random.Generator, n: int, chunk: int = 256) -> np.ndarray:
+    take = rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)
+    acc = np.zeros(feats.dim, np.float64)
+    for s0 in range(0, take.size, chunk):  # in chunks: memory stays at a batch of rows
+        t = take[s0:s0 + chunk]
+        diff = feats.rows(pairs.a[t]) - feats.rows(pairs.b[t])
+        acc += np.einsum("ij,ij->j", diff, diff, dtype=np.float64)
+    s = acc / max(take.size, 1)
+    positive = s[s > 0]
+    floor = positive.mean() * 1e-6 if positive.size else 1.0
+    return np.maximum(s, floor)  # a constant dimension gets a tiny scale, and no say in d
+
+
+@torch.inference_mode()
+def wnn_logits(model: WNN, feats: LazyFeatures, pairs: Pairs, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = np.empty(len(pairs), np.float32)
+    for s in range(0, len(pairs), batch_size):
+        sl = slice(s, s + batch_size)
+        out[sl] = model(torch.from_numpy(feats.rows(pairs.a[sl])), torch.from_numpy(feats.rows(pairs.b[sl])),
+                        torch.from_numpy(pairs.relation[sl])).numpy()
+    return out
+
+
+def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: WNNConfig = WNNConfig(), log=None) -> tuple[WNN, dict]:
+    """Fit WNN on the train split (negatives resampled per epoch), keep the best validation epoch."""
+    from lrprec.data.sampling import NegativeSampler
+    from lrprec.data.synthetic import catalog_truth_reject
+
+    if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
+        raise ValueError("WNN epochs, batch size and learning rate must be positive")
+    if len(feats) != len(catalog):
+        raise CatalogError(f"features hold {len(feats)} rows for {len(catalog)} items")
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    train_pos = _filter(catalog.pairs("train"), relations)
+    if len(train_pos) == 0:
+        raise CatalogError("no training pairs for the chosen relations")
+    val = _filter(catalog.pairs("validation"), relations)
+    sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
+    reject = catalog_truth_reject(catalog)
+    first = Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject)])
+    model = WNN(feats.dim, _scale(feats, first, rng, cfg.scale_pairs))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    best_state, best = None, {"epoch": 0, "val_accuracy": -1.0}
+    history = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        pairs = first if epoch == 0 else Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject)])
+        pairs = pairs.take(rng.permutation(len(pairs)))
+        model.train()
+        total = 0.0
+        for s in range(0, len(pairs), cfg.batch_size):
+            b = pairs.take(slice(s, s + cfg.batch_size))
+            logit = model(torch.from_numpy(feats.rows(b.a)), torch.from_numpy(feats.rows(b.b)), torch.from_numpy(b.relation))
+            loss = loss_fn(logit, torch.from_numpy(b.label).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+        seconds = time.perf_counter() - t0
+        logits = wnn_logits(model, feats, val) if len(val) else np.zeros(0, np.float32)
+        acc = float(((logits > 0) == (val.label == 1)).mean()) if len(val) else float("nan")
+        history.append({"epoch": epoch + 1, "loss": total / len(pairs), "val_accuracy": acc, "pairs_per_second": round(len(pairs) / max(seconds, 1e-9), 1)})
+        if log:
+            log(f"wnn epoch {epoch + 1}/{cfg.epochs}  loss {total / len(pairs):.4f}  val acc {100 * acc:.1f}%")
+        if not len(val) or acc > best["val_accuracy"]:
+            best = {"epoch": epoch + 1, "val_accuracy": acc}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, {"epochs": history, "best": best}
+
+
+def _wnn_summary(model: WNN, relations: list[str], top: int = 10) -> dict:
+    w = model.weights().detach().numpy()
+    u = model.importance().detach().numpy()
+    out: dict = {"shift": {}, "top_dimensions": {}}
+    for r in relations:
+        k = RELATIONS.index(r)
+        share = u[k] / u[k].sum()
+        order = np.argsort(-u[k], kind="stable")[:top]
+        out["shift"][r] = float(model.c[k].detach())
+        out["top_dimensions"][r] = [{"dim": int(j), "weight": float(w[k, j]), "share": float(share[j])} for j in order]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry point
+# ---------------------------------------------------------------------------------------------
+def evaluate_baseline(
+    catalog_path: str | os.PathLike | Catalog,
+    name: str,
+    split: str = "test",
+    seed: int = 0,
+    relations: list[str] | None = None,
+    *,
+    run: str | os.PathLike | None = None,
+    wnn: WNNConfig | None = None,
+    log=None,
+) -> dict:
+    """Score a baseline on a split: ``link_prediction_report``'s dict plus ``method``, ``split``.
+
+    ``run`` (WNN only) takes the features from that run's backbone instead of the catalog's
+    precomputed ones; ``wnn`` overrides WNN's training settings (its seed defaults to ``seed``).
+    """
+    from lrprec.evaluate.linkpred import link_prediction_report
+
+    method = baseline_name(name)
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be validation or test, got {split!r}")
+    catalog = catalog_path if isinstance(catalog_path, Catalog) else Catalog(catalog_path)
+    rels = _relations(catalog, relations)
+    if run is not None and method != "wnn":
+        raise ValueError("a run's features apply to the wnn baseline only")
+    pairs = catalog.pairs(split)
+    extra: dict = {}
+    t0 = time.perf_counter()
+    if method == "random":
+        logits = random_logits(pairs, seed)
+    elif method == "category-tree":
+        logits = category_tree_logits(catalog, pairs)
+        extra["category_tree"] = {"categories": len(catalog.category_names),
+                                  "note": "one category per item (the imported level; use --category-level at import for leaf categories)"}
+    else:
+        feats = run_features(run, catalog) if run is not None else catalog_features(catalog)
+        cfg = wnn or WNNConfig(seed=seed)
+        model, history = train_wnn(catalog, feats, rels, cfg, log=log)
+        logits = np.zeros(len(pairs), np.float32)
+        sel = np.flatnonzero(np.isin(pairs.relation, [RELATIONS.index(r) for r in rels]))
+        logits[sel] = wnn_logits(model, feats, pairs.take(sel))
+        extra["wnn"] = {"features": f"run {run}" if run is not None else "catalog", "features_dim": feats.dim,
+                        "epochs": cfg.epochs, "best_epoch": history["best"]["epoch"],
+                        "val_accuracy": history["best"]["val_accuracy"], "history": history["epochs"],
+                        **_wnn_summary(model, rels)}
+    report = link_prediction_report(catalog, pairs, logits, rels)
+    report.update({"split": split, "method": method, "dim": None, "backbone": None, "seed": seed,
+                   "catalog": str(catalog.root), "seconds": round(time.perf_counter() - t0, 2), **extra})
+    return report
+
+
+def write_report(report: dict, path: str | os.PathLike) -> Path:
+    """Store a baseline report as JSON (what ``compare_reports`` reads back)."""
+    import json
+
+    from lrprec.run import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=2))
+    return path

@@ -1,0 +1,178 @@
+"""Several runs and baselines side by side in the paper's Table 1 layout.
+
+Rows are category × run (each run's K shown), columns are relations, cells are accuracy in %
+at P > 0.5; within each category the best run of each relation is starred. An ``all`` block
+(every category) and one line per run with overall accuracy, ROC-AUC and pair count follow::
+
+    category             run                 K  also_viewed  also_bought
+    bag                  random              -        49.0         51.3
+                         category-tree       -        50.0         50.0
+                         k10                10        71.2*        80.3*
+
+:func:`compare_reports` evaluates what it is given (run folders, stored report files, baseline
+names) on one split; :func:`compare_text` renders any ``{name: report}`` mapping.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lrprec.data.catalog import RELATIONS
+
+_NAME_MAX = 28
+
+
+def _label(report: dict) -> str:
+    if report.get("method"):
+        return f"{report['method']} (baseline)"
+    parts = [str(report.get("backbone") or "model")]
+    if report.get("dim") is not None:
+        parts.append(f"K={report['dim']}")
+    return ", ".join(parts)
+
+
+def _acc(d: dict | None) -> float | None:
+    return None if not d or d.get("accuracy") is None else float(d["accuracy"])
+
+
+def compare_table(reports: dict[str, dict]) -> str:
+    """Table 1 layout for ``{name: report}`` (reports as ``link_prediction_report`` or
+    ``evaluate_baseline`` return them): rows category × run, columns relation."""
+    if not reports:
+        return "no runs to compare"
+    names = list(reports)
+    rels = [r for r in RELATIONS if any(r in (rep.get("relations") or {}) for rep in reports.values())]
+    cats = sorted({c for rep in reports.values() for r in (rep.get("relations") or {}).values() for c in r.get("by_category", {})})
+    shown = {n: (n if len(n) <= _NAME_MAX else "…" + n[-(_NAME_MAX - 1):]) for n in names}
+    wn = max(8, max(len(s) for s in shown.values())) + 2
+    wc = max(10, min(22, max((len(c) for c in cats), default=3) + 2))
+    wr = max(12, max((len(r) for r in rels), default=0) + 2)
+    head = f"{'category':<{wc}}{'run':<{wn}}{'K':>5}" + "".join(f"{r:>{wr}}" for r in rels)
+    rule = "-" * len(head)
+    lines = []
+    splits = sorted({str(rep.get("split")) for rep in reports.values() if rep.get("split")})
+    catalogs = sorted({str(rep.get("catalog")) for rep in reports.values() if rep.get("catalog")})
+    lines.append(f"split: {', '.join(splits) or '?'}" + (f"   note: reports come from different splits" if len(splits) > 1 else ""))
+    if len(catalogs) > 1:
+        lines.append("note: reports come from different catalogs: " + ", ".join(catalogs))
+    for n in names:
+        lines.append(f"  {shown[n]:<{wn}}{_label(reports[n])}")
+    lines += [head, rule]
+
+    def block(title: str, get) -> None:
+        accs = {n: {r: _acc(get(reports[n], r)) for r in rels} for n in names}
+        best = {r: max((a[r] for a in accs.values() if a[r] is not None), default=None) for r in rels}
+        for k, n in enumerate(names):
+            dim = reports[n].get("dim")
+            row = f"{title if k == 0 else '':<{wc}}{shown[n]:<{wn}}{'-' if dim is None else str(dim):>5}"
+            for r in rels:
+                a = accs[n][r]
+                if a is None:
+                    row += f"{'-':>{wr}}"
+                else:
+                    star = "*" if len(names) > 1 and best[r] is not None and abs(a - best[r]) < 1e-12 else " "
+                    row += f"{100 * a:>{wr - 1}.1f}{star}"
+            lines.append(row.rstrip())
+
+    for c in cats:
+        block(c, lambda rep, r, c=c: ((rep.get("relations") or {}).get(r) or {}).get("by_category", {}).get(c))
+    lines.append(rule)
+    block("all", lambda rep, r: (rep.get("relations") or {}).get(r))
+    lines.append(rule)
+    lines.append(f"{'overall':<{wc}}{'run':<{wn}}{'accuracy':>10}{'AUC':>8}{'pairs':>9}")
+    for n in names:
+        ov = reports[n].get("overall") or {}
+        acc = "-" if ov.get("accuracy") is None else f"{100 * ov['accuracy']:.1f}"
+        auc = "-" if ov.get("auc") is None else f"{ov['auc']:.3f}"
+        lines.append(f"{'':<{wc}}{shown[n]:<{wn}}{acc:>10}{auc:>8}{ov.get('n', 0):>9}")
+    lines.append("cells: accuracy % at P > 0.5 (chance 50%); * best in its category and relation")
+    return "\n".join(lines)
+
+
+def compare_text(named_reports: dict[str, dict]) -> str:
+    """What ``lrprec evaluate --compare`` prints: :func:`compare_table` of ``{name: report}``."""
+    return compare_table(named_reports)
+
+
+def _unique(name: str, taken: dict) -> str:
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}#{k}" in taken:
+        k += 1
+    return f"{name}#{k}"
+
+
+def compare_reports(
+    items: list[str | os.PathLike],
+    split: str = "test",
+    *,
+    catalog: str | os.PathLike | None = None,
+    seed: int = 0,
+    relations: list[str] | None = None,
+    log=None,
+) -> dict[str, dict]:
+    """Reports for each item, in order, named for display: ``{name: report}``.
+
+    An item is a run folder (evaluated on ``split`` with ``evaluate_run``), a stored report
+    JSON file (``lrprec baseline --out FILE`` / ``evaluate --json`` output), or a baseline name
+    (``random``, ``category-tree``/``ct``, ``wnn``; ``baseline:NAME`` when a folder of that
+    name exists). Baselines run on ``catalog``, by default the runs' catalog, over the runs'
+    relations (so the columns line up).
+    """
+    from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
+    from lrprec.evaluate.linkpred import evaluate_run
+
+    if not items:
+        raise ValueError("nothing to compare: give run folders, report files or baseline names")
+    kinds: list[tuple[str, object]] = []
+    for it in items:
+        s = str(it)
+        p = Path(s)
+        if s.lower().startswith("baseline:"):
+            kinds.append(("baseline", baseline_name(s.split(":", 1)[1])))
+        elif p.is_dir():
+            if not (p / "config.json").is_file():
+                raise ValueError(f"{p} is not an lrprec run (no config.json)")
+            kinds.append(("run", p))
+        elif p.is_file():
+            kinds.append(("file", p))
+        else:
+            try:
+                kinds.append(("baseline", baseline_name(s)))
+            except ValueError:
+                raise ValueError(f"{s!r} is neither a run folder, a report file nor a baseline "
+                                 f"(random, category-tree, wnn)") from None
+    run_cfgs = {p: json.loads((p / "config.json").read_text()) for k, p in kinds if k == "run"}
+    if any(k == "baseline" for k, _ in kinds) and catalog is None:
+        roots = sorted({str(c.get("catalog")) for c in run_cfgs.values() if c.get("catalog")})
+        if not roots:
+            raise ValueError("baselines need a catalog: give --catalog DATA (or a run trained on it)")
+        if len(roots) > 1:
+            raise ValueError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
+        catalog = roots[0]
+    if relations is None and run_cfgs:
+        trained = {r for c in run_cfgs.values() for r in c.get("relations", [])}
+        relations = [r for r in RELATIONS if r in trained] or None
+    out: dict[str, dict] = {}
+    for kind, obj in kinds:
+        if kind == "run":
+            rep = evaluate_run(obj, split)
+            rep.setdefault("catalog", run_cfgs[obj].get("catalog"))
+            out[_unique(Path(obj).name or str(obj), out)] = rep
+        elif kind == "file":
+            try:
+                rep = json.loads(Path(obj).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{obj} is not a readable report JSON: {exc}") from None
+            if isinstance(rep, dict) and split in rep and "relations" not in rep:  # a run's metrics.json
+                rep = rep[split]
+            if not isinstance(rep, dict) or "relations" not in rep or "overall" not in rep:
+                raise ValueError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
+            out[_unique(Path(obj).stem, out)] = rep
+        else:
+            if log:
+                log(f"baseline {obj} on {catalog} ({split})")
+            out[_unique(str(obj), out)] = evaluate_baseline(catalog, str(obj), split=split, seed=seed, relations=relations)
+    return out
