@@ -108,13 +108,7 @@ class Run:
 def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:
     rows = np.asarray(rows, dtype=np.int64)
     if model.backbone.kind == "features":
-        feats = catalog.features
-        if feats is None:
-            raise CatalogError(f"{catalog.root} has no precomputed features (features mode)")
-        order = np.argsort(rows)
-        out = np.empty((rows.size, feats.shape[1]), np.float32)
-        out[order] = feats[rows[order]]
-        return torch.from_numpy(out)
+        return torch.from_numpy(catalog.feature_rows(rows))
     images = catalog.images
     if images is None:
         raise CatalogError(f"{catalog.root} has no images; train with --mode features or import images")

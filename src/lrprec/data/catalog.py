@@ -172,6 +172,16 @@ class Catalog:
             self._cache["features"] = open_features(self.root, self.meta["features_file"])
         return self._npy("features")
 
+    def feature_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float32 feature rows, read per call (indexing the memmap would keep the file resident)."""
+        if self.features is None:
+            raise CatalogError(f"{self.root} has no precomputed features (features mode)")
+        if "feature_reader" not in self._cache:
+            from lrprec.data.features import LazyFeatures
+
+            self._cache["feature_reader"] = LazyFeatures(self.features)
+        return self._cache["feature_reader"].rows(rows)  # type: ignore[union-attr]
+
     @property
     def image_size(self) -> int | None:
         imgs = self.images
