@@ -17,18 +17,33 @@ def train_cmd(
     mode: str = typer.Option("images", help="images (end-to-end) or features (precomputed features, [M15])."),
     weights: Path = typer.Option(None, help="Local torchvision VGG-16 state dict (never downloaded)."),
     dim: int = typer.Option(10, help="Embedding dimension K."),
-    epochs: int = typer.Option(8),
+    epochs: int = typer.Option(10),
     batch_size: int = typer.Option(128),
-    lr: float = typer.Option(2e-3),
+    lr: float = typer.Option(3e-3),
     relations: str = typer.Option(None, help="Comma-separated relations (default: all in the catalog)."),
     category: str = typer.Option(None, help="Train on pairs whose query item is in this category."),
     no_personalize: bool = typer.Option(False, "--no-personalize", help="One global θ per relation."),
     freeze_backbone: bool = typer.Option(False, "--freeze-backbone", help="Keep the backbone fixed ([M15] setting)."),
     input_size: int = typer.Option(None, help="Resize images to this side (default: catalog size; 224 for vgg16)."),
     seed: int = typer.Option(0),
+    backbone_config: str = typer.Option(None, help='Backbone options as JSON, e.g. \'{"batchnorm": false}\' for the small CNN.'),
+    workers: int = typer.Option(0, help="DataLoader worker processes preparing batches (0: in the training process)."),
+    augment: bool = typer.Option(False, "--augment", help="Random horizontal flips (seeded; end-to-end only)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (fast on GPUs and CPUs with bf16 units)."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N optimizer steps (0: at epoch ends only)."),
+    steps_per_epoch: int = typer.Option(None, help="Cap on optimizer steps per epoch (smoke runs, benchmarks)."),
+    device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu or cuda."),
+    sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="Under DDP on GPUs: BatchNorm statistics over the global batch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (same options; --epochs may grow)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Train the Siamese personalized model end-to-end; the best validation epoch is kept."""
+    """Train the Siamese personalized model end-to-end; the best validation epoch is kept.
+
+    Multi-process (DDP; gloo on CPU, nccl on GPU): torchrun --nproc-per-node N -m lrprec train ...
+    --batch-size is the global batch, split over the processes.
+    """
+    import os
+
     from lrprec.train import TrainConfig, train
 
     if mode not in ("images", "features"):
@@ -37,27 +52,39 @@ def train_cmd(
         backbone="features" if mode == "features" else backbone, weights=str(weights) if weights else None, dim=dim, epochs=epochs,
         batch_size=batch_size, lr=lr, relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,
         category=category, personalize=not no_personalize, freeze_backbone=freeze_backbone, seed=seed, input_size=input_size,
+        workers=workers, augment=augment, bf16=bf16, checkpoint_every=checkpoint_every, steps_per_epoch=steps_per_epoch,
+        device=device, sync_batchnorm=sync_batchnorm,
     )
+    if backbone_config:
+        try:
+            cfg.backbone_config = json.loads(backbone_config)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--backbone-config is not valid JSON: {exc}") from None
+        if not isinstance(cfg.backbone_config, dict):
+            raise ValueError("--backbone-config must be a JSON object")
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    result = train(data, out, cfg, log=log)
+    result = train(data, out, cfg, log=log, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # only rank 0 of a torchrun job reports
     emit(result, as_json, lambda r: f"best epoch {r['best']['epoch']} (validation accuracy {100 * r['best']['val_accuracy']:.1f}%); run saved in {r['run']}")
 
 
 @command()
 def evaluate(
-    runs: list[Path] = typer.Argument(..., help="Run directory (several with --compare)."),
+    runs: list[str] = typer.Argument(..., help="Run directory; with --compare several runs, stored report JSONs or baseline names (random, category-tree, wnn)."),
     split: str = typer.Option("test", help="validation or test."),
-    compare: bool = typer.Option(False, "--compare", help="Lay several runs side by side."),
+    compare: bool = typer.Option(False, "--compare", help="Lay several runs and baselines side by side (Table 1 layout)."),
+    catalog: Path = typer.Option(None, help="Catalog for baseline-only comparisons (default: the runs' catalog)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy (P > 0.5) and ROC-AUC per relation and category: the paper's Table 1 layout."""
     from lrprec.evaluate.linkpred import evaluate_run, table1_text
 
-    if len(runs) > 1 and not compare:
+    if compare:
+        from lrprec.evaluate.compare import compare_reports, compare_text
+
+        emit(compare_reports(runs, split, catalog=catalog), as_json, compare_text)
+        return
+    if len(runs) > 1:
         raise ValueError("several runs given: add --compare to lay them side by side")
-    reports = {str(r): evaluate_run(r, split) for r in runs}
-    if len(runs) == 1:
-        rep = next(iter(reports.values()))
-        emit(rep, as_json, lambda d: table1_text(d, d.get("dim")))
-    else:
-        emit(reports, as_json, lambda ds: "\n\n".join(f"== {k}\n" + table1_text(d, d.get("dim")) for k, d in ds.items()))
+    emit(evaluate_run(runs[0], split), as_json, lambda d: table1_text(d, d.get("dim")))

@@ -3,6 +3,12 @@
 Maximizes Σ_R log σ(c − d) + Σ_Q log(1 − σ(c − d)) with |Q| = |R| fresh negatives every
 epoch, Adam, validation accuracy each epoch, the best epoch's weights kept. With a frozen
 backbone ([M15] setting) the features are computed once and only the head trains.
+
+Scale-out and robustness (issue 8): the same loop runs as one process or as a rank of a
+``torchrun`` DDP job (``torchrun --nproc-per-node N -m lrprec train ...``; helpers in
+:mod:`lrprec.train.distributed`), batches are prepared by DataLoader workers from the image
+memmap, bf16 autocast is optional, and checkpoints (:mod:`lrprec.train.checkpoint`) let
+``--resume`` continue a killed run to the exact weights of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -18,11 +24,18 @@ import torch
 from torch import nn
 
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
+from lrprec.data.features import LazyFeatures
 from lrprec.data.sampling import NegativeSampler
 from lrprec.data.synthetic import catalog_truth_reject
-from lrprec.evaluate.linkpred import predict_logits
-from lrprec.model.backbones import VGG16, hub_vgg16_weights
+from lrprec.model.backbones import VGG16, hub_vgg16_weights, preprocess
 from lrprec.run import atomic_write_text, build_model, item_inputs, save_weights
+from lrprec.train import distributed as dist_
+from lrprec.train.checkpoint import CheckpointError, capture_rng, checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
+
+_FUSED_ADAM_MIN_PARAMS = 5_000_000
+
+# Test hook: seconds to sleep after every step, so an external SIGKILL lands mid-epoch on tiny data.
+_STEP_DELAY = float(os.environ.get("LRPREC_TEST_STEP_DELAY", "0") or 0)
 
 
 @dataclass
@@ -32,9 +45,9 @@ class TrainConfig:
     backbone: str = "small"
     weights: str | None = None
     dim: int = 10
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-3
     relations: list[str] | None = None
     category: str | None = None
     personalize: bool = True
@@ -43,6 +56,15 @@ class TrainConfig:
     input_size: int | None = None
     head_lr_scale: float = 1.0
     backbone_config: dict = field(default_factory=dict)
+    # How to train rather than what: with the same seed, workers / checkpoint_every / device
+    # (on CPU) / the number of processes do not change the result (see ``train``).
+    workers: int = 0  # DataLoader worker processes preparing batches (0: in the training process)
+    augment: bool = False  # random horizontal flips, drawn from (seed, epoch, step) alone
+    bf16: bool = False  # bfloat16 autocast for forward/backward; loss and optimizer in float32
+    checkpoint_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (smoke runs, benchmarks)
+    device: str = "auto"  # auto (cuda:LOCAL_RANK when CUDA is available), cpu or cuda
+    sync_batchnorm: bool = False  # under DDP on GPUs: SyncBatchNorm (statistics over the global batch)
 
 
 def _filter_pairs(catalog: Catalog, pairs: Pairs, relations: list[str], category: str | None) -> Pairs:
@@ -58,6 +80,12 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise ValueError(f"--dim (K) must be positive, got {cfg.dim}")
     if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
         raise ValueError("--epochs, --batch-size and --lr must be positive")
+    if cfg.workers < 0 or cfg.checkpoint_every < 0:
+        raise ValueError("--workers and --checkpoint-every must be >= 0")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch <= 0:
+        raise ValueError("--steps-per-epoch must be positive")
+    if cfg.augment and (cfg.freeze_backbone or cfg.backbone == "features"):
+        raise ValueError("--augment needs end-to-end training on images (a frozen backbone reads features computed once)")
     rels = cfg.relations or list(catalog.relations)
     for r in rels:
         relation_index(r)
@@ -89,17 +117,177 @@ def embed_items(model, catalog: Catalog, input_size: int | None, batch_size: int
     if progress:
         from tqdm import tqdm
         chunks = tqdm(chunks, desc="embedding items", unit="batch", leave=False)
-    return torch.cat([model.embed(item_inputs(catalog, model, rows[s:s + batch_size], input_size)) for s in chunks])
+    dev = model.E.device
+    return torch.cat([model.embed(item_inputs(catalog, model, rows[s:s + batch_size], input_size).to(dev)) for s in chunks])
 
 
-def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, progress: bool = True, log=print) -> dict:
-    """Train a model on a catalog into run directory ``out``; returns the history with the best epoch."""
+class _Norm:
+    """The two attributes :func:`preprocess` reads from a backbone (picklable, for worker processes)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.mean, self.std = tuple(mean), tuple(std)
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """This rank's share of each global batch of one epoch, as ready model inputs.
+
+    Item ``k`` is global batch ``first + k``: positions ``[s, s + B)`` of the epoch's shuffled
+    pairs, of which this rank takes every ``world``-th (``[rank::world]``). Shares are disjoint
+    across ranks and together are exactly the single-process batch, which is what makes a DDP
+    run equal a one-process run with the same (global) batch size. One item is a whole batch,
+    so DataLoader workers gather from the image memmap, resize, normalize and flip whole
+    batches ahead of the training step. Flips come from ``(seed, epoch, step)`` alone, so
+    they do not depend on the number of workers or processes, nor on a resume.
+    """
+
+    def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
+                 images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None):
+        self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
+        self.rank, self.world = rank, world
+        self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
+        self._images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.n_steps - self.first
+
+    def _load(self, rows: np.ndarray) -> torch.Tensor:
+        if self._images is None:  # opened lazily: each worker maps the file itself
+            self._images = np.load(self.images_path, mmap_mode="r")
+        uniq, inv = np.unique(rows, return_inverse=True)
+        return preprocess(self._images[uniq], self.norm, self.input_size)[torch.from_numpy(inv)]  # type: ignore[arg-type]
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        step = self.first + k
+        start = step * self.batch_size
+        n_global = min(self.batch_size, len(self.pairs) - start)
+        pos = np.arange(self.rank, n_global, self.world)
+        b = self.pairs.take(start + pos)
+        out = {
+            "a": torch.from_numpy(b.a), "b": torch.from_numpy(b.b), "rel": torch.from_numpy(b.relation),
+            "user": torch.from_numpy(b.user), "label": torch.from_numpy(b.label.astype(np.float32)),
+            "n_global": torch.tensor(n_global),
+        }
+        if self.images_path is not None:
+            x = self._load(np.concatenate([b.a, b.b]))
+            if self.augment_key is not None:
+                flip_global = np.random.default_rng([*self.augment_key, step]).random(2 * n_global) < 0.5
+                flip = torch.from_numpy(np.concatenate([flip_global[pos], flip_global[n_global + pos]]))
+                x[flip] = x[flip].flip(-1)
+            out["x"] = x
+        return out
+
+
+class _PairStep(nn.Module):
+    """A training step's forward as one module, so DDP sees (and synchronizes) every call.
+
+    Images: the model runs its backbone once on the stacked ``[x_a; x_b]``. Frozen backbone /
+    features mode: ``feats`` holds every item's features and only the head runs.
+    """
+
+    def __init__(self, model: nn.Module, feats=None):
+        super().__init__()
+        self.model = model
+        self.feats = feats
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        rel, usr = batch["rel"], batch["user"]
+        m = self.model
+        if self.feats is not None:
+            dev = rel.device
+            fa, fb = self.feats[batch["a"]].to(dev), self.feats[batch["b"]].to(dev)
+            return m.logit_from_embeddings(m.project(fa, rel), m.project(fb, rel), rel, usr)
+        x = batch["x"]
+        n = rel.shape[0]
+        return m(x[:n], x[n:], rel, usr)
+
+
+def _n_steps(n_pairs: int, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps in an epoch of ``n_pairs``: ceil(n / B), minus a last global batch too
+    small to give every rank a pair (multi-process only), capped by ``steps_per_epoch``."""
+    n = -(-n_pairs // cfg.batch_size)
+    if world > 1 and n and n_pairs - (n - 1) * cfg.batch_size < world:
+        n -= 1
+    return min(n, cfg.steps_per_epoch) if cfg.steps_per_epoch else n
+
+
+@torch.inference_mode()
+def _validate(model, catalog: Catalog, val: Pairs, ctx: dist_.DistContext, input_size: int | None, feats, bf16: bool, batch_size: int = 256) -> tuple[float, float]:
+    """(correct, n) over this rank's strided share of the validation pairs (P > 0.5 ⇔ logit > 0)."""
+    model.eval()
+    part = val.take(dist_.shard(len(val), ctx))
+    dev = ctx.device
+    correct = 0
+    for s in range(0, len(part), batch_size):
+        b = part.take(slice(s, s + batch_size))
+        rel, usr = torch.from_numpy(b.relation).to(dev), torch.from_numpy(b.user).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            if feats is not None:
+                fa, fb = feats[torch.from_numpy(b.a)].to(dev), feats[torch.from_numpy(b.b)].to(dev)
+                logit = model.logit_from_embeddings(model.project(fa, rel), model.project(fb, rel), rel, usr)
+            else:
+                xa = item_inputs(catalog, model, b.a, input_size).to(dev)
+                xb = item_inputs(catalog, model, b.b, input_size).to(dev)
+                logit = model(xa, xb, rel, usr)
+        correct += int(((logit.float() > 0).cpu().numpy() == (b.label == 1)).sum())
+    return float(correct), float(len(part))
+
+
+# Fields that may change between a run and its --resume: they do not change the result.
+_RESUMABLE_FIELDS = frozenset({"epochs", "workers", "checkpoint_every", "device"})
+
+
+def _check_resumable(meta: dict, cfg: TrainConfig, catalog: Catalog, world: int, path: Path) -> None:
+    if meta.get("format") != "lrprec-train-checkpoint":
+        raise CheckpointError(f"{path} is not a training checkpoint")
+    if meta["catalog_fingerprint"] != catalog.fingerprint:
+        raise CheckpointError(f"{path} was written for another catalog (fingerprint mismatch); train from scratch without --resume")
+    if meta["world_size"] != world:
+        raise CheckpointError(f"{path} was written by {meta['world_size']} process(es); resume with the same number (torchrun --nproc-per-node {meta['world_size']})")
+    now, defaults = asdict(cfg), asdict(TrainConfig())
+    differ = sorted(k for k in set(now) | set(meta["config"]) if k not in _RESUMABLE_FIELDS and meta["config"].get(k, defaults.get(k)) != now.get(k, defaults.get(k)))
+    if differ:
+        detail = ", ".join(f"{k}: {meta['config'].get(k, defaults.get(k))!r} -> {now.get(k)!r}" for k in differ)
+        raise CheckpointError(f"--resume with different training options than {path} ({detail}); use the original options or train from scratch")
+    if cfg.epochs < meta["epoch"]:
+        raise CheckpointError(f"{path} is at epoch {meta['epoch']}, past --epochs {cfg.epochs}")
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Torch seed of a rank: the run's seed on rank 0 (single-process runs unchanged), distinct elsewhere."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, progress: bool = True, log=print, *, resume: bool = False) -> dict:
+    """Train a model on a catalog into run directory ``out``; returns the history with the best epoch.
+
+    Runs as one process, or as one rank of a ``torchrun`` job (DDP: gloo on CPU, nccl on
+    GPU). ``cfg.batch_size`` is the global batch: each rank takes a disjoint strided share of
+    every batch of the epoch's shuffled pairs, and the per-rank loss is scaled so that DDP's
+    gradient average is the gradient of the global-batch mean — N processes compute what one
+    does (exactly, without BatchNorm; with BatchNorm, batch statistics are per rank unless
+    ``sync_batchnorm`` on GPUs). The epoch's negatives and permutation come from the one
+    seeded numpy stream, drawn identically on every rank and then sharded: no overlap, no
+    per-rank streams to keep in step. Loss and validation accuracy are summed over ranks;
+    only rank 0 prints and writes.
+
+    A checkpoint (``RUN/checkpoint.ckpt``, see :mod:`lrprec.train.checkpoint`) is written at
+    every epoch end and every ``checkpoint_every`` steps; ``resume=True`` continues from it and
+    ends with the weights an uninterrupted run would have.
+    """
     catalog = Catalog(data)
     rels = validate_config(catalog, cfg)
-    out = Path(out)
+    ctx = dist_.setup(cfg.device)
+    try:
+        return _train(catalog, rels, Path(out), cfg, ctx, progress and ctx.is_main, log if ctx.is_main else (lambda m: None), resume)
+    finally:
+        dist_.teardown(ctx)
+
+
+def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: dist_.DistContext, progress: bool, log, resume: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(_rank_seed(cfg.seed, ctx.rank))
     rng = np.random.default_rng(cfg.seed)
+    dev = ctx.device
 
     config = asdict(cfg)
     config["relations"] = rels
@@ -116,6 +304,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, pro
         config["input_size"] = cfg.input_size or 224
     elif cfg.weights:
         raise ValueError("--weights applies to --backbone vgg16 only")
+    model.to(dev)
+    if ctx.enabled and cfg.sync_batchnorm:
+        if dev.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log("notice: SyncBatchNorm needs GPUs; on CPU each rank keeps its own BatchNorm batch statistics")
 
     train_pos = _filter_pairs(catalog, catalog.pairs("train"), rels, cfg.category)
     val = _filter_pairs(catalog, catalog.pairs("validation"), rels, cfg.category)
@@ -129,53 +323,128 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, pro
     if frozen:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
-        feats = embed_items(model, catalog, config.get("input_size"), progress=progress)
+        # features mode reads rows per batch (memory stays bounded on multi-GB feature files);
+        # a frozen image backbone is run once over the catalog
+        feats = LazyFeatures(catalog.features) if cfg.backbone == "features" else embed_items(model, catalog, config.get("input_size"), progress=progress)
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     body = [p for p in model.backbone.parameters() if p.requires_grad]
     groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}] + ([{"params": body, "lr": cfg.lr}] if body else [])
-    opt = torch.optim.Adam(groups, lr=cfg.lr)
-    loss_fn = nn.BCEWithLogitsLoss()
+    # Large models (VGG-16: 138M parameters) get the fused Adam kernel: one pass over the
+    # parameters, ~10x faster than the multi-tensor one on CPU, where it would otherwise take
+    # a large part of a small-batch step. Small models keep the default (identical numerics).
+    big = sum(p.numel() for p in head + body) >= _FUSED_ADAM_MIN_PARAMS
+    opt = torch.optim.Adam(groups, lr=cfg.lr, **({"fused": True} if big else {}))
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
 
     history: list[dict] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     weights_path = out / "model.safetensors"
-    for epoch in range(cfg.epochs):
+    ckpt_path = checkpoint_path(out)
+    start_epoch, start_step, global_step = 0, 0, 0
+    partial = {"loss_sum": 0.0, "n_seen": 0}
+    if resume:
+        if ckpt_path.exists():
+            ck = load_checkpoint(ckpt_path)
+            meta = ck["meta"]
+            _check_resumable(meta, cfg, catalog, ctx.world_size, ckpt_path)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            history, best = meta["history"], meta["best"]
+            start_epoch, start_step, global_step = meta["epoch"], meta["step"], meta["global_step"]
+            rng.bit_generator.state = meta["np_rng_epoch_start"]
+            restore_rng(ck["rng"][ctx.rank])
+            partial = meta["partial"][ctx.rank]
+            log(f"resuming from {ckpt_path}: epoch {start_epoch + 1}, step {start_step} (after {global_step} steps)")
+        else:
+            log(f"notice: --resume but no checkpoint in {out}; training from scratch")
+
+    step_module: nn.Module = _PairStep(model, feats)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # without users (or --no-personalize) θ_delta gets no gradient; DDP must be told to expect that
+        step_module = DDP(step_module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=model.n_users == 0)
+        if not frozen and not cfg.sync_batchnorm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
+    images_path = None if frozen else catalog.root / "images.npy"
+    norm = _Norm(model.backbone.mean, model.backbone.std)
+    pin = dev.type == "cuda"
+
+    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int) -> None:
+        """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
+        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen}})
+        if not ctx.is_main:
+            return
+        meta = {
+            "format": "lrprec-train-checkpoint", "version": 1, "config": asdict(cfg), "catalog_fingerprint": catalog.fingerprint,
+            "world_size": ctx.world_size, "epoch": epoch, "step": step, "global_step": global_step,
+            "np_rng_epoch_start": epoch_start_state, "history": history, "best": best,
+            "partial": [s.pop("partial") for s in states],
+        }
+        save_checkpoint(ckpt_path, meta, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": states})
+
+    for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
+        epoch_start_state = rng.bit_generator.state
         neg = sampler.sample(train_pos, rng, reject)
         pairs = Pairs.concat([train_pos, neg])
         pairs = pairs.take(rng.permutation(len(pairs)))
+        first = start_step if epoch == start_epoch else 0
+        total, n_seen = (float(partial["loss_sum"]), int(partial["n_seen"])) if first else (0.0, 0)
+        n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
+        ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
+                           (cfg.seed, epoch) if cfg.augment else None)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
         model.train()
         if frozen:
             model.backbone.eval()
-        total, n_seen = 0.0, 0
-        steps = range(0, len(pairs), cfg.batch_size)
+        it = iter(loader)
         if progress:
             from tqdm import tqdm
-            steps = tqdm(steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False)
-        for s in steps:
-            b = pairs.take(slice(s, s + cfg.batch_size))
-            rel, usr = torch.from_numpy(b.relation), torch.from_numpy(b.user)
-            if feats is not None:
-                logit = model.logit_from_embeddings(model.project(feats[torch.from_numpy(b.a)], rel), model.project(feats[torch.from_numpy(b.b)], rel), rel, usr)
-            else:
-                xa = item_inputs(catalog, model, b.a, config.get("input_size"))
-                xb = item_inputs(catalog, model, b.b, config.get("input_size"))
-                logit = model(xa, xb, rel, usr)
-            loss = loss_fn(logit, torch.from_numpy(b.label).float())
+            it = iter(tqdm(it, total=len(ds), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False))
+        wait, seen_here = 0.0, 0
+        for step in range(first, n_steps):
+            tw = time.perf_counter()
+            batch = next(it)
+            n_global = int(batch.pop("n_global"))
+            batch = {k: v.to(dev, non_blocking=pin) for k, v in batch.items()}
+            wait += time.perf_counter() - tw
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logit = step_module(batch)
+            loss_sum = loss_fn(logit.float(), batch["label"])
+            # DDP averages gradients over ranks: scaling by world / n_global makes that the global-batch mean's gradient
+            loss = loss_sum * (ctx.world_size / n_global)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(b)
-            n_seen += len(b)
+            global_step += 1
+            total += loss_sum.item()
+            n_seen += int(batch["label"].shape[0])
+            seen_here += int(batch["label"].shape[0])
+            if _STEP_DELAY:
+                time.sleep(_STEP_DELAY)
+            if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
+                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen)
+        del it, loader
         train_time = time.perf_counter() - t0
-        logits = predict_logits(model, catalog, val, input_size=config.get("input_size"), features=feats)
-        val_acc = float(((logits > 0) == (val.label == 1)).mean()) if len(val) else float("nan")
-        rec = {"epoch": epoch + 1, "loss": total / max(n_seen, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2), "pairs_per_second": round(n_seen / train_time, 1)}
+        dist_.broadcast_buffers(ctx, model)
+        total, n_all, seen_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here])
+        correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, catalog, val, ctx, config.get("input_size"), feats, cfg.bf16)))
+        val_acc = correct / n_val if n_val else float("nan")
+        rec = {"epoch": epoch + 1, "loss": total / max(n_all, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2),
+               "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(wait / train_time, 4)}
         history.append(rec)
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}  val acc {100 * val_acc:.1f}%  {rec['pairs_per_second']:.0f} pairs/s")
-        if val_acc > best["val_accuracy"] or not len(val):
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}  val acc {100 * val_acc:.1f}%  "
+            f"{rec['pairs_per_second']:.3g} pairs/s  (data wait {100 * rec['data_wait_fraction']:.1f}% of step time)")
+        if val_acc > best["val_accuracy"] or not n_val:
             best = {"epoch": epoch + 1, "val_accuracy": val_acc}
-            save_weights(model, weights_path)
+            if ctx.is_main:
+                save_weights(model, weights_path)
+        checkpoint(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
+    dist_.barrier(ctx)
+    result = {"epochs": history, "best": best, "run": str(out)}
+    if not ctx.is_main:
+        return result
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(str(weights_path)))
@@ -189,4 +458,4 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, pro
     })
     atomic_write_text(out / "history.json", json.dumps({"epochs": history, "best": best}, indent=2))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    return {"epochs": history, "best": best, "run": str(out)}
+    return result

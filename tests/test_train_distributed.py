@@ -1,0 +1,94 @@
+"""DDP training (issue 8): 2 gloo processes under torchrun equal one process with the same global batch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lrprec.data.catalog import Pairs
+from lrprec.train import TrainConfig, train
+from lrprec.train.checkpoint import CheckpointError, load_checkpoint
+from lrprec.train.trainer import _EpochBatches, _n_steps
+
+# Without BatchNorm: with it, each rank normalizes with its own half-batch statistics, so
+# DDP cannot equal one process exactly (SyncBatchNorm, the cure, is GPU-only in torch).
+# An odd batch (shares of 23 and 22 pairs) checks the loss scaling; two epochs of two steps
+# cross an epoch boundary (negatives resampled). Few steps on purpose: float rounding of a
+# split sum is ~1e-7, but once ReLU/max-pool ties on the flat synthetic images break the
+# other way (here after ~5 steps), the two runs part at the scale of Adam's step (lr) —
+# about what a wrong loss scaling gives after one step (2.5e-3), so later steps tell nothing.
+OPTS = dict(epochs=2, steps_per_epoch=2, batch_size=45, dim=8, seed=0, backbone_config={"batchnorm": False})
+
+
+@pytest.fixture(scope="module")
+def synth_catalog(tmp_path_factory):
+    from lrprec.data.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("ddpcat") / "cat"
+    generate(out, SynthConfig(items=120, users=2, image_size=24, pairs_per_relation=60, seed=0), progress=False)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, like each torchrun worker (and far faster on a busy 2-core box)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cli_args(cfg: dict) -> list[str]:
+    return ["--epochs", str(cfg["epochs"]), "--steps-per-epoch", str(cfg["steps_per_epoch"]), "--batch-size", str(cfg["batch_size"]), "--dim", str(cfg["dim"]),
+            "--seed", str(cfg["seed"]), "--backbone-config", json.dumps(cfg["backbone_config"])]
+
+
+def test_ranks_take_disjoint_shares_that_make_up_the_global_batch():
+    n, bs = 23, 7
+    pairs = Pairs(np.arange(n), np.arange(n) + 100, np.zeros(n, np.int64), -np.ones(n, np.int64), np.ones(n, np.int8))
+    steps = _n_steps(n, TrainConfig(batch_size=bs), world=2)
+    assert steps == 4  # last global batch holds 2 pairs: one per rank
+    shards = [_EpochBatches(pairs, bs, steps, 0, r, 2, None, None, None, None) for r in range(2)]
+    for k in range(steps):
+        got = [s[k] for s in shards]
+        a = np.concatenate([g["a"].numpy() for g in got])
+        assert sorted(a.tolist()) == list(range(k * bs, min(n, (k + 1) * bs)))
+        assert not set(got[0]["a"].tolist()) & set(got[1]["a"].tolist())
+        assert all(int(g["n_global"]) == min(bs, n - k * bs) for g in got)
+    # a final global batch smaller than the world is dropped (some rank would have no pair)
+    assert _n_steps(22, TrainConfig(batch_size=7), world=2) == 3 and _n_steps(22, TrainConfig(batch_size=7), world=1) == 4
+
+
+def test_two_gloo_processes_equal_one_process_with_the_global_batch(synth_catalog, tmp_path, one_thread):
+    ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "lrprec", "train", str(synth_catalog), "--out", str(ddp_out), *_cli_args(OPTS)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 1/2 ") == 1, proc.stdout  # only rank 0 prints
+    assert "pairs/s" in proc.stdout
+
+    train(synth_catalog, one_out, TrainConfig(**OPTS), progress=False, log=lambda m: None)
+
+    ddp, one = load_checkpoint(ddp_out / "checkpoint.ckpt"), load_checkpoint(one_out / "checkpoint.ckpt")
+    assert ddp["meta"]["world_size"] == 2 and one["meta"]["world_size"] == 1
+    assert ddp["meta"]["global_step"] == one["meta"]["global_step"] == 4
+    assert ddp["model"].keys() == one["model"].keys()
+    for k in one["model"]:
+        torch.testing.assert_close(ddp["model"][k], one["model"][k], rtol=1e-4, atol=2e-5, msg=lambda m: f"{k}: {m}")
+    h_ddp = json.loads((ddp_out / "history.json").read_text())["epochs"]
+    h_one = json.loads((one_out / "history.json").read_text())["epochs"]
+    for a, b in zip(h_ddp, h_one):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1 / 48 + 1e-9)  # one borderline pair at most
+    # a run written by 2 processes refuses to resume in 1
+    with pytest.raises(CheckpointError, match="2 process"):
+        train(synth_catalog, ddp_out, TrainConfig(**OPTS), progress=False, log=lambda m: None, resume=True)
