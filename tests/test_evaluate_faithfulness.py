@@ -9,7 +9,7 @@ import torch
 
 from lrprec.data.catalog import RELATIONS, Catalog
 from lrprec.evaluate import faithfulness as fm
-from lrprec.evaluate.faithfulness import faithfulness, head_logits, leaderboard_table, pair_scorer, plot_curves, to_json
+from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, pair_scorer, plot_curves, to_json
 from lrprec.run import Run, build_model, save_weights
 
 
@@ -58,7 +58,7 @@ def test_pair_scorer_matches_the_model(run):
     rel, usr = torch.from_numpy(test.relation[:6]), torch.from_numpy(test.user[:6])
     with torch.no_grad():
         direct = model(xa, xb, rel, usr)
-        allheads = head_logits(model, xa, xb, usr)
+        allheads = model.head_logits(xa, xb, usr)
         scored = pair_scorer(model, xb, usr)(xa, torch.arange(6))
     assert torch.allclose(allheads[torch.arange(6), rel], direct, atol=1e-5)
     assert torch.allclose(scored, allheads, atol=1e-5)

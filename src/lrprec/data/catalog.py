@@ -168,8 +168,6 @@ class Catalog:
     @property
     def features(self) -> np.ndarray | None:
         """float32 (N, F) precomputed image features (features mode), when present."""
-        if "features" not in self._cache and "features_file" in self.meta:
-            self._cache["features"] = open_features(self.root, self.meta["features_file"])
         return self._npy("features")
 
     def feature_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -243,16 +241,6 @@ class Catalog:
         return out
 
 
-def open_features(root: Path, spec: dict) -> np.ndarray:
-    """Open features stored outside ``features.npy`` (e.g. a raw float32 file) as a read-only memmap."""
-    path = Path(spec["path"])
-    if not path.is_absolute():
-        path = root / path
-    if not path.exists():
-        raise CatalogError(f"feature file {path} is missing")
-    return np.memmap(path, dtype=np.dtype(spec.get("dtype", "<f4")), mode="r", offset=int(spec.get("offset", 0)), shape=tuple(spec["shape"]))
-
-
 def _read_table(path: Path) -> pa.Table:
     if not path.exists():
         raise CatalogError(f"catalog file missing: {path}")
@@ -300,9 +288,9 @@ def write_catalog(
     from lrprec.data.splits import make_splits  # local: splits imports this module
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) if out.is_dir() else out.exists():
-        if not overwrite:
-            raise CatalogError(f"{out} exists and is not empty; choose another --out or remove it")
+    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
+    if occupied and not overwrite:
+        raise CatalogError(f"{out} exists and is not empty; choose another --out or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -171,23 +171,6 @@ def _explain(explainer: Explainer, model: PairModel, x_a: torch.Tensor, x_b: tor
 
 
 # ---- scoring ------------------------------------------------------------------------------
-def head_logits(model: PairModel, x: torch.Tensor, x_other: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-    """(B, R) logits c_r − d_u of every relation head for the pairs (x, x_other), one backbone pass."""
-    feats = model.embed(torch.cat([x, x_other]))
-    a = model.project_all(feats)
-    n = x.shape[0]
-    return _logits_all(model, a[:n], a[n:], _thetas(model, user))
-
-
-def _thetas(model: PairModel, user: torch.Tensor) -> torch.Tensor:
-    """(B, R, K) θ of every relation head for each row's user."""
-    return torch.stack([model.theta(torch.full_like(user, r), user) for r in range(model.n_relations)], 1)
-
-
-def _logits_all(model: PairModel, a: torch.Tensor, a_other: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    return model.c.unsqueeze(0) - (theta.pow(2) * (a - a_other).pow(2)).sum(-1)
-
-
 def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, batch_size: int = 256) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``score_fn`` for :func:`perturbation_curves`: logits of all relation heads, (B, R).
 
@@ -197,11 +180,11 @@ def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, bat
     """
     with torch.no_grad():
         a_other = torch.cat([model.project_all(model.embed(x_other[s:s + batch_size])) for s in range(0, x_other.shape[0], batch_size)])
-        theta = _thetas(model, user)
+        theta = model.theta_all(user)
 
     def score(xb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         a = model.project_all(model.embed(xb))
-        return _logits_all(model, a, a_other[rows], theta[rows])
+        return model.logits_all(a, a_other[rows], theta[rows])
 
     return score
 

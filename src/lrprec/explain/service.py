@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrprec.data.catalog import RELATIONS, CatalogError
+from lrprec.data.catalog import RELATIONS
 from lrprec.run import Run
 
 
@@ -29,17 +29,9 @@ def resolve_relation(run: Run, a: np.ndarray, b: np.ndarray, user: np.ndarray, r
 @torch.inference_mode()
 def pair_probabilities(run: Run, a: np.ndarray, b: np.ndarray, user: np.ndarray) -> dict[str, np.ndarray]:
     """P(related) of each pair under every trained relation head (one backbone pass)."""
-    model = run.model
-    feats = model.embed(torch.cat([run.inputs(a), run.inputs(b)]))
-    emb = model.project_all(feats)
-    n = len(a)
-    out = {}
     u = torch.from_numpy(np.asarray(user, np.int64))
-    for name in run.relations:
-        r = torch.full((n,), RELATIONS.index(name), dtype=torch.long)
-        k = RELATIONS.index(name)
-        out[name] = torch.sigmoid(model.logit_from_embeddings(emb[:n, k], emb[n:, k], r, u)).numpy()
-    return out
+    probs = torch.sigmoid(run.model.head_logits(run.inputs(a), run.inputs(b), u)).numpy()
+    return {name: probs[:, RELATIONS.index(name)] for name in run.relations}
 
 
 def explain_ids(
@@ -156,9 +148,3 @@ def explain_examples(run: Run, out: Path, per_kind: int = 2) -> list[dict]:
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "examples.json").write_text(json.dumps(records, indent=2))
     return records
-
-
-def check_user(run: Run, user: str | None) -> None:
-    """Raise a clear error for a user id the catalog does not know."""
-    if user is not None and run.catalog.user_index(user, strict=False) < 0:
-        raise CatalogError(f"unknown user id {user!r}")

@@ -55,6 +55,20 @@ class PairModel(nn.Module):
             th = th + delta * known.unsqueeze(-1).to(th.dtype)
         return th
 
+    def theta_all(self, user: torch.Tensor) -> torch.Tensor:
+        """θ of every relation head for each row's user, (B, R, K)."""
+        return torch.stack([self.theta(torch.full_like(user, r), user) for r in range(self.n_relations)], 1)
+
+    def logits_all(self, a: torch.Tensor, a_other: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Logits c_r − d of every head from (B, R, K) projections and θs, (B, R)."""
+        return self.c.unsqueeze(0) - (theta.pow(2) * (a - a_other).pow(2)).sum(-1)
+
+    def head_logits(self, x: torch.Tensor, x_other: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """(B, R) logits of every relation head for the pairs (x, x_other), one backbone pass."""
+        a = self.project_all(self.embed(torch.cat([x, x_other])))
+        n = x.shape[0]
+        return self.logits_all(a[:n], a[n:], self.theta_all(user))
+
     @staticmethod
     def distance(a_i: torch.Tensor, a_j: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Eq 1: d = Σ_k θ_k² (a_ik − a_jk)²."""
