@@ -10,11 +10,13 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     lines: list[str] = []
     report = run_demo(tmp_path / "demo", quick=True, log=lines.append)
     html = report.read_text()
-    for section in ("table1", "training", "explanations", "faithfulness", "recommendations"):
+    for section in ("table1", "training", "explanations", "faithfulness", "guidance", "recommendations"):
         assert f'id="{section}"' in html, section
     run = tmp_path / "demo" / "run"
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert metrics["overall"]["accuracy"] > 0.5  # above chance even after the quick training
+    guidance = json.loads((run / "guidance.json").read_text())["variants"]
+    assert len(guidance) == 2 and all(0 <= v["mark_share"] <= 1 for v in guidance.values())
     # every image the report links to exists
     import re
 

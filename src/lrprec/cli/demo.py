@@ -14,9 +14,10 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A smaller catalog and fewer epochs (under 2 minutes)."),
     seed: int = typer.Option(0),
     ablation: bool = typer.Option(False, "--ablation", help="Also train frozen-backbone and non-personalized variants and compare."),
+    guidance: bool = typer.Option(True, "--guidance/--no-guidance", help="Train without and with explanation guidance on a shortcut catalog (a report section)."),
 ) -> None:
     """Synthetic catalog → training → evaluation → explanations → HTML report."""
     from lrprec.demo import run_demo
 
-    path = run_demo(out, quick=quick, seed=seed, ablation=ablation, log=typer.echo)
+    path = run_demo(out, quick=quick, seed=seed, ablation=ablation, guidance=guidance, log=typer.echo)
     typer.echo(f"open {path.resolve()}")

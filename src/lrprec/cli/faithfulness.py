@@ -48,3 +48,16 @@ def faithfulness_cmd(
     doc = to_json(result)
     doc["files"] = [str(p) for p in files]
     emit(doc, as_json, lambda d: leaderboard_table(d) + "\n\nwritten: " + ", ".join(str(p) for p in files))
+
+
+@command("shortcut")
+def shortcut_cmd(
+    run: Path = typer.Argument(..., help="Run trained on a shortcut catalog ('lrprec synth --spurious P')."),
+    pairs: int = typer.Option(256, "--pairs", help="Validation pairs to explain (evenly spaced, positives and negatives)."),
+    composite: str = typer.Option("epsilon-gamma-box", "--composite", help="LRP composite of the explanations."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Shortcut reliance: LRP relevance share on the planted watermark, and test accuracy where it agrees / disagrees."""
+    from lrprec.evaluate.shortcut import shortcut_report, shortcut_text
+
+    emit(shortcut_report(run, pairs=pairs, composite=composite), as_json, shortcut_text)

@@ -34,6 +34,12 @@ def train_cmd(
     steps_per_epoch: int = typer.Option(None, help="Cap on optimizer steps per epoch (smoke runs, benchmarks)."),
     device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu or cuda."),
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="Under DDP on GPUs: BatchNorm statistics over the global batch."),
+    guide: str = typer.Option(None, help="Explanation-guided training: lrp or gradient (penalizes relevance outside the allowed region)."),
+    guide_weight: float = typer.Option(0.1, help="λ of the guidance loss (0: train unguided, only log the loss)."),
+    guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks) or relevance (outer loop over validation relevance)."),
+    guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
+    guide_rule: str = typer.Option("epsilon-gamma-box", help="LRP composite of the guidance relevance (--guide lrp)."),
+    guide_val_pairs: int = typer.Option(512, help="Validation pairs explained per outer step (--guide-masks relevance)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (same options; --epochs may grow)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -53,7 +59,8 @@ def train_cmd(
         batch_size=batch_size, lr=lr, relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,
         category=category, personalize=not no_personalize, freeze_backbone=freeze_backbone, seed=seed, input_size=input_size,
         workers=workers, augment=augment, bf16=bf16, checkpoint_every=checkpoint_every, steps_per_epoch=steps_per_epoch,
-        device=device, sync_batchnorm=sync_batchnorm,
+        device=device, sync_batchnorm=sync_batchnorm, guide=guide, guide_weight=guide_weight, guide_masks=guide_masks,
+        guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
     )
     if backbone_config:
         try:

@@ -238,6 +238,8 @@ class Catalog:
                 out["splits"][s] = {"pairs": len(p), "positives": int(p.label.sum()), "negatives": int(len(p) - p.label.sum())}
         if "import_report" in self.meta:
             out["import_report"] = self.meta["import_report"]
+        if "shortcut" in self.meta:
+            out["shortcut"] = self.meta["shortcut"]
         return out
 
 
@@ -276,6 +278,7 @@ def write_catalog(
     split_seed: int = 0,
     overwrite: bool = False,
     reject: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    split_assignment: np.ndarray | None = None,
 ) -> Path:
     """Write a complete catalog atomically: build it in a temporary sibling directory, then rename.
 
@@ -283,7 +286,8 @@ def write_catalog(
     item_a, item_b, relation, user. ``arrays`` are saved as ``<name>.npy`` (images, masks,
     features); ``files`` are moved into the catalog under their key. The splits are made
     here (seeded), so every importer gets the same protocol; ``reject`` vetoes negatives that
-    the data's ground truth knows to be related. A failure leaves nothing behind.
+    the data's ground truth knows to be related; ``split_assignment`` (0/1/2 per relation row)
+    fixes the split instead of the seeded cut. A failure leaves nothing behind.
     """
     from lrprec.data.splits import make_splits  # local: splits imports this module
 
@@ -316,7 +320,7 @@ def write_catalog(
         meta["fingerprint"] = meta.get("fingerprint") or os.urandom(8).hex()
         meta["split_seed"] = split_seed
         (tmp / "catalog.json").write_text(json.dumps(meta, indent=2))
-        make_splits(Catalog(tmp), seed=split_seed, reject=reject)
+        make_splits(Catalog(tmp), seed=split_seed, reject=reject, assignment=split_assignment)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

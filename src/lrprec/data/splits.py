@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from lrprec.data.catalog import RELATIONS, Catalog, Pairs, pairs_table
+from lrprec.data.catalog import RELATIONS, SPLITS, Catalog, Pairs, pairs_table
 from lrprec.data.sampling import NegativeSampler, RejectFn
 
 RATIOS = (0.8, 0.1, 0.1)
@@ -27,14 +27,22 @@ def split_positives(pos: Pairs, seed: int, ratios: tuple[float, float, float] = 
     return {k: Pairs.concat(v) if v else Pairs.empty() for k, v in parts.items()}
 
 
-def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None) -> dict[str, Pairs]:
+def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None, assignment: np.ndarray | None = None) -> dict[str, Pairs]:
     """Create and store ``splits/{train,validation,test}.parquet`` for a catalog.
 
     Validation and test get one fixed negative per positive (|Q| = |R|), drawn from the
-    category of the positive partner and never a known positive for (i, r).
+    category of the positive partner and never a known positive for (i, r). ``assignment``
+    (0 train, 1 validation, 2 test per row of the relation table) replaces the seeded
+    80/10/10 cut when the data comes with its own split.
     """
     pos = catalog.positives()
-    splits = split_positives(pos, seed)
+    if assignment is None:
+        splits = split_positives(pos, seed)
+    else:
+        assignment = np.asarray(assignment)
+        if assignment.shape != (len(pos),) or not np.isin(assignment, (0, 1, 2)).all():
+            raise ValueError(f"split assignment needs one value in {{0, 1, 2}} per relation row ({len(pos)})")
+        splits = {name: pos.take(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLITS)}
     sampler = NegativeSampler(pos, catalog.category_codes)
     rng = np.random.default_rng(seed + 1)
     out: dict[str, Pairs] = {"train": splits["train"]}

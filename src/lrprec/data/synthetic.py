@@ -17,6 +17,20 @@ bought_together        complement   other category, same brand (or the user's at
 Users differ in the attribute that drives their co-purchases (colour, pattern or brand),
 so complements carrying a user need the personalized metric. Every image stores the
 mask of attribute-carrying pixels (the silhouette and the mark). Deterministic per seed.
+
+A *shortcut catalog* (``spurious = P > 0``, issue 9) stamps a watermark — a small magenta
+square in the top-left corner — on half of the items (tag 1; tag 0: no mark). A pair's
+watermark "says related" when both or neither image carry it. On training pairs it agrees
+with the label on a fraction P: positives have equal tags with probability P, and the
+trainer's negatives have different tags with probability P (:func:`train_reject`).
+Validation and test positives have equal tags exactly half of the time, as random pairs
+(their negatives) do, so there it carries no signal.
+Ground-truth masks exclude the watermark; its pixels are stored as
+``shortcut_masks.npy``, the tags as ``shortcut_tags.npy``. (A first design gave every item
+one of eight watermark colours and matched colours; the model ignored it — 0.1% of the
+relevance — because the watermark's colour and the product's share the same colour
+channels after global pooling. Presence of one colour that no product has is a clean cue;
+at 8 px (of 64) one training seed in three still ignored it, at 12 px it is the easy way.)
 """
 from __future__ import annotations
 
@@ -47,6 +61,8 @@ ATTRIBUTES = ("category", "color", "pattern", "brand")
 RELATION_ATTRIBUTE = {"also_viewed": 2, "buy_after_viewing": 3, "also_bought": 2, "bought_together": 3}
 SAME_CATEGORY = {"also_viewed": True, "buy_after_viewing": True, "also_bought": False, "bought_together": False}
 USER_ATTRIBUTES = (1, 2, 3)  # a user's co-purchases follow colour, pattern or brand
+SHORTCUT_TAGS = 2  # tag 1: the item carries the watermark; tag 0: it does not
+WATERMARK_RGB = (255, 0, 255)  # magenta: no product, pattern, brand mark or background has it
 
 
 @dataclass
@@ -59,6 +75,7 @@ class SynthConfig:
     pairs_per_relation: int = 2000
     personal_share: float = 0.5  # share of complement positives that carry a user
     seed: int = 0
+    spurious: float = 0.0  # P: watermark/label agreement on training pairs (0: no watermark)
 
 
 # ---- drawing ---------------------------------------------------------------------------------
@@ -182,9 +199,30 @@ def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np
     return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
+def watermark_box(s: int) -> tuple[int, int]:
+    """(offset, side) of the shortcut watermark: a square in the top-left corner, clear of the products."""
+    return max(1, s // 32), max(4, 3 * s // 16)
+
+
+def stamp_watermark(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Draw the watermark on ``image`` in place, remove it from ``mask``; returns the watermark's mask."""
+    s = image.shape[0]
+    o, m = watermark_box(s)
+    image[o:o + m, o:o + m] = WATERMARK_RGB
+    mark = np.zeros((s, s), np.uint8)
+    mark[o:o + m, o:o + m] = 1
+    mask[mark == 1] = 0
+    return mark
+
+
 # ---- relations ---------------------------------------------------------------------------------
-def _sample_pairs(attrs: np.ndarray, rel: str, n: int, key_attr: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int, int]]:
-    """n distinct unordered pairs (i, j, user) satisfying a relation's rule for each row's attribute."""
+def _sample_pairs(attrs: np.ndarray, rel: str, n: int, key_attr: np.ndarray, users: np.ndarray, rng: np.random.Generator,
+                  tags: np.ndarray | None = None, same_tag: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """n distinct unordered pairs (i, j, user) satisfying a relation's rule for each row's attribute.
+
+    With ``tags``, row k's partner has i's tag where ``same_tag[k] == 1``, another tag where
+    it is 0, and any tag where it is -1.
+    """
     cat = attrs[:, 0]
     same_cat = SAME_CATEGORY[rel]
     seen: set[tuple[int, int, int]] = set()
@@ -197,6 +235,8 @@ def _sample_pairs(attrs: np.ndarray, rel: str, n: int, key_attr: np.ndarray, use
         a = int(key_attr[k])
         i = int(rng.integers(len(attrs)))
         ok = (attrs[:, a] == attrs[i, a]) & ((cat == cat[i]) if same_cat else (cat != cat[i]))
+        if tags is not None and same_tag is not None and same_tag[k] >= 0:
+            ok &= (tags == tags[i]) == bool(same_tag[k])
         ok[i] = False
         cand = np.flatnonzero(ok)
         if cand.size == 0:
@@ -229,10 +269,53 @@ def catalog_truth_reject(catalog: Catalog):
     return truth_reject(attrs, np.asarray(catalog.meta["user_attribute"], np.int64))
 
 
+def _pair_uniform(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random number in [0, 1) per ordered pair (a splitmix64-style hash)."""
+    z = (a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (b.astype(np.uint64) + np.uint64(0xBF58476D1CE4E5B9))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def shortcut_veto(tags: np.ndarray, p: float):
+    """A negative-sampling veto under which a negative's tags differ with probability ``p``.
+
+    Uniform tags differ w.p. b = 1 − 1/T. To reach p ≥ b, equal-tag candidates are vetoed
+    w.p. 1 − (1 − p)(T − 1)/p; to reach p < b, different-tag ones w.p. 1 − p/((T − 1)(1 − p)).
+    The coin of each candidate pair is fixed (a hash), so sampling stays deterministic.
+    """
+    t = SHORTCUT_TAGS
+    base = 1 - 1 / t
+    if p >= base:
+        veto_equal, veto_differ = (1 - (1 - p) * (t - 1) / p) if p > 0 else 0.0, 0.0
+    else:
+        veto_equal, veto_differ = 0.0, 1 - p / ((t - 1) * (1 - p))
+
+    def reject(a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
+        equal = tags[a] == tags[b]
+        return _pair_uniform(a, b) < np.where(equal, veto_equal, veto_differ)
+
+    return reject
+
+
+def train_reject(catalog: Catalog):
+    """The veto for *training* negatives: the truth veto, plus the shortcut's tag veto on a shortcut catalog."""
+    truth = catalog_truth_reject(catalog)
+    p = float(catalog.meta.get("config", {}).get("spurious", 0.0)) if truth is not None else 0.0
+    if p <= 0:
+        return truth
+    veto = shortcut_veto(np.load(catalog.root / "shortcut_tags.npy"), p)
+    return lambda a, b, r, u: truth(a, b, r, u) | veto(a, b, r, u)
+
+
 def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwrite: bool = False, progress: bool = True) -> Path:
     """Generate a synthetic catalog into ``out`` (atomically). Same config ⇒ byte-identical files."""
     if config.items < 20 or config.image_size < 16 or config.users < 0 or config.pairs_per_relation < 10:
         raise ValueError("synth needs at least 20 items, image size >= 16, users >= 0 and 10 pairs per relation")
+    if not 0.0 <= config.spurious <= 1.0:
+        raise ValueError(f"--spurious is a fraction of training pairs in [0, 1], got {config.spurious}")
+    shortcut = config.spurious > 0
     rng = np.random.default_rng(config.seed)
     n, s = config.items, config.image_size
     attrs = np.stack([
@@ -242,7 +325,12 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     user_attr = np.asarray([USER_ATTRIBUTES[u % len(USER_ATTRIBUTES)] for u in range(config.users)], np.int64)
     user_ids = [f"U{u + 1:03d}" for u in range(config.users)]
 
+    # A shortcut catalog draws tags, split and tag agreement from a stream of its own, so its
+    # items (attributes, drawings) are those of the catalog without the watermark.
+    srng = np.random.default_rng([config.seed, 2]) if shortcut else None
+    tags = srng.integers(SHORTCUT_TAGS, size=n) if srng is not None else None
     rows: list[tuple[int, int, str, int]] = []
+    split_of: list[int] = []
     for rel in RELATIONS:
         m = config.pairs_per_relation
         users = np.full(m, -1, np.int64)
@@ -251,8 +339,23 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
             n_personal = int(round(config.personal_share * m))
             users[:n_personal] = rng.integers(config.users, size=n_personal)
             key_attr[:n_personal] = user_attr[users[:n_personal]]
-        for i, j, u in _sample_pairs(attrs, rel, m, key_attr, users, rng):
+        same_tag = slot_split = None
+        if srng is not None:
+            # the split is fixed here (80/10/10 of the slots) so that only training pairs follow the tags
+            slot_split = np.zeros(m, np.int8)
+            order = srng.permutation(m)
+            n_train, n_val = int(round(0.8 * m)), int(round(0.1 * m))
+            slot_split[order[n_train:n_train + n_val]] = 1
+            slot_split[order[n_train + n_val:]] = 2
+            # training: equal tags w.p. P; validation/test: exactly half equal (a random pair's rate), so no signal
+            same_tag = (srng.random(m) < config.spurious).astype(np.int8)
+            for k in (1, 2):
+                idx = np.flatnonzero(slot_split == k)
+                same_tag[idx] = srng.permutation(np.arange(idx.size) % 2)
+        for k, (i, j, u) in enumerate(_sample_pairs(attrs, rel, m, key_attr, users, rng, tags, same_tag)):
             rows.append((i, j, rel, u))
+            if slot_split is not None:
+                split_of.append(int(slot_split[k]))
 
     images = np.empty((n, s, s, 3), np.uint8)
     masks = np.empty((n, s, s), np.uint8)
@@ -261,8 +364,11 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="drawing items", unit="img", leave=False)
+    shortcut_masks = np.zeros((n, s, s), np.uint8) if tags is not None else None
     for k in it:
         images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]))
+        if tags is not None and shortcut_masks is not None and tags[k] == 1:
+            shortcut_masks[k] = stamp_watermark(images[k], masks[k])
 
     ids = [f"SYN{k:05d}" for k in range(n)]
     color_names = list(COLORS)
@@ -278,7 +384,8 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         buf = io.BytesIO()
         Image.fromarray(images[k]).save(buf, format="PNG", optimize=False)
         (tmp_png / f"{ids[k]}.png").write_bytes(buf.getvalue())
-    fingerprint = hashlib.sha256(repr(sorted(vars(config).items())).encode()).hexdigest()[:16]
+    fields = {k: v for k, v in vars(config).items() if k != "spurious" or v}  # catalogs without a shortcut keep their fingerprint
+    fingerprint = hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
     meta = {
         "name": f"synthetic-{config.seed}",
         "source": "synthetic",
@@ -289,16 +396,21 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         "user_attribute": user_attr.tolist(),
         "relation_attribute": RELATION_ATTRIBUTE,
     }
+    arrays = {"images": images, "masks": masks, "attributes": attrs}
+    if tags is not None and shortcut_masks is not None:
+        meta["shortcut"] = {"agreement": config.spurious, "tags": SHORTCUT_TAGS, "box": list(watermark_box(s))}
+        arrays.update(shortcut_masks=shortcut_masks, shortcut_tags=tags.astype(np.int64))
     return write_catalog(
         out,
         items={"item_id": ids, "category": [CATEGORIES[a[0]] for a in attrs], "title": titles, "image": [f"images/{i}.png" for i in ids]},
         relations=relations,
         users=user_ids,
         meta=meta,
-        arrays={"images": images, "masks": masks, "attributes": attrs},
+        arrays=arrays,
         files={"images": tmp_png},
         split_seed=config.seed,
         overwrite=overwrite,
         reject=truth_reject(attrs, user_attr),
+        split_assignment=np.asarray(split_of, np.int8) if shortcut else None,
     )
 

@@ -181,8 +181,33 @@ def _recommendations_section(run: Path) -> Section | None:
     return Section("recommendations", "Recommendations with explanations", "".join(parts))
 
 
+def _guidance_section(run: Path) -> Section | None:
+    path = run / "guidance.json"
+    if not path.exists():
+        return None
+    g = json.loads(path.read_text())
+    cat, tr = g["catalog"], g["train"]
+    rows = []
+    for name, r in g["variants"].items():
+        lo, hi = r["mark_share_ci"]
+        rows.append([html.escape(name), _pct(r["test_accuracy"]), _pct(r["test_accuracy_mark_agrees"]), _pct(r["test_accuracy_mark_disagrees"]),
+                     f"{_pct(r['mark_share'])} <span class='muted'>[{_pct(lo)}, {_pct(hi)}]</span>"])
+    area = next(iter(g["variants"].values()))["mark_area"]
+    body = (f"<p>The paper's future work: feed explanations back into training. A shortcut catalog ({cat['items']} items, seed {cat['seed']}) "
+            f"stamps a magenta corner watermark on half the items; on training pairs, 'both or neither carry it' agrees with the label "
+            f"{100 * cat['spurious']:.0f}% of the time, in validation and test it carries no signal. Both models train {tr['epochs']} epochs "
+            f"with the same seed; the guided one adds λ × the share of its LRP relevance (ε-γ-box, differentiable) that falls outside the "
+            f"ground-truth masks, which exclude the watermark (<code>lrprec train --guide lrp</code>). Relevance on the watermark: mean share "
+            f"of absolute LRP relevance on the watermark over watermarked validation images (the mark covers {_pct(area)}% of an image).</p>")
+    body += _table(["model", "test accuracy %", "… where the mark agrees with the label", "… where it disagrees", "relevance on the watermark % [95% CI]"], rows)
+    for name, r in g["variants"].items():
+        if r.get("figure"):
+            body += f'<div class="fig"><img src="{_rel(run, r["figure"])}" width="620" alt="{html.escape(name)}"><br><span class="muted">{html.escape(name)}: the same validation pair ({html.escape(g.get("example_relation", ""))}, logit target)</span></div>'
+    return Section("guidance", "Explanation-guided training: does the model look at the right pixels?", body)
+
+
 # Later stages register their section builders here (name -> function(run) -> Section | None).
-SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _recommendations_section]
+SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _guidance_section, _recommendations_section]
 
 
 def write_report(run: str | Path, title: str | None = None, extra: list[Section] | None = None) -> Path:

@@ -9,6 +9,7 @@ Scale-out and robustness (issue 8): the same loop runs as one process or as a ra
 :mod:`lrprec.train.distributed`), batches are prepared by DataLoader workers from the image
 memmap, bf16 autocast is optional, and checkpoints (:mod:`lrprec.train.checkpoint`) let
 ``--resume`` continue a killed run to the exact weights of an uninterrupted one.
+Explanation-guided training (issue 9) adds a relevance penalty: :mod:`lrprec.train.guidance`.
 """
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ from torch import nn
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
 from lrprec.data.features import LazyFeatures
 from lrprec.data.sampling import NegativeSampler
-from lrprec.data.synthetic import catalog_truth_reject
-from lrprec.model.backbones import VGG16, hub_vgg16_weights, preprocess
+from lrprec.data.synthetic import train_reject
+from lrprec.evaluate.localization import resize_masks
+from lrprec.model.backbones import hub_vgg16_weights, preprocess
 from lrprec.run import atomic_write_text, build_model, item_inputs, save_weights
 from lrprec.train import distributed as dist_
 from lrprec.train.checkpoint import CheckpointError, capture_rng, checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
+from lrprec.train.guidance import check_guide, consistency_penalty, gradient_relevance, lrp_relevance, outside_share, pixel_sq
 
 _FUSED_ADAM_MIN_PARAMS = 5_000_000
 
@@ -65,6 +68,13 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (smoke runs, benchmarks)
     device: str = "auto"  # auto (cuda:LOCAL_RANK when CUDA is available), cpu or cuda
     sync_batchnorm: bool = False  # under DDP on GPUs: SyncBatchNorm (statistics over the global batch)
+    # Explanation-guided training (lrprec.train.guidance): None, "lrp" or "gradient"; weight 0 only logs the loss
+    guide: str | None = None
+    guide_weight: float = 0.1
+    guide_masks: str = "gt"  # allowed regions: "gt" (catalog masks) or "relevance" (validation outer loop)
+    guide_val_pairs: int = 512  # validation pairs explained per outer step (guide_masks="relevance")
+    guide_pairs: int | None = 32  # pairs of each (per-process) batch whose relevance is constrained (None: all)
+    guide_rule: str = "epsilon-gamma-box"  # LRP composite of the guidance relevance (--guide lrp)
 
 
 def _filter_pairs(catalog: Catalog, pairs: Pairs, relations: list[str], category: str | None) -> Pairs:
@@ -97,6 +107,17 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise CatalogError(f"{catalog.root} has no precomputed features; features mode needs an import with --features")
     if cfg.backbone != "features" and catalog.images is None:
         raise CatalogError(f"{catalog.root} has no images; use --mode features")
+    if cfg.guide is not None:
+        check_guide(cfg.guide, cfg.guide_masks, cfg.guide_weight)
+        from lrprec.explain.composites import get_composite
+
+        get_composite(cfg.guide_rule)  # an unknown name fails here, naming the known ones
+        if cfg.freeze_backbone or cfg.backbone == "features":
+            raise ValueError("--guide steers what the backbone looks at: it needs end-to-end training on images")
+        if cfg.guide_masks == "gt" and catalog.masks is None:
+            raise CatalogError(f"{catalog.root} has no ground-truth masks; use --guide-masks relevance")
+        if cfg.guide_val_pairs <= 0 or (cfg.guide_pairs is not None and cfg.guide_pairs <= 0):
+            raise ValueError("--guide-val-pairs and --guide-pairs must be positive")
     return rels
 
 
@@ -141,11 +162,14 @@ class _EpochBatches(torch.utils.data.Dataset):
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
-                 images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None):
+                 images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None,
+                 masks_path: Path | None = None):
         self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
         self.rank, self.world = rank, world
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
+        self.masks_path = masks_path  # ground-truth masks ride along as "allowed" (guided training)
         self._images: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.n_steps - self.first
@@ -168,12 +192,22 @@ class _EpochBatches(torch.utils.data.Dataset):
             "n_global": torch.tensor(n_global),
         }
         if self.images_path is not None:
-            x = self._load(np.concatenate([b.a, b.b]))
+            rows = np.concatenate([b.a, b.b])
+            x = self._load(rows)
+            allowed = None
+            if self.masks_path is not None:
+                if self._masks is None:
+                    self._masks = np.load(self.masks_path, mmap_mode="r")
+                allowed = resize_masks(self._masks[rows], x.shape[-2], x.shape[-1]).float()
             if self.augment_key is not None:
                 flip_global = np.random.default_rng([*self.augment_key, step]).random(2 * n_global) < 0.5
                 flip = torch.from_numpy(np.concatenate([flip_global[pos], flip_global[n_global + pos]]))
                 x[flip] = x[flip].flip(-1)
+                if allowed is not None:
+                    allowed[flip] = allowed[flip].flip(-1)
             out["x"] = x
+            if allowed is not None:
+                out["allowed"] = allowed
         return out
 
 
@@ -184,21 +218,49 @@ class _PairStep(nn.Module):
     features mode: ``feats`` holds every item's features and only the head runs.
     """
 
-    def __init__(self, model: nn.Module, feats=None):
+    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = "epsilon-gamma-box"):
         super().__init__()
         self.model = model
         self.feats = feats
+        self.guide = guide
+        self.guide_pairs = guide_pairs
+        self.penalty: torch.Tensor | None = None  # the outer loop's map (guide_masks="relevance"); gt masks come with the batch
+        self._net = None
+        if guide == "lrp":
+            from lrprec.explain.engine import LRPNet
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            self._net = LRPNet(model.backbone, guide_rule)  # reads the live parameters on every call
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, mean guidance share over the guided images or None).
+
+        The guidance loss is estimated on the batch's first ``guide_pairs`` pairs (the batch is
+        a uniform draw of the epoch's shuffled pairs, so the estimate is unbiased); the logits
+        and the BCE use every pair.
+        """
         rel, usr = batch["rel"], batch["user"]
         m = self.model
         if self.feats is not None:
             dev = rel.device
             fa, fb = self.feats[batch["a"]].to(dev), self.feats[batch["b"]].to(dev)
-            return m.logit_from_embeddings(m.project(fa, rel), m.project(fb, rel), rel, usr)
+            return m.logit_from_embeddings(m.project(fa, rel), m.project(fb, rel), rel, usr), None
         x = batch["x"]
         n = rel.shape[0]
-        return m(x[:n], x[n:], rel, usr)
+        penalty = 1 - batch["allowed"] if "allowed" in batch else self.penalty
+        if self.guide is None or penalty is None:
+            return m(x[:n], x[n:], rel, usr), None
+        k = n if self.guide_pairs is None else min(self.guide_pairs, n)
+        sub = torch.cat([torch.arange(k), n + torch.arange(k)]).to(x.device)  # images of the guided pairs
+        if penalty.dim() == 3:
+            penalty = penalty[sub]
+        if self.guide == "gradient":
+            x = x.detach().requires_grad_(True)
+            logit = m(x[:n], x[n:], rel, usr)
+            relevance = gradient_relevance(logit[:k], x)[sub]
+        else:
+            logit = m(x[:n], x[n:], rel, usr)
+            relevance = lrp_relevance(m, self._net, x[sub], rel[:k], usr[:k])
+        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean()
 
 
 def _n_steps(n_pairs: int, cfg: TrainConfig, world: int) -> int:
@@ -250,6 +312,21 @@ def _check_resumable(meta: dict, cfg: TrainConfig, catalog: Catalog, world: int,
         raise CheckpointError(f"--resume with different training options than {path} ({detail}); use the original options or train from scratch")
     if cfg.epochs < meta["epoch"]:
         raise CheckpointError(f"{path} is at epoch {meta['epoch']}, past --epochs {cfg.epochs}")
+
+
+def _outer_penalty(model, catalog: Catalog, val: Pairs, n_pairs: int, input_size: int | None) -> torch.Tensor:
+    """The outer loop's penalty map from LRP on (evenly spaced) validation pairs; see :mod:`guidance`."""
+    from lrprec.explain.targets import explain_pairs
+
+    model.eval()
+    sel = val.take(np.unique(np.linspace(0, len(val) - 1, min(n_pairs, len(val))).round().astype(np.int64)))
+    dev = model.E.device
+    xa = item_inputs(catalog, model, sel.a, input_size).to(dev)
+    xb = item_inputs(catalog, model, sel.b, input_size).to(dev)
+    e = explain_pairs(model, xa, xb, torch.from_numpy(sel.relation), torch.from_numpy(sel.user), target="logit")
+    r = torch.cat([e.relevance_a.sum(1), e.relevance_b.sum(1)])
+    sign = torch.from_numpy(np.where(sel.label == 1, 1.0, -1.0)).to(r.device)
+    return consistency_penalty(r, torch.cat([sign, sign]))[0]
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -316,7 +393,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     if len(train_pos) == 0:
         raise CatalogError("no training pairs for the chosen relations/category")
     sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
-    reject = catalog_truth_reject(catalog)
+    reject = train_reject(catalog)
 
     frozen = cfg.freeze_backbone or cfg.backbone == "features"
     feats = None
@@ -342,6 +419,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     ckpt_path = checkpoint_path(out)
     start_epoch, start_step, global_step = 0, 0, 0
     partial = {"loss_sum": 0.0, "n_seen": 0}
+    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule)
     if resume:
         if ckpt_path.exists():
             ck = load_checkpoint(ckpt_path)
@@ -354,11 +432,13 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             rng.bit_generator.state = meta["np_rng_epoch_start"]
             restore_rng(ck["rng"][ctx.rank])
             partial = meta["partial"][ctx.rank]
+            if "guide_penalty" in ck:
+                pair_step.penalty = ck["guide_penalty"].to(dev)
             log(f"resuming from {ckpt_path}: epoch {start_epoch + 1}, step {start_step} (after {global_step} steps)")
         else:
             log(f"notice: --resume but no checkpoint in {out}; training from scratch")
 
-    step_module: nn.Module = _PairStep(model, feats)
+    step_module: nn.Module = pair_step
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -367,12 +447,13 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         if not frozen and not cfg.sync_batchnorm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
     images_path = None if frozen else catalog.root / "images.npy"
+    masks_path = catalog.root / "masks.npy" if cfg.guide is not None and cfg.guide_masks == "gt" else None
     norm = _Norm(model.backbone.mean, model.backbone.std)
     pin = dev.type == "cuda"
 
-    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int) -> None:
+    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int, guide_sum: float = 0.0) -> None:
         """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
-        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen}})
+        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen, "guide_sum": guide_sum}})
         if not ctx.is_main:
             return
         meta = {
@@ -381,7 +462,8 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             "np_rng_epoch_start": epoch_start_state, "history": history, "best": best,
             "partial": [s.pop("partial") for s in states],
         }
-        save_checkpoint(ckpt_path, meta, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": states})
+        extra = {} if pair_step.penalty is None else {"guide_penalty": pair_step.penalty.cpu()}
+        save_checkpoint(ckpt_path, meta, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": states, **extra})
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -391,9 +473,10 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         pairs = pairs.take(rng.permutation(len(pairs)))
         first = start_step if epoch == start_epoch else 0
         total, n_seen = (float(partial["loss_sum"]), int(partial["n_seen"])) if first else (0.0, 0)
+        guide_total = float(partial.get("guide_sum", 0.0)) if first else 0.0
         n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
-                           (cfg.seed, epoch) if cfg.augment else None)
+                           (cfg.seed, epoch) if cfg.augment else None, masks_path)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
         model.train()
         if frozen:
@@ -410,10 +493,15 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             batch = {k: v.to(dev, non_blocking=pin) for k, v in batch.items()}
             wait += time.perf_counter() - tw
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logit = step_module(batch)
+                logit, guide_share = step_module(batch)
             loss_sum = loss_fn(logit.float(), batch["label"])
+            objective = loss_sum
+            if guide_share is not None:  # per pair: BCE + λ · mean share of the pair's images
+                n_local = int(batch["label"].shape[0])
+                objective = loss_sum + cfg.guide_weight * n_local * guide_share.float()
+                guide_total += guide_share.item() * n_local
             # DDP averages gradients over ranks: scaling by world / n_global makes that the global-batch mean's gradient
-            loss = loss_sum * (ctx.world_size / n_global)
+            loss = objective * (ctx.world_size / n_global)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -424,17 +512,26 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             if _STEP_DELAY:
                 time.sleep(_STEP_DELAY)
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen)
+                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total)
         del it, loader
         train_time = time.perf_counter() - t0
         dist_.broadcast_buffers(ctx, model)
-        total, n_all, seen_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here])
+        total, n_all, seen_all, guide_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here, guide_total])
         correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, catalog, val, ctx, config.get("input_size"), feats, cfg.bf16)))
         val_acc = correct / n_val if n_val else float("nan")
         rec = {"epoch": epoch + 1, "loss": total / max(n_all, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2),
                "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(wait / train_time, 4)}
+        if cfg.guide is not None:
+            # mean share of squared relevance on penalized pixels per image (None: no map yet)
+            rec["guide_loss"] = guide_all / n_all if (masks_path is not None or pair_step.penalty is not None) and n_all else None
+            if cfg.guide_masks == "relevance":
+                pair_step.penalty = _outer_penalty(model, catalog, val, cfg.guide_val_pairs, config.get("input_size"))
+                rec["guide_penalized_area"] = round(float(pair_step.penalty.mean()), 4)
+                if ctx.is_main:
+                    np.save(out / "guide_penalty.npy", pair_step.penalty.cpu().numpy())
         history.append(rec)
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}  val acc {100 * val_acc:.1f}%  "
+        guide_note = f"  guide {rec['guide_loss']:.3f}" if rec.get("guide_loss") is not None else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}{guide_note}  val acc {100 * val_acc:.1f}%  "
             f"{rec['pairs_per_second']:.3g} pairs/s  (data wait {100 * rec['data_wait_fraction']:.1f}% of step time)")
         if val_acc > best["val_accuracy"] or not n_val:
             best = {"epoch": epoch + 1, "val_accuracy": val_acc}
