@@ -65,7 +65,7 @@ def run_ablation(data: Path, run: Path, out: Path, cfg: DemoConfig, log: Callabl
     return comparison
 
 
-GUIDED = {"guide": "lrp", "guide_weight": 0.1, "guide_masks": "gt"}
+GUIDED = {"guide": "lrp", "guide_weight": 1.0, "guide_masks": "gt"}
 
 
 def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
@@ -85,7 +85,7 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
     if not have:
         log(f"      generating a shortcut catalog ({cfg.guidance_synth.items} items, watermark agreeing with {100 * cfg.guidance_synth.spurious:.0f}% of training labels)")
         generate(data, cfg.guidance_synth, overwrite=True, progress=False)
-    variants = {"unguided": {}, "LRP-guided (ground-truth masks, λ = 0.1)": GUIDED}
+    variants = {"unguided": {}, f"LRP-guided (ground-truth masks, λ = {GUIDED['guide_weight']:g})": GUIDED}
     result: dict = {"catalog": asdict(cfg.guidance_synth), "train": asdict(cfg.guidance_train), "variants": {}}
     example: tuple[str, str] | None = None
     for name, change in variants.items():
@@ -110,7 +110,7 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
             fig = explain_ids(r, [example], relation=result["example_relation"], target="logit", out=run / "guidance" / path.name)[0]
             rep["figure"] = next((f for f in fig["files"] if f.endswith("heatmaps.png")), None)
         result["variants"][name] = rep
-        log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}%  relevance on the watermark {100 * rep['mark_share']:.1f}%")
+        log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}%  relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%")
     (run / "guidance.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -35,7 +35,7 @@ def train_cmd(
     device: str = typer.Option("auto", help="auto (cuda:LOCAL_RANK when available), cpu or cuda."),
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="Under DDP on GPUs: BatchNorm statistics over the global batch."),
     guide: str = typer.Option(None, help="Explanation-guided training: lrp or gradient (penalizes relevance outside the allowed region)."),
-    guide_weight: float = typer.Option(0.1, help="λ of the guidance loss (0: train unguided, only log the loss)."),
+    guide_weight: float = typer.Option(1.0, help="λ of the guidance loss (0: train unguided, only log the loss)."),
     guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks) or relevance (outer loop over validation relevance)."),
     guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
     guide_rule: str = typer.Option("epsilon-gamma-box", help="LRP composite of the guidance relevance (--guide lrp)."),

@@ -8,7 +8,7 @@ The guidance loss penalizes relevance outside an *allowed region* of each input 
   as every explanation here), under the explanation default ε-γ-box (``guide_rule``).
   Its guidance gradient is large: measured at initialization on the default model, it
   reaches the convolutions ~200× larger than the BCE gradient (LRP-ε: ~10×), so λ trades
-  removing the shortcut against learning speed — see the README for measured values.
+  removing a shortcut against learning speed — see the README for measured values.
 - ``gradient``: the input gradient ∂(c − d)/∂x of the training forward itself (Ross et al.'s
   choice; cheaper: one double-backward, no second forward).
 

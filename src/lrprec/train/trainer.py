@@ -70,7 +70,7 @@ class TrainConfig:
     sync_batchnorm: bool = False  # under DDP on GPUs: SyncBatchNorm (statistics over the global batch)
     # Explanation-guided training (lrprec.train.guidance): None, "lrp" or "gradient"; weight 0 only logs the loss
     guide: str | None = None
-    guide_weight: float = 0.1
+    guide_weight: float = 1.0
     guide_masks: str = "gt"  # allowed regions: "gt" (catalog masks) or "relevance" (validation outer loop)
     guide_val_pairs: int = 512  # validation pairs explained per outer step (guide_masks="relevance")
     guide_pairs: int | None = 32  # pairs of each (per-process) batch whose relevance is constrained (None: all)
