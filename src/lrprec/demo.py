@@ -34,7 +34,7 @@ class DemoConfig:
             return cls(SynthConfig(items=600, pairs_per_relation=500, seed=seed), TrainConfig(epochs=3, seed=seed), faithfulness_pairs=16, faithfulness_steps=12,
                        guidance_synth=SynthConfig(items=400, pairs_per_relation=400, seed=seed, spurious=0.9), guidance_train=TrainConfig(epochs=2, seed=seed))
         return cls(SynthConfig(seed=seed), TrainConfig(seed=seed),
-                   guidance_synth=SynthConfig(items=1000, pairs_per_relation=1000, seed=seed, spurious=0.9), guidance_train=TrainConfig(epochs=6, seed=seed))
+                   guidance_synth=SynthConfig(seed=seed, spurious=0.9), guidance_train=TrainConfig(seed=seed))
 
 
 def _stage_done(marker: Path, settings: dict) -> bool:
