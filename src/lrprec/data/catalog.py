@@ -55,6 +55,10 @@ class Pairs:
     def take(self, idx: np.ndarray | slice) -> "Pairs":
         return Pairs(self.a[idx], self.b[idx], self.relation[idx], self.user[idx], self.label[idx])
 
+    def spread(self, n: int) -> "Pairs":
+        """At most ``n`` pairs taken at evenly spaced positions (a fixed, seed-free subset that spans the order)."""
+        return self.take(np.unique(np.linspace(0, len(self) - 1, min(n, len(self))).round().astype(np.int64)))
+
     @staticmethod
     def concat(parts: Iterable["Pairs"]) -> "Pairs":
         parts = list(parts)

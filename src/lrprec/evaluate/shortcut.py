@@ -26,7 +26,7 @@ from lrprec.evaluate.linkpred import predict_logits
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import bootstrap_ci, pixel_relevance
 from lrprec.explain.composites import DEFAULT_COMPOSITE
-from lrprec.explain.targets import explain_pairs
+from lrprec.explain.targets import explain_catalog_pairs
 
 
 def shortcut_arrays(catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -57,14 +57,12 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
         raise ValueError("the shortcut report explains images; this run reads precomputed features")
     cat = run.catalog
     tags, marks = shortcut_arrays(cat)
-    val = cat.pairs("validation")
-    sel = val.take(np.unique(np.linspace(0, len(val) - 1, min(pairs, len(val))).round().astype(np.int64)))
-    e = explain_pairs(run.model, run.inputs(sel.a), run.inputs(sel.b), torch.from_numpy(sel.relation), torch.from_numpy(sel.user),
-                      target="logit", composite=composite, batch_size=batch_size)
+    sel = cat.pairs("validation").spread(pairs)
+    relevance = explain_catalog_pairs(run.model, cat, sel, run.input_size, "logit", composite, batch_size)
     rows = np.concatenate([sel.a, sel.b])
     marked = tags[rows] == 1  # only these images carry the watermark
     mark_px = torch.from_numpy(np.asarray(marks[rows[marked]]))
-    shares = mark_share(torch.cat([e.relevance_a, e.relevance_b])[torch.from_numpy(marked)], mark_px)
+    shares = mark_share(relevance[torch.from_numpy(marked)], mark_px)
     shares = shares[np.isfinite(shares)]
     lo, hi = bootstrap_ci(shares) if shares.size > 1 else (float("nan"), float("nan"))
 

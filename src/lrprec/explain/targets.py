@@ -136,6 +136,17 @@ def _explain_batch(model, net: LRPNet, x_a: Tensor, x_b: Tensor, relation: Tenso
     return PairExplanation(rel_a.contiguous(), rel_b.contiguous(), value, logit, torch.sigmoid(logit), absorbed)
 
 
+def explain_catalog_pairs(model, catalog, pairs, input_size: int | None = None, target: str = "logit",
+                          composite: str | Composite = DEFAULT_COMPOSITE, batch_size: int = 64) -> Tensor:
+    """Relevance of both images of catalog ``pairs`` stacked as ``[images a; images b]``: (2n, C, H, W)."""
+    from lrprec.run import item_inputs
+
+    dev = model.E.device
+    e = explain_pairs(model, item_inputs(catalog, model, pairs.a, input_size).to(dev), item_inputs(catalog, model, pairs.b, input_size).to(dev),
+                      torch.from_numpy(pairs.relation), torch.from_numpy(pairs.user), target=target, composite=composite, batch_size=batch_size)
+    return torch.cat([e.relevance_a, e.relevance_b])
+
+
 def explain_pairs(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: IndexLike = -1,
                   target: str = "similarity", composite: str | Composite = DEFAULT_COMPOSITE,
                   batch_size: int = 64, create_graph: bool = False) -> PairExplanation:

@@ -316,15 +316,11 @@ def _check_resumable(meta: dict, cfg: TrainConfig, catalog: Catalog, world: int,
 
 def _outer_penalty(model, catalog: Catalog, val: Pairs, n_pairs: int, input_size: int | None) -> torch.Tensor:
     """The outer loop's penalty map from LRP on (evenly spaced) validation pairs; see :mod:`guidance`."""
-    from lrprec.explain.targets import explain_pairs
+    from lrprec.explain.targets import explain_catalog_pairs
 
     model.eval()
-    sel = val.take(np.unique(np.linspace(0, len(val) - 1, min(n_pairs, len(val))).round().astype(np.int64)))
-    dev = model.E.device
-    xa = item_inputs(catalog, model, sel.a, input_size).to(dev)
-    xb = item_inputs(catalog, model, sel.b, input_size).to(dev)
-    e = explain_pairs(model, xa, xb, torch.from_numpy(sel.relation), torch.from_numpy(sel.user), target="logit")
-    r = torch.cat([e.relevance_a.sum(1), e.relevance_b.sum(1)])
+    sel = val.spread(n_pairs)
+    r = explain_catalog_pairs(model, catalog, sel, input_size).sum(1)
     sign = torch.from_numpy(np.where(sel.label == 1, 1.0, -1.0)).to(r.device)
     return consistency_penalty(r, torch.cat([sign, sign]))[0]
 
