@@ -50,7 +50,7 @@ def main() -> None:
 
     def step(module: _PairStep) -> float:
         t = time.perf_counter()
-        logit, share = module(batch)
+        logit, share, _ = module(batch)
         loss = F.binary_cross_entropy_with_logits(logit, label, reduction="sum")
         if share is not None:
             loss = loss + B * share

@@ -29,7 +29,7 @@ USERS = ["alice", "bob", "carol"]
 CATS = ["bag", "shirt", "shoe"]
 
 
-def _make_run(root: Path, weights_id: str = "w1", backend_seed: int = 0) -> Path:
+def _make_run(root: Path, weights_id: str = "w1", backend_seed: int = 0, head: str = "metric") -> Path:
     rng = np.random.default_rng(backend_seed)
     cat_dir = root / "catalog"
     if not cat_dir.exists():
@@ -48,10 +48,12 @@ def _make_run(root: Path, weights_id: str = "w1", backend_seed: int = 0) -> Path
     run.mkdir()
     config = {"backbone": "features", "backbone_config": {"out_dim": F}, "dim": K, "relations": TRAINED,
               "catalog": str(cat_dir), "catalog_fingerprint": cat.fingerprint, "weights_id": weights_id,
-              "personalize": True, "seed": 0}
+              "personalize": True, "seed": 0, "head": head}
     (run / "config.json").write_text(json.dumps(config))
     model = build_model(config, n_users=len(USERS))
     with torch.no_grad():
+        if model.F is not None:  # an asymmetric partner projection unlike E
+            model.F.copy_(torch.from_numpy(rng.standard_normal(tuple(model.F.shape)).astype(np.float32)))
         model.c.fill_(2.0)
         model.theta_global.copy_(torch.ones_like(model.theta_global))
         # alice attends to the first half of the dimensions, bob to the second half
@@ -75,15 +77,14 @@ def loaded(fake_run) -> Run:
 
 
 def _model_distances(run: Run, item: str, relation: str, user_row: int) -> np.ndarray:
-    """d_u(i, j) for every j, straight from the PairModel (the brute-force reference)."""
+    """d_u(i, j) for every j, straight from the PairModel's forward (the brute-force reference)."""
     m = run.model
     with torch.no_grad():
-        feats = m.embed(run.inputs(np.arange(N)))
-        r = torch.full((N,), RELATIONS.index(relation))
-        a = m.project(feats, r)
+        x = run.inputs(np.arange(N))
         i = run.catalog.index_of(item)
-        theta = m.theta(r, torch.full((N,), user_row))
-        return m.distance(a[i].expand(N, -1), a, theta).double().numpy()
+        r = torch.full((N,), RELATIONS.index(relation))
+        logit = m(x[i].expand(N, -1), x, r, torch.full((N,), user_row))
+        return (m.c[r] - logit).double().numpy()
 
 
 @pytest.mark.parametrize("user,row", [(None, -1), ("alice", 0), ("bob", 1)])
@@ -147,10 +148,11 @@ def test_unknown_user_falls_back_to_global_theta_with_a_notice(loaded):
     assert recommend(loaded, "it020", user="carol", k=10)["notices"] == []
 
 
-def test_per_category_gives_the_best_of_every_category(loaded):
+def test_per_category_gives_the_best_of_every_other_category_for_a_complement(loaded):
     res = recommend(loaded, "it005", user="bob", relations="also_bought", k=4, per_category=True)
     by_cat = res["results"]["also_bought"]
-    assert list(by_cat) == CATS
+    own = loaded.catalog.categories[5]
+    assert list(by_cat) == [c for c in CATS if c != own]  # a complement "goes with": other categories
     d = _model_distances(loaded, "it005", "also_bought", 1)
     d[5] = np.inf
     for c, entries in by_cat.items():
@@ -158,6 +160,35 @@ def test_per_category_gives_the_best_of_every_category(loaded):
         members = np.flatnonzero(loaded.catalog.categories == c)
         want = members[np.argsort(d[members], kind="stable")[:4]]
         assert [loaded.catalog.index_of(e["item"]) for e in entries] == want.tolist()
+
+
+def test_per_category_for_a_substitute_is_the_query_category(loaded):
+    res = recommend(loaded, "it005", relations="also_viewed", k=3, per_category=True)
+    own = loaded.catalog.categories[5]
+    assert list(res["results"]["also_viewed"]) == [own]
+    d = _model_distances(loaded, "it005", "also_viewed", -1)
+    d[5] = np.inf
+    members = np.flatnonzero(loaded.catalog.categories == own)
+    want = members[np.argsort(d[members], kind="stable")[:3]]
+    assert [loaded.catalog.index_of(e["item"]) for e in res["results"]["also_viewed"][own]] == want.tolist()
+
+
+@pytest.mark.parametrize("user,row", [(None, -1), ("bob", 1)])
+def test_asymmetric_head_ranking_equals_its_forward(tmp_path, user, row):
+    """Items indexed by x F_r, queries by x E_r: the top-k equals sorting the model's own logits."""
+    run = Run.load(_make_run(tmp_path, weights_id="asym", head="auto"))
+    assert run.model.asymmetric == [False, False, True, True]
+    build_index(run, "exact", progress=False)
+    res = recommend(run, "it011", user=user, relations="also_bought", k=15)
+    d = _model_distances(run, "it011", "also_bought", row)
+    d[11] = np.inf
+    want = np.argsort(d, kind="stable")[:15]
+    assert [run.catalog.index_of(e["item"]) for e in res["results"]["also_bought"]] == want.tolist()
+    np.testing.assert_allclose([e["distance"] for e in res["results"]["also_bought"]], d[want], rtol=1e-5, atol=1e-5)
+    # the asymmetric head is not symmetric: d(i, j) != d(j, i) in general
+    j = int(want[0])
+    back = _model_distances(run, run.catalog.item_ids[j], "also_bought", row)[11]
+    assert abs(back - d[j]) > 1e-3
 
 
 def test_ivf_backend_agrees_with_exact_here(fake_run, tmp_path):
@@ -225,18 +256,20 @@ def test_image_run_end_to_end(tiny_run):
     run = Run.load(tiny_run)
     build_index(run, progress=False)
     item = str(run.catalog.item_ids[0])
-    rel = run.relations[0]
-    res = recommend(run, item, relations=rel, k=5, per_category=True)
-    assert set(res["results"][rel]) == set(run.catalog.category_names)
+    own = run.catalog.categories[0]
     m = run.model
-    with torch.no_grad():
-        x = run.inputs(np.arange(len(run.catalog)))
-        a = m.project(m.embed(x), torch.full((len(run.catalog),), RELATIONS.index(rel)))
-        th = m.theta(torch.tensor([RELATIONS.index(rel)]), torch.tensor([-1]))
-        d = m.distance(a[0:1], a, th).numpy()
-    for entries in res["results"][rel].values():
-        for e in entries:
-            assert abs(e["distance"] - d[run.catalog.index_of(e["item"])]) <= 1e-4 * max(1.0, abs(e["distance"]))
+    for rel in ("also_viewed", "also_bought"):  # a metric and an asymmetric head (the default "auto")
+        res = recommend(run, item, relations=rel, k=5, per_category=True)
+        want_cats = {own} if rel == "also_viewed" else set(run.catalog.category_names) - {own}
+        assert set(res["results"][rel]) == want_cats
+        n = len(run.catalog)
+        with torch.no_grad():
+            x = run.inputs(np.arange(n))
+            r = torch.full((n,), RELATIONS.index(rel))
+            d = (m.c[r] - m(x[0:1].expand_as(x), x, r, torch.full((n,), -1))).numpy()
+        for entries in res["results"][rel].values():
+            for e in entries:
+                assert abs(e["distance"] - d[run.catalog.index_of(e["item"])]) <= 1e-4 * max(1.0, abs(e["distance"]))
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

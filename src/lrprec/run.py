@@ -33,7 +33,9 @@ def build_model(config: dict, n_users: int) -> PairModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.get("seed", 0)))
         backbone = build_backbone(config["backbone"], **config.get("backbone_config", {}))
-    return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)), seed=int(config.get("seed", 0)))
+    # runs from before heads existed have no "head" key: they are metric
+    return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
+                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -103,6 +105,19 @@ class Run:
     def inputs(self, rows: np.ndarray) -> torch.Tensor:
         """Model inputs for item rows: normalized images (B, 3, S, S), or features (B, F) in features mode."""
         return item_inputs(self.catalog, self.model, rows, self.config.get("input_size"))
+
+
+@torch.inference_mode()
+def embed_items(model: PairModel, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Backbone features of every item, (N, F), computed once in batches (eval mode, no autograd)."""
+    model.eval()
+    rows = np.arange(len(catalog))
+    chunks = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="embedding items", unit="batch", leave=False)
+    dev = model.E.device
+    return torch.cat([model.embed(item_inputs(catalog, model, rows[s:s + batch_size], input_size).to(dev)) for s in chunks])
 
 
 def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``lrprec baseline``: the [M15] baselines (random, category tree, WNN) in the Table 1 layout."""
+"""``lrprec baseline``: the [M15] baselines (random, popularity, category tree, WNN) in the Table 1 layout, with their ranking."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from lrprec.cli._app import command, emit
 @command("baseline")
 def baseline_cmd(
     data: Path = typer.Argument(..., help="Catalog directory."),
-    method: str = typer.Option(..., "--method", help="random, category-tree (ct) or wnn (weighted nearest neighbour, features mode)."),
+    method: str = typer.Option(..., "--method", help="random, popularity, category-tree (ct) or wnn (weighted nearest neighbour, features mode)."),
     split: str = typer.Option("test", help="validation or test."),
     relations: str = typer.Option(None, help="Comma-separated relations (default: all in the catalog)."),
     seed: int = typer.Option(0, help="Seed of the random scores / of WNN's training."),
@@ -26,7 +26,7 @@ def baseline_cmd(
 
     The low-rank model at K = 10 / 100 is 'lrprec train DATA --mode features --dim K'."""
     from lrprec.evaluate.baselines import WNNConfig, baseline_name, evaluate_baseline, write_report
-    from lrprec.evaluate.linkpred import table1_text
+    from lrprec.evaluate.linkpred import evaluation_text
 
     name = baseline_name(method)
     rels = [r.strip() for r in relations.split(",") if r.strip()] if relations else None
@@ -37,7 +37,7 @@ def baseline_cmd(
         write_report(report, out)
 
     def text(r: dict) -> str:
-        lines = [f"baseline {r['method']} on {r['catalog']} ({r['split']} split)", table1_text(r)]
+        lines = [f"baseline {r['method']} on {r['catalog']} ({r['split']} split)", evaluation_text(r)]
         if "wnn" in r:
             w = r["wnn"]
             lines.append(f"WNN: best epoch {w['best_epoch']}/{w['epochs']} (validation accuracy {100 * w['val_accuracy']:.1f}%), {w['features_dim']} feature dims")

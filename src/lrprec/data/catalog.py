@@ -6,7 +6,8 @@ A catalog directory holds::
     items.parquet         item_id, category, title, image (path relative to the catalog or "")
     relations.parquet     item_a, item_b, relation, user ("" when not personalized)
     splits/train.parquet  positive pairs (negatives are resampled every epoch)
-    splits/validation.parquet, splits/test.parquet   positives + fixed negatives, with label
+    splits/validation.parquet, splits/test.parquet   positives + fixed negatives (category protocol), with label
+    splits/validation-random.parquet, splits/test-random.parquet   the same positives + random-protocol negatives
     images.npy            optional uint8 (N, H, W, 3) decode cache, opened as a memmap
     masks.npy             optional uint8 (N, H, W) ground truth of attribute pixels
     features.npy          optional float32 (N, F) precomputed features (features mode)
@@ -32,6 +33,7 @@ RELATIONS: tuple[str, ...] = ("also_viewed", "buy_after_viewing", "also_bought",
 SUBSTITUTES = ("also_viewed", "buy_after_viewing")
 COMPLEMENTS = ("also_bought", "bought_together")
 SPLITS = ("train", "validation", "test")
+NEGATIVE_PROTOCOLS = ("category", "random")  # the fixed validation/test negative sets (see data.sampling)
 FORMAT = "lrprec-catalog"
 
 
@@ -208,17 +210,25 @@ class Catalog:
             self._cache["positives"] = self._pairs_from_table(self.relation_table())
         return self._cache["positives"]  # type: ignore[return-value]
 
-    def pairs(self, split: str) -> Pairs:
-        """Labelled pairs of a split: train holds positives only; validation/test positives + fixed negatives."""
+    def pairs(self, split: str, negatives: str = "category") -> Pairs:
+        """Labelled pairs of a split: train holds positives only; validation/test positives + the
+        fixed negatives of protocol ``negatives`` (``category`` or ``random``, SPEC §1)."""
         if split not in SPLITS:
             raise CatalogError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
-        key = f"split:{split}"
+        if negatives not in NEGATIVE_PROTOCOLS:
+            raise CatalogError(f"unknown negative protocol {negatives!r}; stored protocols: {', '.join(NEGATIVE_PROTOCOLS)}")
+        key = f"split:{split}:{negatives}"
         if key not in self._cache:
-            path = self.root / "splits" / f"{split}.parquet"
+            path = split_file(self.root, split, negatives)
             if not path.exists():
-                raise CatalogError(f"{self.root} has no {split} split ({path} missing)")
+                hint = " (the catalog predates negative protocols; re-create it with 'lrprec synth' or 'lrprec import')" if negatives != "category" else ""
+                raise CatalogError(f"{self.root} has no {split} split for {negatives} negatives ({path} missing){hint}")
             self._cache[key] = self._pairs_from_table(_read_table(path))
         return self._cache[key]  # type: ignore[return-value]
+
+    def has_protocol(self, negatives: str) -> bool:
+        """Whether the validation/test negatives of a protocol are stored."""
+        return split_file(self.root, "test", negatives).exists()
 
     def describe(self) -> dict:
         """Counts a person or a script wants first: items, users, categories, relations, splits."""
@@ -237,14 +247,22 @@ class Catalog:
             "features_dim": None if self.features is None else int(self.features.shape[1]),
         }
         for s in SPLITS:
-            if (self.root / "splits" / f"{s}.parquet").exists():
-                p = self.pairs(s)
-                out["splits"][s] = {"pairs": len(p), "positives": int(p.label.sum()), "negatives": int(len(p) - p.label.sum())}
+            for neg in NEGATIVE_PROTOCOLS if s != "train" else ("category",):
+                if split_file(self.root, s, neg).exists():
+                    p = self.pairs(s, neg)
+                    name = s if s == "train" or neg == "category" else f"{s}-{neg}"
+                    out["splits"][name] = {"pairs": len(p), "positives": int(p.label.sum()), "negatives": int(len(p) - p.label.sum())}
         if "import_report" in self.meta:
             out["import_report"] = self.meta["import_report"]
         if "shortcut" in self.meta:
             out["shortcut"] = self.meta["shortcut"]
         return out
+
+
+def split_file(root: Path, split: str, negatives: str = "category") -> Path:
+    """Where a split's pairs are stored: ``splits/<split>.parquet``, ``splits/<split>-<protocol>.parquet``."""
+    suffix = "" if split == "train" or negatives == "category" else f"-{negatives}"
+    return Path(root) / "splits" / f"{split}{suffix}.parquet"
 
 
 def _read_table(path: Path) -> pa.Table:

@@ -1,11 +1,11 @@
-"""The [M15 §4.1] protocol: 80/10/10 split of positives per relation, equal fixed negatives."""
+"""The [M15 §4.1] protocol: 80/10/10 split of positives per relation, equal fixed negatives per protocol."""
 from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from lrprec.data.catalog import RELATIONS, SPLITS, Catalog, Pairs, pairs_table
-from lrprec.data.sampling import NegativeSampler, RejectFn
+from lrprec.data.catalog import RELATIONS, SPLITS, Catalog, Pairs, pairs_table, split_file
+from lrprec.data.sampling import EVAL_PROTOCOLS, NegativeSampler, RejectFn
 
 RATIOS = (0.8, 0.1, 0.1)
 
@@ -28,10 +28,12 @@ def split_positives(pos: Pairs, seed: int, ratios: tuple[float, float, float] = 
 
 
 def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None, assignment: np.ndarray | None = None) -> dict[str, Pairs]:
-    """Create and store ``splits/{train,validation,test}.parquet`` for a catalog.
-
-    Validation and test get one fixed negative per positive (|Q| = |R|), drawn from the
-    category of the positive partner and never a known positive for (i, r). ``assignment``
+    """Create and store the splits of a catalog: train positives, and validation/test positives
+    with one fixed negative per positive (|Q| = |R|) under each protocol of
+    :data:`~lrprec.data.sampling.EVAL_PROTOCOLS` (``category``: from the positive partner's
+    category, ``random``: uniform over the catalog), never a known positive for (i, r) nor a
+    pair ``reject`` relates. Files: ``splits/train.parquet``, ``splits/{validation,test}.parquet``
+    (category protocol) and ``splits/{validation,test}-random.parquet``. ``assignment``
     (0 train, 1 validation, 2 test per row of the relation table) replaces the seeded
     80/10/10 cut when the data comes with its own split.
     """
@@ -44,11 +46,20 @@ def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None,
             raise ValueError(f"split assignment needs one value in {{0, 1, 2}} per relation row ({len(pos)})")
         splits = {name: pos.take(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLITS)}
     sampler = NegativeSampler(pos, catalog.category_codes)
-    rng = np.random.default_rng(seed + 1)
-    out: dict[str, Pairs] = {"train": splits["train"]}
-    for name in ("validation", "test"):
-        out[name] = Pairs.concat([splits[name], sampler.sample(splits[name], rng, reject)])
     (catalog.root / "splits").mkdir(exist_ok=True)
-    for name, pairs in out.items():
-        pq.write_table(pairs_table(catalog.item_ids, pairs, catalog.user_ids), catalog.root / "splits" / f"{name}.parquet")
+    pq.write_table(pairs_table(catalog.item_ids, splits["train"], catalog.user_ids), split_file(catalog.root, "train"))
+    out: dict[str, Pairs] = {"train": splits["train"]}
+    for k, protocol in enumerate(EVAL_PROTOCOLS):
+        rng = np.random.default_rng(seed + 1 if k == 0 else [seed, 1 + k])  # category draws as before protocols existed
+        for name in ("validation", "test"):
+            pairs = Pairs.concat([splits[name], sampler.sample(splits[name], rng, reject, protocol=protocol)])
+            pq.write_table(pairs_table(catalog.item_ids, pairs, catalog.user_ids), split_file(catalog.root, name, protocol))
+            out[name if protocol == "category" else f"{name}-{protocol}"] = pairs
     return out
+
+
+def protocol_pairs(catalog: Catalog, split: str) -> Pairs:
+    """A split's positives with the negatives of every stored protocol (category, and random where
+    stored), positives repeated per protocol: accuracy on them is the mean of the protocols'
+    accuracies. What picks a best epoch on validation pairs."""
+    return Pairs.concat([catalog.pairs(split, p) for p in EVAL_PROTOCOLS if p == "category" or catalog.has_protocol(p)])

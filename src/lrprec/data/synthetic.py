@@ -250,23 +250,43 @@ def _sample_pairs(attrs: np.ndarray, rel: str, n: int, key_attr: np.ndarray, use
     return out
 
 
+def related(attributes: np.ndarray, user_attribute: np.ndarray, a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """True where item b is related to item a by relation r (for user u, or -1) under the catalog's rules.
+
+    Exactly the table above: the relation's category condition (same category for a
+    substitute, another category for a complement) *and* equal key attribute — the
+    relation's own, or the user's attribute where the pair carries a user. Arrays broadcast.
+    """
+    a, b, r, u = np.broadcast_arrays(*(np.asarray(x, np.int64) for x in (a, b, r, u)))
+    rel_attr = np.asarray([RELATION_ATTRIBUTE[x] for x in RELATIONS])
+    same_cat_rule = np.asarray([SAME_CATEGORY[x] for x in RELATIONS])
+    col = rel_attr[r]
+    if user_attribute.size:
+        col = np.where(u >= 0, user_attribute[np.clip(u, 0, user_attribute.size - 1)], col)
+    same_cat = attributes[a, 0] == attributes[b, 0]
+    return (same_cat == same_cat_rule[r]) & (attributes[a, col] == attributes[b, col]) & (a != b)
+
+
 def truth_reject(attributes: np.ndarray, user_attribute: np.ndarray):
-    """A negative-sampling veto: True where (a, b) are related by the catalog's own rules."""
-    rel_attr = np.asarray([RELATION_ATTRIBUTE[r] for r in RELATIONS])
+    """A negative-sampling veto: True where (a, b) are related by the catalog's own rules (:func:`related`)."""
 
     def reject(a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
-        col = np.where(u >= 0, user_attribute[np.clip(u, 0, None)], rel_attr[r]) if user_attribute.size else rel_attr[r]
-        return attributes[a, col] == attributes[b, col]
+        return related(attributes, user_attribute, a, b, r, u)
 
     return reject
 
 
-def catalog_truth_reject(catalog: Catalog):
-    """The veto for a catalog made by :func:`generate`, or None for any other catalog."""
+def synthetic_rules(catalog: Catalog) -> tuple[np.ndarray, np.ndarray] | None:
+    """(attributes, user attribute per user row) of a catalog made by :func:`generate`, else None."""
     if catalog.meta.get("source") != "synthetic" or not (catalog.root / "attributes.npy").exists():
         return None
-    attrs = np.load(catalog.root / "attributes.npy")
-    return truth_reject(attrs, np.asarray(catalog.meta["user_attribute"], np.int64))
+    return np.load(catalog.root / "attributes.npy"), np.asarray(catalog.meta["user_attribute"], np.int64)
+
+
+def catalog_truth_reject(catalog: Catalog):
+    """The veto for a catalog made by :func:`generate`, or None for any other catalog."""
+    rules = synthetic_rules(catalog)
+    return None if rules is None else truth_reject(*rules)
 
 
 def _pair_uniform(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -385,7 +405,8 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         Image.fromarray(images[k]).save(buf, format="PNG", optimize=False)
         (tmp_png / f"{ids[k]}.png").write_bytes(buf.getvalue())
     fields = {k: v for k, v in vars(config).items() if k != "spurious" or v}  # catalogs without a shortcut keep their fingerprint
-    fingerprint = hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
+    # splits v2: the truth veto follows the rules' category condition, and random-protocol negatives are stored
+    fingerprint = hashlib.sha256(repr(sorted(fields.items()) + [("splits", 2)]).encode()).hexdigest()[:16]
     meta = {
         "name": f"synthetic-{config.seed}",
         "source": "synthetic",

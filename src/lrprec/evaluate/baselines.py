@@ -2,14 +2,16 @@
 as :func:`lrprec.evaluate.linkpred.link_prediction_report`.
 
 * ``random``: seeded standard-normal logits, one per pair of the split (chance: 50%).
-* ``category-tree`` (CT): "related iff both items are in the same leaf category" (logit +1,
-  else -1). A catalog stores one category per item, so CT uses that one. Amazon imports keep
-  the *top-level* category by default; for leaf categories import with
-  ``--category-level N`` (the depth of the category path, 0 = top level). Caution: the
-  split's negatives are drawn from the category of the positive partner (SPEC §1), so each
-  negative has the same category pair as its positive and *any* category-only predictor,
-  CT included, scores exactly 50% on pairs whose negative could be drawn. CT is kept to show
-  that, and for catalogs whose splits were made otherwise.
+* ``popularity``: ranks items by their degree among the relation's training positives
+  (a ranking baseline; for link prediction its logit is the partner's log degree ratio).
+* ``category-tree`` (CT): the category pair alone. From the training positives of relation r
+  it estimates T_r(C' | C), how often a partner of an item of category C lies in C', and
+  scores a pair log T_r(c_j | c_i) − log U(c_j) (U: the catalog's share of category c_j,
+  where a ``random`` negative lands). A catalog stores one category per item, so CT uses
+  that one; Amazon imports keep the *top-level* category by default (``--category-level N``
+  for deeper ones). Under ``category`` negatives (drawn from the positive partner's
+  category) each negative has its positive's category pair, so any category-only predictor,
+  CT included, scores 50%; under ``random`` negatives it is the baseline the model must beat.
 * ``wnn`` (weighted nearest neighbour): d(i, j) = Σ_k w_k (x_ik − x_jk)² on the items'
   features with learned non-negative diagonal weights w (one vector per relation) and a
   shift c_r, P = σ(c_r − d), trained with the model's objective (BCE over train positives and
@@ -37,8 +39,9 @@ import torch
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
 from lrprec.data.features import LazyFeatures
 
-BASELINES: tuple[str, ...] = ("random", "category-tree", "wnn")
-ALIASES = {"ct": "category-tree", "category_tree": "category-tree", "categorytree": "category-tree", "rand": "random"}
+BASELINES: tuple[str, ...] = ("random", "popularity", "category-tree", "wnn")
+ALIASES = {"ct": "category-tree", "category_tree": "category-tree", "categorytree": "category-tree", "rand": "random",
+           "pop": "popularity"}
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -105,10 +108,60 @@ def random_logits(pairs: Pairs, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(len(pairs)).astype(np.float32)
 
 
+def random_scorer(n_items: int, seed: int = 0):
+    """Scores for ranking: a fixed standard-normal row per query item (seeded by the item)."""
+    def score(a: np.ndarray, relation: np.ndarray, user: np.ndarray) -> np.ndarray:
+        return np.stack([np.random.default_rng([seed, int(i), int(r)]).standard_normal(n_items) for i, r in zip(a, relation)])
+    return score
+
+
+def _train_positives(catalog: Catalog) -> Pairs:
+    return catalog.pairs("train")
+
+
+def popularity_table(catalog: Catalog) -> np.ndarray:
+    """(R, N) degree of each item among each relation's training positives (both ends count)."""
+    pos = _train_positives(catalog)
+    deg = np.zeros((len(RELATIONS), len(catalog)), np.float64)
+    np.add.at(deg, (pos.relation, pos.a), 1.0)
+    np.add.at(deg, (pos.relation, pos.b), 1.0)
+    return deg
+
+
+def popularity_scorer(catalog: Catalog):
+    deg = popularity_table(catalog)
+    return lambda a, relation, user: deg[relation]
+
+
+def popularity_logits(catalog: Catalog, pairs: Pairs) -> np.ndarray:
+    """log (1 + degree of the partner) − mean log (1 + degree): above 0 for more popular partners."""
+    lg = np.log1p(popularity_table(catalog))
+    return (lg[pairs.relation, pairs.b] - lg.mean(1)[pairs.relation]).astype(np.float32)
+
+
+def category_tree_table(catalog: Catalog) -> np.ndarray:
+    """(R, C, C) log T_r(c' | c) − log U(c') from the training positives (add-½ smoothing)."""
+    pos = _train_positives(catalog)
+    codes = catalog.category_codes
+    n_cat = len(catalog.category_names)
+    counts = np.full((len(RELATIONS), n_cat, n_cat), 0.5)
+    np.add.at(counts, (pos.relation, codes[pos.a], codes[pos.b]), 1.0)
+    trans = counts / counts.sum(2, keepdims=True)
+    share = np.bincount(codes, minlength=n_cat) / max(len(codes), 1)
+    return np.log(trans) - np.log(np.maximum(share, 1e-12))[None, None, :]
+
+
 def category_tree_logits(catalog: Catalog, pairs: Pairs) -> np.ndarray:
-    """+1 where both items share their (leaf) category, else -1."""
-    same = catalog.category_codes[pairs.a] == catalog.category_codes[pairs.b]
-    return np.where(same, 1.0, -1.0).astype(np.float32)
+    """CT's logit for each pair: log T_r(c_b | c_a) − log U(c_b) (see the module docstring)."""
+    t = category_tree_table(catalog)
+    codes = catalog.category_codes
+    return t[pairs.relation, codes[pairs.a], codes[pairs.b]].astype(np.float32)
+
+
+def category_tree_scorer(catalog: Catalog):
+    t = category_tree_table(catalog)
+    codes = catalog.category_codes
+    return lambda a, relation, user: t[relation, codes[a]][:, codes]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +232,7 @@ def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: 
     """Fit WNN on the train split (negatives resampled per epoch), keep the best validation epoch."""
     from lrprec.data.sampling import NegativeSampler
     from lrprec.data.synthetic import catalog_truth_reject
+    from lrprec.data.splits import protocol_pairs
 
     if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
         raise ValueError("WNN epochs, batch size and learning rate must be positive")
@@ -189,10 +243,10 @@ def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: 
     train_pos = _filter(catalog.pairs("train"), relations)
     if len(train_pos) == 0:
         raise CatalogError("no training pairs for the chosen relations")
-    val = _filter(catalog.pairs("validation"), relations)
+    val = _filter(protocol_pairs(catalog, "validation"), relations)
     sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
     reject = catalog_truth_reject(catalog)
-    first = Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject)])
+    first = Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject, protocol="mixed")])
     model = WNN(feats.dim, _scale(feats, first, rng, cfg.scale_pairs))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -200,7 +254,7 @@ def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: 
     history = []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        pairs = first if epoch == 0 else Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject)])
+        pairs = first if epoch == 0 else Pairs.concat([train_pos, sampler.sample(train_pos, rng, reject, protocol="mixed")])
         pairs = pairs.take(rng.permutation(len(pairs)))
         model.train()
         total = 0.0
@@ -224,6 +278,24 @@ def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: 
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, {"epochs": history, "best": best}
+
+
+def wnn_scorer(model: WNN, feats: LazyFeatures, max_bytes: int = 1 << 30):
+    """Scores c_r − d_r(i, j) of every item for ranking; None when the features exceed ``max_bytes`` in memory."""
+    if len(feats) * feats.dim * 4 > max_bytes:
+        return None
+    x = torch.from_numpy(np.asarray(feats.rows(np.arange(len(feats))), np.float32))
+    w = model.weights().detach()
+    c = model.c.detach()
+
+    @torch.inference_mode()
+    def score(a: np.ndarray, relation: np.ndarray, user: np.ndarray) -> np.ndarray:
+        wr = w[torch.from_numpy(relation)]                     # (n, F)
+        xa = x[torch.from_numpy(a)]
+        d = (wr * xa * xa).sum(1, keepdim=True) - 2 * (wr * xa) @ x.T + wr @ (x * x).T
+        return (c[torch.from_numpy(relation)].unsqueeze(1) - d).double().numpy()
+
+    return score
 
 
 def _wnn_summary(model: WNN, relations: list[str], top: int = 10) -> dict:
@@ -259,6 +331,8 @@ def evaluate_baseline(
     precomputed ones; ``wnn`` overrides WNN's training settings (its seed defaults to ``seed``).
     """
     from lrprec.evaluate.linkpred import link_prediction_report
+    from lrprec.evaluate.ranking import ranking_report
+    from lrprec.evaluate.truth import truth_report
 
     method = baseline_name(name)
     if split not in EVAL_SPLITS:
@@ -267,28 +341,42 @@ def evaluate_baseline(
     rels = _relations(catalog, relations)
     if run is not None and method != "wnn":
         raise ValueError("a run's features apply to the wnn baseline only")
-    pairs = catalog.pairs(split)
     extra: dict = {}
     t0 = time.perf_counter()
     if method == "random":
-        logits = random_logits(pairs, seed)
+        logits_of = lambda pairs: random_logits(pairs, seed)  # noqa: E731
+        scorer = random_scorer(len(catalog), seed)
+    elif method == "popularity":
+        logits_of = lambda pairs: popularity_logits(catalog, pairs)  # noqa: E731
+        scorer = popularity_scorer(catalog)
     elif method == "category-tree":
-        logits = category_tree_logits(catalog, pairs)
+        logits_of = lambda pairs: category_tree_logits(catalog, pairs)  # noqa: E731
+        scorer = category_tree_scorer(catalog)
         extra["category_tree"] = {"categories": len(catalog.category_names),
-                                  "note": "one category per item (the imported level; use --category-level at import for leaf categories)"}
+                                  "note": "one category per item (the imported level; use --category-level at import for deeper categories)"}
     else:
         feats = run_features(run, catalog) if run is not None else catalog_features(catalog)
         cfg = wnn or WNNConfig(seed=seed)
         model, history = train_wnn(catalog, feats, rels, cfg, log=log)
-        logits = np.zeros(len(pairs), np.float32)
-        sel = np.flatnonzero(np.isin(pairs.relation, [RELATIONS.index(r) for r in rels]))
-        logits[sel] = wnn_logits(model, feats, pairs.take(sel))
+
+        def logits_of(pairs: Pairs) -> np.ndarray:
+            out = np.zeros(len(pairs), np.float32)
+            sel = np.flatnonzero(np.isin(pairs.relation, [RELATIONS.index(r) for r in rels]))
+            out[sel] = wnn_logits(model, feats, pairs.take(sel))
+            return out
+
+        scorer = wnn_scorer(model, feats)
         extra["wnn"] = {"features": f"run {run}" if run is not None else "catalog", "features_dim": feats.dim,
                         "epochs": cfg.epochs, "best_epoch": history["best"]["epoch"],
                         "val_accuracy": history["best"]["val_accuracy"], "history": history["epochs"],
                         **_wnn_summary(model, rels)}
-    report = link_prediction_report(catalog, pairs, logits, rels)
-    report.update({"split": split, "method": method, "dim": None, "backbone": None, "seed": seed,
+    protocols = {neg: link_prediction_report(catalog, catalog.pairs(split, neg), logits_of(catalog.pairs(split, neg)), rels)
+                 for neg in ("category", "random") if neg == "category" or catalog.has_protocol(neg)}
+    report = dict(protocols["category"])
+    report.update({"split": split, "method": method, "dim": None, "backbone": None, "seed": seed, "negatives": "category",
+                   "protocols": protocols,
+                   "ranking": ranking_report(catalog, catalog.pairs(split), scorer, rels) if scorer is not None else None,
+                   "truth": truth_report(catalog, scorer, rels) if scorer is not None else None,
                    "catalog": str(catalog.root), "seconds": round(time.perf_counter() - t0, 2), **extra})
     return report
 

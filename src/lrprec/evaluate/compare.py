@@ -90,9 +90,35 @@ def compare_table(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def ranking_compare_table(reports: dict[str, dict]) -> str:
+    """Recall@10 and MRR per relation for every report that carries a ``ranking`` (runs and baselines)."""
+    have = {n: r["ranking"] for n, r in reports.items() if r.get("ranking")}
+    if not have:
+        return ""
+    rels = [r for r in RELATIONS if any(r in rk["relations"] for rk in have.values())]
+    wn = max(8, max(len(n) for n in have)) + 2
+    head = f"{'run':<{wn}}" + "".join(f"{r:>22}" for r in rels) + f"{'all':>16}"
+    lines = ["ranking of held-out positives over the whole catalog: recall@10 / MRR (* best)", head, "-" * len(head)]
+    best = {r: max((rk["relations"][r]["mrr"] for rk in have.values() if r in rk["relations"]), default=None) for r in rels}
+    for n, rk in have.items():
+        row = f"{n:<{wn}}"
+        for r in rels:
+            m = rk["relations"].get(r)
+            star = "*" if m and len(have) > 1 and abs(m["mrr"] - best[r]) < 1e-12 else " "
+            row += f"{'-':>22}" if not m else f"{m['recall@10']:>13.3f} / {m['mrr']:.3f}{star}"
+        row += f"{rk['overall']['recall@10']:>8.3f} / {rk['overall']['mrr']:.3f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def compare_text(named_reports: dict[str, dict]) -> str:
-    """What ``lrprec evaluate --compare`` prints: :func:`compare_table` of ``{name: report}``."""
-    return compare_table(named_reports)
+    """What ``lrprec evaluate --compare`` prints: :func:`compare_table` (Table 1 under the category
+    negatives, and under random ones where every report has them) and the ranking side by side."""
+    parts = [compare_table(named_reports)]
+    if all("random" in (r.get("protocols") or {}) for r in named_reports.values()):
+        parts.append("random negatives:\n" + compare_table({n: {**r, **r["protocols"]["random"]} for n, r in named_reports.items()}))
+    rk = ranking_compare_table(named_reports)
+    return "\n\n".join(parts + ([rk] if rk else []))
 
 
 def _unique(name: str, taken: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lrprec.data.catalog import RELATIONS, Catalog, Pairs
+from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS, Catalog, Pairs
 from lrprec.model.pair import PairModel
 from lrprec.run import item_inputs
 
@@ -36,7 +36,7 @@ def predict_logits(model: PairModel, catalog: Catalog, pairs: Pairs, batch_size:
         usr = torch.from_numpy(pairs.user[sl])
         if features is not None:
             fa, fb = features[torch.from_numpy(pairs.a[sl])], features[torch.from_numpy(pairs.b[sl])]
-            a_i, a_j = model.project(fa, rel), model.project(fb, rel)
+            a_i, a_j = model.project(fa, rel), model.project_partner(fb, rel)
             logit = model.logit_from_embeddings(a_i, a_j, rel, usr)
         else:
             logit = model(item_inputs(catalog, model, pairs.a[sl], input_size), item_inputs(catalog, model, pairs.b[sl], input_size), rel, usr)
@@ -97,19 +97,55 @@ def table1_text(report: dict, dim: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def evaluation_text(report: dict) -> str:
+    """What ``lrprec evaluate`` prints: Table 1 per negative protocol, the ranking, the truth check."""
+    from lrprec.evaluate.ranking import ranking_text
+    from lrprec.evaluate.truth import truth_text
+
+    parts = []
+    for neg, rep in report.get("protocols", {"category": report}).items():
+        parts.append(f"Table 1, {neg} negatives ({report.get('split', 'test')} split)\n" + table1_text(rep, report.get("dim")))
+    if report.get("ranking"):
+        parts.append(ranking_text(report["ranking"]))
+    if report.get("truth"):
+        parts.append(truth_text(report["truth"]))
+    head = f"head {report.get('head', 'metric')}, trained on {report.get('train_negatives', 'category')} negatives"
+    return head + "\n\n" + "\n\n".join(parts)
+
+
 def evaluate_run(path, split: str = "test") -> dict:
-    """Evaluate a run on a split and store the result in ``RUN/metrics.json`` (per split)."""
+    """Evaluate a run on a split and store the result in ``RUN/metrics.json`` (per split).
+
+    The report's top level is Table 1 under the ``category`` negatives (as before protocols
+    existed); ``protocols`` holds Table 1 under every stored protocol (``category``,
+    ``random``); ``ranking`` ranks each held-out positive among all catalog items
+    (:mod:`lrprec.evaluate.ranking`); ``truth`` grades top-10 lists against the synthetic
+    catalog's rules (None for other catalogs). Every item goes through the backbone once.
+    """
     import json
 
+    from lrprec.evaluate.ranking import ModelScorer, ranking_report
+    from lrprec.evaluate.truth import truth_report
     from lrprec.run import Run, atomic_write_text
 
     if split not in ("validation", "test"):
         raise ValueError(f"--split must be validation or test, got {split!r}")
     run = Run.load(path)
-    pairs = run.catalog.pairs(split)
-    logits = predict_logits(run.model, run.catalog, pairs, input_size=run.input_size)
-    report = link_prediction_report(run.catalog, pairs, logits, run.relations)
-    report.update({"split": split, "dim": run.config["dim"], "backbone": run.config["backbone"]})
+    cat = run.catalog
+    scorer = ModelScorer.from_catalog(run.model, cat, run.input_size)
+    protocols = {}
+    for neg in NEGATIVE_PROTOCOLS:
+        if neg == "category" or cat.has_protocol(neg):
+            pairs = cat.pairs(split, neg)
+            protocols[neg] = link_prediction_report(cat, pairs, scorer.pair_logits(pairs), run.relations)
+    report = dict(protocols["category"])
+    report.update({
+        "split": split, "dim": run.config["dim"], "backbone": run.config["backbone"], "negatives": "category",
+        "head": run.config.get("head", "metric"), "train_negatives": run.config.get("negatives", "category"),
+        "protocols": protocols,
+        "ranking": ranking_report(cat, cat.pairs(split), scorer, run.relations),
+        "truth": truth_report(cat, scorer, run.relations),
+    })
     metrics_path = run.path / "metrics.json"
     stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     stored[split] = report

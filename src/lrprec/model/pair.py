@@ -1,23 +1,46 @@
 """The Siamese personalized pair model (SPEC §2, the paper's eqs 1-2).
 
-d_u(x_i, x_j) = Σ_k θ_uk² (a_ik − a_jk)², a = f(x) E_r, and P = σ(c_r − d_u).
+d_u(x_i, x_j) = Σ_k θ_uk² (a_ik − b_jk)², a = f(x) E_r, and P = σ(c_r − d_u).
 One model holds a shared backbone and per-relation heads (E_r, c_r, θ_{u,r}). The
 backbone runs once on the stacked batch [x_i; x_j] (never twice), which keeps LRP's
 per-layer state unambiguous.
+
+Heads (SPEC §2 "heads for complements"): the paper's *metric* head projects both items
+with E_r (b = a, a weighted Euclidean metric); the *asymmetric* head projects the partner
+with its own F_r (b = f(x) F_r), which can rank "other category, same style" above a
+same-category look-alike — a metric cannot. ``head="auto"`` (the default for new runs) is
+metric for substitutes and asymmetric for complements; F_r starts equal to E_r, so an
+asymmetric head starts as the metric one.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from lrprec.data.catalog import COMPLEMENTS, RELATIONS
 from lrprec.model.backbones import Backbone
+
+HEADS = ("metric", "asymmetric", "auto")
+DEFAULT_HEAD = "auto"
+
+
+def asymmetric_relations(head: str, n_relations: int) -> list[bool]:
+    """Which relation heads project the partner with their own F_r under a head choice."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
+    if head == "auto":
+        return [r < len(RELATIONS) and RELATIONS[r] in COMPLEMENTS for r in range(n_relations)]
+    return [head == "asymmetric"] * n_relations
 
 
 class PairModel(nn.Module):
     """Backbone + per-relation projection E_r (F×K), personal weights θ and shift c_r."""
 
-    def __init__(self, backbone: Backbone, dim: int, n_relations: int, n_users: int = 0, personalize: bool = True, seed: int = 0):
+    def __init__(self, backbone: Backbone, dim: int, n_relations: int, n_users: int = 0, personalize: bool = True, seed: int = 0,
+                 head: str = "metric"):
         super().__init__()
+        self.head = head
+        self.asymmetric = asymmetric_relations(head, n_relations)
         if dim <= 0:
             raise ValueError(f"the embedding dimension K must be positive, got {dim}")
         self.backbone = backbone
@@ -32,6 +55,9 @@ class PairModel(nn.Module):
         # θ_u = θ_global + δ_u: users start at the global metric and move away with evidence.
         self.theta_delta = nn.Parameter(torch.zeros(n_relations, max(self.n_users, 1), dim))
         self.c = nn.Parameter(torch.full((n_relations,), 1.0))
+        # partner projection F_r of asymmetric heads (absent for a metric-only model: old runs load unchanged)
+        self.F = nn.Parameter(self.E.detach().clone()) if any(self.asymmetric) else None
+        self._asym_cols = torch.tensor(self.asymmetric).repeat_interleave(dim)
 
     # ---- pieces the explainers reuse ---------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +71,22 @@ class PairModel(nn.Module):
     def project(self, feats: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
         """a = x E_r for each row's relation, (B, K)."""
         return self.project_all(feats)[torch.arange(feats.shape[0]), relation]
+
+    def partner_matrix(self) -> torch.Tensor:
+        """The partner side's projection, (F, R·K): F_r for asymmetric heads, E_r for metric ones."""
+        if self.F is None:
+            return self.E
+        return torch.where(self._asym_cols.to(self.E.device), self.F, self.E)
+
+    def project_partner_all(self, feats: torch.Tensor) -> torch.Tensor:
+        """b = x F_r (asymmetric heads) or x E_r (metric heads) for every relation, (B, R, K)."""
+        if self.F is None:
+            return self.project_all(feats)
+        return (feats @ self.partner_matrix()).view(feats.shape[0], self.n_relations, self.dim)
+
+    def project_partner(self, feats: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        """The partner side's projection for each row's relation, (B, K)."""
+        return self.project_partner_all(feats)[torch.arange(feats.shape[0]), relation]
 
     def theta(self, relation: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """θ for each row: the user's own where known (user >= 0), else the global θ_r. (B, K)."""
@@ -65,9 +107,9 @@ class PairModel(nn.Module):
 
     def head_logits(self, x: torch.Tensor, x_other: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """(B, R) logits of every relation head for the pairs (x, x_other), one backbone pass."""
-        a = self.project_all(self.embed(torch.cat([x, x_other])))
+        feats = self.embed(torch.cat([x, x_other]))
         n = x.shape[0]
-        return self.logits_all(a[:n], a[n:], self.theta_all(user))
+        return self.logits_all(self.project_all(feats[:n]), self.project_partner_all(feats[n:]), self.theta_all(user))
 
     @staticmethod
     def distance(a_i: torch.Tensor, a_j: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -76,11 +118,10 @@ class PairModel(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
     def pair_embeddings(self, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected embeddings of both sides, the backbone run once on [x_a; x_b]."""
+        """Projected embeddings of both sides (a_i = x_a E_r, b_j = x_b F_r or x_b E_r), the backbone run once on [x_a; x_b]."""
         feats = self.embed(torch.cat([x_a, x_b], 0))
-        a = self.project(feats, torch.cat([relation, relation]))
         n = x_a.shape[0]
-        return a[:n], a[n:]
+        return self.project(feats[:n], relation), self.project_partner(feats[n:], relation)
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """Logit c_r − d_u; P(related) = sigmoid(logit) (eq 2)."""

@@ -1,12 +1,17 @@
 """Recommendations from a trained run (SPEC §2, eq 5): embed the catalog, index it, query it.
 
-``build_index`` embeds every catalog item once (p_j = f(x_j) E_r for each trained
-relation), builds one vector index per relation that serves every user, and stores it in
+``build_index`` embeds every catalog item once (the partner-side vectors q_j = f(x_j) F_r
+of an asymmetric head, p_j = f(x_j) E_r of a metric one, for each trained relation),
+builds one vector index per relation that serves every user, and stores it in
 ``RUN/index/``::
 
     index.json           format, the run's weights id, the catalog fingerprint, backend, sizes
-    vectors-<REL>.npy    float32 (N, K) projected item vectors of relation REL
+    vectors-<REL>.npy    float32 (N, K) indexed (partner-side) item vectors of relation REL
+    queries-<REL>.npy    float32 (N, K) query-side vectors x E_r (asymmetric heads only)
     ivf-<REL>.npz        IVF lists (centroids, item → list), for the ivf backend
+
+For a substitute relation the per-category view (eq 5) lists the query's own category; for
+a complement, every other category (what a shopper expects of "goes with").
 
 ``load_index`` refuses an index built for other weights or another catalog, with a message
 to rerun ``lrprec index``. ``recommend`` answers "the top k items j ≠ i by P_u(r_ij)" per
@@ -28,7 +33,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from lrprec.data.catalog import RELATIONS
+from lrprec.data.catalog import COMPLEMENTS, RELATIONS, SUBSTITUTES
 from lrprec.recommend.index import (
     AUTO_IVF_MIN_ITEMS,
     DEFAULT_NPROBE,
@@ -85,12 +90,15 @@ def default_batch_size(run: Run) -> int:
 
 
 def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: int | None = None,
-                  progress: bool = True) -> dict[str, np.ndarray]:
-    """p_j = f(x_j) E_r for every catalog item and each relation: {relation: float32 (N, K)}.
+                  progress: bool = True, side: str = "query") -> dict[str, np.ndarray]:
+    """Projected vectors of every catalog item for each relation: {relation: float32 (N, K)}.
 
-    Every item goes through the backbone exactly once (batched, no autograd); all relations'
-    projections come from the same features.
+    ``side="query"``: p_j = f(x_j) E_r; ``side="partner"``: f(x_j) F_r for asymmetric heads
+    (equal to the query side for metric ones). Every item goes through the backbone exactly
+    once (batched, no autograd); all relations' projections come from the same features.
     """
+    if side not in ("query", "partner", "both"):
+        raise ValueError(f"side must be query, partner or both, got {side!r}")
     from tqdm import tqdm
 
     rels = list(relations) if relations is not None else run.relations
@@ -98,7 +106,8 @@ def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: 
     model = run.model
     n = len(run.catalog)
     bs = int(batch_size or default_batch_size(run))
-    out = {r: np.empty((n, model.dim), np.float32) for r in rels}
+    sides = ("query", "partner") if side == "both" else (side,)
+    out = {sd: {r: np.empty((n, model.dim), np.float32) for r in rels} for sd in sides}
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -106,13 +115,15 @@ def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: 
         with torch.inference_mode(), tqdm(total=n, desc="embedding items", unit="item", disable=not progress, file=sys.stderr) as bar:
             for s in range(0, n, bs):
                 rows = np.arange(s, min(n, s + bs))
-                a = model.project_all(model.embed(run.inputs(rows).to(device))).float().cpu().numpy()
-                for r, ri in zip(rels, r_idx):
-                    out[r][s:s + rows.size] = a[:, ri]
+                f = model.embed(run.inputs(rows).to(device))
+                for sd in sides:
+                    a = (model.project_all(f) if sd == "query" else model.project_partner_all(f)).float().cpu().numpy()
+                    for r, ri in zip(rels, r_idx):
+                        out[sd][r][s:s + rows.size] = a[:, ri]
                 bar.update(rows.size)
     finally:
         model.train(was_training)
-    return out
+    return out if side == "both" else out[side]  # type: ignore[return-value]
 
 
 # ---- the stored index -----------------------------------------------------------------------------
@@ -124,6 +135,7 @@ class RecIndex:
     vectors: dict[str, np.ndarray]
     categories: np.ndarray
     path: Path | None = None
+    queries: dict[str, np.ndarray] = field(default_factory=dict)  # query-side vectors where they differ (asymmetric heads)
     _states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     _indexes: dict[str, VectorIndex] = field(default_factory=dict)
 
@@ -146,6 +158,11 @@ class RecIndex:
                                                        self._states.get(relation, {}), nprobe=nprobe)
         return self._indexes[relation]
 
+    def query_vector(self, relation: str, row: int) -> np.ndarray:
+        """The query-side vector of item ``row``: x E_r (the indexed vector itself for a metric head)."""
+        src = self.queries.get(relation)
+        return np.asarray((src if src is not None else self.get(relation).p)[row], dtype=np.float32)
+
 
 def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = None, progress: bool = True,
                 seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE, save: bool = True,
@@ -160,7 +177,10 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         raise RecommendError(f"the catalog has {n} item(s); recommendations need at least 2")
     kind = choose_backend(backend, n)
     t0 = time.perf_counter()
-    vectors = embed_catalog(run, batch_size=batch_size, progress=progress)
+    both = embed_catalog(run, batch_size=batch_size, progress=progress, side="both")
+    vectors = both["partner"]
+    asym = [r for r in vectors if run.model.asymmetric[RELATIONS.index(r)]]
+    queries = {r: both["query"][r] for r in asym}
     embed_s = time.perf_counter() - t0
     codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
     indexes: dict[str, VectorIndex] = {}
@@ -177,6 +197,7 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         "items": n,
         "dim": int(run.model.dim),
         "relations": list(vectors),
+        "asymmetric": asym,
         "backend": kind,
         "requested_backend": backend,
         "auto_ivf_min_items": AUTO_IVF_MIN_ITEMS,
@@ -187,7 +208,7 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         "build_seconds": round(time.perf_counter() - t1, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    index = RecIndex(meta=meta, vectors=vectors, categories=codes, _indexes=indexes)
+    index = RecIndex(meta=meta, vectors=vectors, categories=codes, queries=queries, _indexes=indexes)
     if save:
         index.path = _write_index(run, index)
     return index
@@ -198,6 +219,8 @@ def _write_index(run: Run, index: RecIndex) -> Path:
     final = index_dir(run)
     tmp = Path(tempfile.mkdtemp(prefix=".index.partial-", dir=run.path))
     try:
+        for rel, p in index.queries.items():
+            np.save(tmp / f"queries-{rel}.npy", p)
         for rel, p in index.vectors.items():
             np.save(tmp / f"vectors-{rel}.npy", p)
             ix = index._indexes.get(rel)
@@ -238,16 +261,24 @@ def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
     if meta.get("dim") != run.model.dim:
         raise StaleIndexError(f"the index in {root} has K = {meta.get('dim')}, the model K = {run.model.dim}; {_rebuild_hint(run)}")
     vectors: dict[str, np.ndarray] = {}
+    queries: dict[str, np.ndarray] = {}
     states: dict[str, dict[str, np.ndarray]] = {}
-    for rel in meta["relations"]:
-        vpath = root / f"vectors-{rel}.npy"
+
+    def read(vpath: Path) -> np.ndarray:
         try:
             p = np.load(vpath, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise StaleIndexError(f"cannot read {vpath} ({exc}); {_rebuild_hint(run)}") from None
         if p.shape != (len(run.catalog), run.model.dim) or p.dtype != np.float32:
             raise StaleIndexError(f"{vpath} has shape {p.shape} {p.dtype}, expected ({len(run.catalog)}, {run.model.dim}) float32; {_rebuild_hint(run)}")
-        vectors[rel] = p
+        return p
+
+    for rel in meta["relations"]:
+        vectors[rel] = read(root / f"vectors-{rel}.npy")
+        if run.model.asymmetric[RELATIONS.index(rel)]:
+            if rel not in meta.get("asymmetric", []):
+                raise StaleIndexError(f"the index in {root} has no query-side vectors for the asymmetric head of {rel}; {_rebuild_hint(run)}")
+            queries[rel] = read(root / f"queries-{rel}.npy")
         if meta["backend"] == "ivf":
             spath = root / f"ivf-{rel}.npz"
             if not spath.is_file():
@@ -255,10 +286,20 @@ def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
             with np.load(spath) as z:
                 states[rel] = {k: z[k] for k in z.files}
     codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
-    return RecIndex(meta=meta, vectors=vectors, categories=codes, path=root, _states=states)
+    return RecIndex(meta=meta, vectors=vectors, categories=codes, path=root, queries=queries, _states=states)
 
 
 # ---- recommending -----------------------------------------------------------------------------------
+def category_side(relation: str, same_category: bool) -> bool:
+    """Whether a category belongs in a relation's per-category view: the query's own for a
+    substitute, the others for a complement (relations of neither kind: every category)."""
+    if relation in SUBSTITUTES:
+        return same_category
+    if relation in COMPLEMENTS:
+        return not same_category
+    return True
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function."""
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
@@ -320,11 +361,12 @@ class Recommender:
         for rel in rels:
             vindex = self.index.get(rel)
             w, c = self.user_weights(rel, user_row)
-            p_i = np.asarray(vindex.p[i], dtype=np.float32)
+            p_i = self.index.query_vector(rel, i)
             if per_category:
                 found = vindex.search_per_category(p_i, w, int(k), exclude=i)
                 results[rel] = {name: self._entries(found.ids[code], found.distances[code], c)
-                                for code, name in enumerate(cat.category_names) if code < found.ids.shape[0]}
+                                for code, name in enumerate(cat.category_names)
+                                if code < found.ids.shape[0] and category_side(rel, code == cat.category_codes[i])}
             else:
                 found = vindex.search(p_i, w, int(k), exclude=np.array([i]))
                 results[rel] = self._entries(found.ids[0], found.distances[0], c)
@@ -345,7 +387,8 @@ def recommend(run: Run, item_id: str, user: str | None = None, relations: str | 
 
     Returns ``{"item", "user", "results": {REL: [{"item", "category", "probability",
     "distance", "rank"}, ...]}, "notices": [...], "backend"}``; with ``per_category`` the
-    results are ``{REL: {CATEGORY: [...]}}`` (eq 5: the best k of every category). An unknown
+    results are ``{REL: {CATEGORY: [...]}}`` (eq 5: the best k of each category on the relation's
+    side — the query's own category for a substitute, every other one for a complement). An unknown
     user gets the global θ and a notice. Raises ``ValueError`` subclasses for an unknown item
     or relation, k out of range, and a missing or stale index.
     """

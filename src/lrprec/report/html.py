@@ -92,13 +92,53 @@ def plot_training(hist: dict, path: Path) -> Path:
     return path
 
 
+def ranking_html(ranking: dict, baselines: dict[str, dict] | None = None) -> str:
+    """Recall@10/50, NDCG@10, MRR per relation (rows) for the model and, beside it, each baseline."""
+    cols = ("recall@10", "recall@50", "ndcg@10", "mrr")
+    methods = {"model": ranking, **{k: v for k, v in (baselines or {}).items() if v}}
+    rows = []
+    for r in list(ranking["relations"]) + ["all", "user-carrying"]:
+        for name, rep in methods.items():
+            m = rep["overall"] if r == "all" else rep.get("personalized") if r == "user-carrying" else rep["relations"].get(r)
+            if not m or not m.get("n"):
+                continue
+            cells = [f"{m[c]:.3f}" for c in cols]
+            rows.append([html.escape(r) if name == "model" else "", html.escape(name)] + (["<b>" + c + "</b>" for c in cells] if name == "model" else cells) + [f"{m['median_rank']:.0f}", str(m["n"])])
+    return (f"<p>Each held-out positive (i, j) is ranked among all {ranking['n_items']} items ≠ i by the method's score: "
+            "what a user of the top-k sees. Several items are truly related to a query, so even a perfect model ranks the "
+            "held-out one uniformly among them: compare methods, not against 1.</p>"
+            + _table(["relation", "method", *cols, "median rank", "n"], rows))
+
+
+def truth_html(truth: dict) -> str:
+    """Precision@k of top-k lists against the synthetic catalog's rules (global θ and per user)."""
+    rows = []
+    for r, e in truth["relations"].items():
+        users = f"{e['users_precision']:.2f} (min {e['users_min_precision']:.2f})" if "users_precision" in e else "–"
+        rows.append([html.escape(r), f"<b>{e['precision']:.3f}</b>", f"{e['right_side']:.3f}", f"{e['ideal']:.2f}", f"{e['chance']:.3f}", users])
+    return (f"<p>The catalog knows its rules, so the top-{truth['k']} list of every query item ({truth['queries']} queries) can be graded: "
+            "precision = share of the list the rules relate to the query; right side = share on the relation's category side "
+            "(same category for a substitute, another for a complement); users = the same under each user's θ against that user's attribute.</p>"
+            + _table(["relation", f"precision@{truth['k']}", "right category side", "best possible", "chance", "users' θ: mean (min)"], rows))
+
+
 def _metrics_section(run: Path) -> Section | None:
     path = run / "metrics.json"
     if not path.exists():
         return None
     metrics = json.loads(path.read_text())
-    body = "".join(f"<h3>{html.escape(split)} split</h3>" + table1_html(rep) for split, rep in metrics.items())
-    return Section("table1", "Link prediction (Table 1 layout)", body)
+    body = ""
+    baselines = json.loads((run / "baselines.json").read_text()) if (run / "baselines.json").exists() else {}
+    for split, rep in metrics.items():
+        for neg, prot in rep.get("protocols", {"category": rep}).items():
+            body += f"<h3>{html.escape(split)} split, {html.escape(neg)} negatives</h3>" + table1_html({**prot, "split": split, "dim": rep.get("dim")})
+        if rep.get("ranking"):
+            body += f"<h3>{html.escape(split)} split: ranking over the whole catalog</h3>"
+            body += ranking_html(rep["ranking"], {k: v.get("ranking") for k, v in baselines.get(split, {}).items()})
+        if rep.get("truth"):
+            body += f"<h3>{html.escape(split)} split: top-{rep['truth']['k']} lists against the catalog's rules</h3>" + truth_html(rep["truth"])
+    head = f"<p class='muted'>head: {html.escape(str(metrics[next(iter(metrics))].get('head', 'metric')))}, training negatives: {html.escape(str(metrics[next(iter(metrics))].get('train_negatives', 'category')))}</p>" if metrics else ""
+    return Section("table1", "Link prediction (Table 1 layout) and ranking", head + body)
 
 
 def _comparison_section(run: Path) -> Section | None:

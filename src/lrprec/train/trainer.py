@@ -26,11 +26,13 @@ from torch import nn
 
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
 from lrprec.data.features import LazyFeatures
-from lrprec.data.sampling import NegativeSampler
+from lrprec.data.sampling import NegativeSampler, check_protocol, parse_mix
+from lrprec.data.splits import protocol_pairs
 from lrprec.data.synthetic import train_reject
 from lrprec.evaluate.localization import resize_masks
 from lrprec.model.backbones import hub_vgg16_weights, preprocess
-from lrprec.run import atomic_write_text, build_model, item_inputs, save_weights
+from lrprec.model.pair import DEFAULT_HEAD, HEADS
+from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
 from lrprec.train.checkpoint import CheckpointError, capture_rng, checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
 from lrprec.train.guidance import check_guide, consistency_penalty, gradient_relevance, lrp_relevance, outside_share, pixel_sq
@@ -47,8 +49,8 @@ class TrainConfig:
 
     backbone: str = "small"
     weights: str | None = None
-    dim: int = 10
-    epochs: int = 10
+    dim: int = 32  # K: room for category contrast, pattern, brand and the users' attributes (chosen on validation, README)
+    epochs: int = 20
     batch_size: int = 128
     lr: float = 3e-3
     relations: list[str] | None = None
@@ -75,6 +77,13 @@ class TrainConfig:
     guide_val_pairs: int = 512  # validation pairs explained per outer step (guide_masks="relevance")
     guide_pairs: int | None = 32  # pairs of each (per-process) batch whose relevance is constrained (None: all)
     guide_rule: str = "epsilon-gamma-box"  # LRP composite of the guidance relevance (--guide lrp)
+    # What the model learns from (issue 19): the pair head and the training negatives' protocol (lrprec.data.sampling)
+    head: str = DEFAULT_HEAD  # metric (the paper's), asymmetric, or auto (metric substitutes, asymmetric complements)
+    negatives: str = "mixed"  # random, category, contrast or mixed (shares: negative_mix, default DEFAULT_MIX)
+    negative_mix: dict | None = None
+    # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
+    rank_weight: float = 1.0
+    user_weight: float = 1.0  # loss weight of pairs that carry a user (their evidence is scarce: a few pairs per user)
 
 
 def _filter_pairs(catalog: Catalog, pairs: Pairs, relations: list[str], category: str | None) -> Pairs:
@@ -96,6 +105,12 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise ValueError("--steps-per-epoch must be positive")
     if cfg.augment and (cfg.freeze_backbone or cfg.backbone == "features"):
         raise ValueError("--augment needs end-to-end training on images (a frozen backbone reads features computed once)")
+    if cfg.rank_weight < 0 or cfg.user_weight <= 0:
+        raise ValueError(f"--rank-weight must be >= 0 and --user-weight > 0, got {cfg.rank_weight} and {cfg.user_weight}")
+    if cfg.head not in HEADS:
+        raise ValueError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
+    check_protocol(cfg.negatives)
+    parse_mix(cfg.negative_mix)
     rels = cfg.relations or list(catalog.relations)
     for r in rels:
         relation_index(r)
@@ -129,19 +144,6 @@ def _weights_id(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-@torch.inference_mode()
-def embed_items(model, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-    """Backbone features of every item, (N, F), computed once in batches."""
-    model.eval()
-    rows = np.arange(len(catalog))
-    chunks = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="embedding items", unit="batch", leave=False)
-    dev = model.E.device
-    return torch.cat([model.embed(item_inputs(catalog, model, rows[s:s + batch_size], input_size).to(dev)) for s in chunks])
-
-
 class _Norm:
     """The two attributes :func:`preprocess` reads from a backbone (picklable, for worker processes)."""
 
@@ -163,8 +165,9 @@ class _EpochBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
                  images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None,
-                 masks_path: Path | None = None):
+                 masks_path: Path | None = None, related=None):
         self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
+        self.related = related  # (a, b, r, u) -> bool, broadcasting: the ranking loss's candidate veto
         self.rank, self.world = rank, world
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
         self.masks_path = masks_path  # ground-truth masks ride along as "allowed" (guided training)
@@ -191,6 +194,8 @@ class _EpochBatches(torch.utils.data.Dataset):
             "user": torch.from_numpy(b.user), "label": torch.from_numpy(b.label.astype(np.float32)),
             "n_global": torch.tensor(n_global),
         }
+        if self.related is not None:
+            out["rank_mask"] = torch.from_numpy(rank_candidates(b, self.related))
         if self.images_path is not None:
             rows = np.concatenate([b.a, b.b])
             x = self._load(rows)
@@ -211,6 +216,44 @@ class _EpochBatches(torch.utils.data.Dataset):
         return out
 
 
+def rank_candidates(b: Pairs, related) -> np.ndarray:
+    """(n, 2n) bool: which of the batch's 2n items [b.a; b.b] may serve as row k's negatives in the
+    ranking loss — not a_k itself, not b_k (its target column n + k stays True), not an item
+    ``related(a, item, r, u)`` relates to a_k (known positives and the data's own rules)."""
+    n = len(b)
+    items = np.concatenate([b.a, b.b])[None, :]
+    a, r, u = b.a[:, None], b.relation[:, None], b.user[:, None]
+    ok = ~((items == a) | (items == b.b[:, None]) | related(a, items, r, u))
+    ok[np.arange(n), n + np.arange(n)] = True
+    return ok
+
+
+def rank_loss(model, feats: torch.Tensor, relation: torch.Tensor, user: torch.Tensor, label: torch.Tensor,
+              mask: torch.Tensor, user_weight: float = 1.0) -> torch.Tensor:
+    """Summed in-batch softmax cross-entropy of each positive pair (i, j) against the batch's other items.
+
+    The pair's logit c_r − d_u(i, j) competes with c_r − d_u(i, j') for every item j' of the
+    batch that ``mask`` allows (see :func:`rank_candidates`): the items a top-k list must rank
+    below j. ``feats`` are the backbone features of the stacked batch [x_a; x_b] (2n, F). This
+    costs no extra backbone pass; it is what teaches the order over the whole catalog, which
+    the pairwise objective with one negative per positive leaves loose.
+    """
+    n = relation.shape[0]
+    pos = torch.nonzero(label > 0.5).flatten()
+    if pos.numel() == 0:
+        return feats.sum() * 0
+    rel = relation[pos]
+    p = model.project(feats[pos], rel)                                   # (P, K) query side of i
+    q = model.project_partner_all(feats)[:, rel].transpose(0, 1)         # (P, 2n, K) every item, i's relation
+    w = model.theta(rel, user[pos]).pow(2)
+    logits = model.c[rel].unsqueeze(1) - (w.unsqueeze(1) * (p.unsqueeze(1) - q).pow(2)).sum(-1)
+    logits = logits.masked_fill(~mask[pos], float("-inf"))
+    ce = nn.functional.cross_entropy(logits, n + pos, reduction="none")
+    if user_weight != 1.0:
+        ce = ce * (1.0 + (user_weight - 1.0) * (user[pos] >= 0).to(ce.dtype))
+    return ce.sum()
+
+
 class _PairStep(nn.Module):
     """A training step's forward as one module, so DDP sees (and synchronizes) every call.
 
@@ -218,9 +261,11 @@ class _PairStep(nn.Module):
     features mode: ``feats`` holds every item's features and only the head runs.
     """
 
-    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = "epsilon-gamma-box"):
+    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = "epsilon-gamma-box",
+                 user_weight: float = 1.0):
         super().__init__()
         self.model = model
+        self.user_weight = user_weight
         self.feats = feats
         self.guide = guide
         self.guide_pairs = guide_pairs
@@ -231,36 +276,40 @@ class _PairStep(nn.Module):
 
             self._net = LRPNet(model.backbone, guide_rule)  # reads the live parameters on every call
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits, mean guidance share over the guided images or None).
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits, mean guidance share over the guided images or None, summed ranking loss or None).
 
         The guidance loss is estimated on the batch's first ``guide_pairs`` pairs (the batch is
         a uniform draw of the epoch's shuffled pairs, so the estimate is unbiased); the logits
-        and the BCE use every pair.
+        and the BCE use every pair. The ranking loss (:func:`rank_loss`) comes with a batch
+        that carries ``rank_mask``.
         """
         rel, usr = batch["rel"], batch["user"]
         m = self.model
+        n = rel.shape[0]
         if self.feats is not None:
             dev = rel.device
-            fa, fb = self.feats[batch["a"]].to(dev), self.feats[batch["b"]].to(dev)
-            return m.logit_from_embeddings(m.project(fa, rel), m.project(fb, rel), rel, usr), None
-        x = batch["x"]
-        n = rel.shape[0]
+            feats = torch.cat([self.feats[batch["a"]], self.feats[batch["b"]]]).to(dev)
+            x = None
+        else:
+            x = batch["x"]
+            if self.guide == "gradient":
+                x = x.detach().requires_grad_(True)
+            feats = m.embed(x)  # the backbone once on the stacked [x_a; x_b]
+        logit = m.logit_from_embeddings(m.project(feats[:n], rel), m.project_partner(feats[n:], rel), rel, usr)
+        ranking = rank_loss(m, feats, rel, usr, batch["label"], batch["rank_mask"], self.user_weight) if "rank_mask" in batch else None
         penalty = 1 - batch["allowed"] if "allowed" in batch else self.penalty
-        if self.guide is None or penalty is None:
-            return m(x[:n], x[n:], rel, usr), None
+        if x is None or self.guide is None or penalty is None:
+            return logit, None, ranking
         k = n if self.guide_pairs is None else min(self.guide_pairs, n)
         sub = torch.cat([torch.arange(k), n + torch.arange(k)]).to(x.device)  # images of the guided pairs
         if penalty.dim() == 3:
             penalty = penalty[sub]
         if self.guide == "gradient":
-            x = x.detach().requires_grad_(True)
-            logit = m(x[:n], x[n:], rel, usr)
             relevance = gradient_relevance(logit[:k], x)[sub]
         else:
-            logit = m(x[:n], x[n:], rel, usr)
             relevance = lrp_relevance(m, self._net, x[sub], rel[:k], usr[:k])
-        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean()
+        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean(), ranking
 
 
 def _n_steps(n_pairs: int, cfg: TrainConfig, world: int) -> int:
@@ -285,7 +334,7 @@ def _validate(model, catalog: Catalog, val: Pairs, ctx: dist_.DistContext, input
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             if feats is not None:
                 fa, fb = feats[torch.from_numpy(b.a)].to(dev), feats[torch.from_numpy(b.b)].to(dev)
-                logit = model.logit_from_embeddings(model.project(fa, rel), model.project(fb, rel), rel, usr)
+                logit = model.logit_from_embeddings(model.project(fa, rel), model.project_partner(fb, rel), rel, usr)
             else:
                 xa = item_inputs(catalog, model, b.a, input_size).to(dev)
                 xb = item_inputs(catalog, model, b.b, input_size).to(dev)
@@ -385,11 +434,16 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             log("notice: SyncBatchNorm needs GPUs; on CPU each rank keeps its own BatchNorm batch statistics")
 
     train_pos = _filter_pairs(catalog, catalog.pairs("train"), rels, cfg.category)
-    val = _filter_pairs(catalog, catalog.pairs("validation"), rels, cfg.category)
+    val = _filter_pairs(catalog, protocol_pairs(catalog, "validation"), rels, cfg.category)
     if len(train_pos) == 0:
         raise CatalogError("no training pairs for the chosen relations/category")
     sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
     reject = train_reject(catalog)
+    ranking_on = cfg.rank_weight > 0
+
+    def related(a, b, r, u):  # the ranking loss's candidate veto: known positives and the data's own rules
+        bad = sampler.is_positive(a, b, r)
+        return bad | reject(a, b, r, u) if reject is not None else bad
 
     frozen = cfg.freeze_backbone or cfg.backbone == "features"
     feats = None
@@ -415,7 +469,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     ckpt_path = checkpoint_path(out)
     start_epoch, start_step, global_step = 0, 0, 0
     partial = {"loss_sum": 0.0, "n_seen": 0}
-    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule)
+    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule, cfg.user_weight)
     if resume:
         if ckpt_path.exists():
             ck = load_checkpoint(ckpt_path)
@@ -447,9 +501,11 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     norm = _Norm(model.backbone.mean, model.backbone.std)
     pin = dev.type == "cuda"
 
-    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int, guide_sum: float = 0.0) -> None:
+    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int, guide_sum: float = 0.0,
+                   rank_sum: float = 0.0) -> None:
         """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
-        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen, "guide_sum": guide_sum}})
+        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen, "guide_sum": guide_sum,
+                                                                             "rank_sum": rank_sum}})
         if not ctx.is_main:
             return
         meta = {
@@ -464,15 +520,16 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         epoch_start_state = rng.bit_generator.state
-        neg = sampler.sample(train_pos, rng, reject)
+        neg = sampler.sample(train_pos, rng, reject, protocol=cfg.negatives, mix=cfg.negative_mix)
         pairs = Pairs.concat([train_pos, neg])
         pairs = pairs.take(rng.permutation(len(pairs)))
         first = start_step if epoch == start_epoch else 0
         total, n_seen = (float(partial["loss_sum"]), int(partial["n_seen"])) if first else (0.0, 0)
         guide_total = float(partial.get("guide_sum", 0.0)) if first else 0.0
+        rank_total = float(partial.get("rank_sum", 0.0)) if first else 0.0
         n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
-                           (cfg.seed, epoch) if cfg.augment else None, masks_path)
+                           (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
         model.train()
         if frozen:
@@ -489,9 +546,15 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             batch = {k: v.to(dev, non_blocking=pin) for k, v in batch.items()}
             wait += time.perf_counter() - tw
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logit, guide_share = step_module(batch)
+                logit, guide_share, ranking = step_module(batch)
             loss_sum = loss_fn(logit.float(), batch["label"])
             objective = loss_sum
+            if cfg.user_weight != 1.0:  # up-weight the user-carrying pairs' BCE (the ranking loss does it itself)
+                row_w = 1.0 + (cfg.user_weight - 1.0) * (batch["user"] >= 0).float()
+                objective = nn.functional.binary_cross_entropy_with_logits(logit.float(), batch["label"], weight=row_w, reduction="sum")
+            if ranking is not None:
+                objective = objective + cfg.rank_weight * ranking.float()
+                rank_total += ranking.item()
             if guide_share is not None:  # per pair: BCE + λ · mean share of the pair's images
                 n_local = int(batch["label"].shape[0])
                 objective = loss_sum + cfg.guide_weight * n_local * guide_share.float()
@@ -508,15 +571,17 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             if _STEP_DELAY:
                 time.sleep(_STEP_DELAY)
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total)
+                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total, rank_total)
         del it, loader
         train_time = time.perf_counter() - t0
         dist_.broadcast_buffers(ctx, model)
-        total, n_all, seen_all, guide_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here, guide_total])
+        total, n_all, seen_all, guide_all, rank_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here, guide_total, rank_total])
         correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, catalog, val, ctx, config.get("input_size"), feats, cfg.bf16)))
         val_acc = correct / n_val if n_val else float("nan")
         rec = {"epoch": epoch + 1, "loss": total / max(n_all, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2),
                "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(wait / train_time, 4)}
+        if ranking_on:
+            rec["rank_loss"] = rank_all / max(n_all, 1)  # per pair of the epoch (positives carry it)
         if cfg.guide is not None:
             # mean share of squared relevance on penalized pixels per image (None: no map yet)
             rec["guide_loss"] = guide_all / n_all if (masks_path is not None or pair_step.penalty is not None) and n_all else None
