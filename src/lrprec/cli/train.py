@@ -21,7 +21,6 @@ def train_cmd(
     negatives: str = typer.Option("mixed", help="Training negatives: mixed (default), random (whole catalog), category (partner's category) or contrast."),
     negative_mix: str = typer.Option(None, help="Shares of --negatives mixed, e.g. random=1,category=1,contrast=1 (the default)."),
     rank_weight: float = typer.Option(1.0, help="Weight of the in-batch ranking loss added to the paper's objective (0: the paper's objective alone)."),
-    user_weight: float = typer.Option(1.0, help="Loss weight of the pairs that carry a user (their evidence is scarce)."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -67,7 +66,7 @@ def train_cmd(
         workers=workers, augment=augment, bf16=bf16, checkpoint_every=checkpoint_every, steps_per_epoch=steps_per_epoch,
         device=device, sync_batchnorm=sync_batchnorm, guide=guide, guide_weight=guide_weight, guide_masks=guide_masks,
         guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
-        head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight, user_weight=user_weight,
+        head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight,
     )
     if backbone_config:
         try:

@@ -83,7 +83,6 @@ class TrainConfig:
     negative_mix: dict | None = None
     # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
     rank_weight: float = 1.0
-    user_weight: float = 1.0  # loss weight of pairs that carry a user (their evidence is scarce: a few pairs per user)
 
 
 def _filter_pairs(catalog: Catalog, pairs: Pairs, relations: list[str], category: str | None) -> Pairs:
@@ -105,8 +104,8 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise ValueError("--steps-per-epoch must be positive")
     if cfg.augment and (cfg.freeze_backbone or cfg.backbone == "features"):
         raise ValueError("--augment needs end-to-end training on images (a frozen backbone reads features computed once)")
-    if cfg.rank_weight < 0 or cfg.user_weight <= 0:
-        raise ValueError(f"--rank-weight must be >= 0 and --user-weight > 0, got {cfg.rank_weight} and {cfg.user_weight}")
+    if cfg.rank_weight < 0:
+        raise ValueError(f"--rank-weight must be >= 0, got {cfg.rank_weight}")
     if cfg.head not in HEADS:
         raise ValueError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
     check_protocol(cfg.negatives)
@@ -229,7 +228,7 @@ def rank_candidates(b: Pairs, related) -> np.ndarray:
 
 
 def rank_loss(model, feats: torch.Tensor, relation: torch.Tensor, user: torch.Tensor, label: torch.Tensor,
-              mask: torch.Tensor, user_weight: float = 1.0) -> torch.Tensor:
+              mask: torch.Tensor) -> torch.Tensor:
     """Summed in-batch softmax cross-entropy of each positive pair (i, j) against the batch's other items.
 
     The pair's logit c_r − d_u(i, j) competes with c_r − d_u(i, j') for every item j' of the
@@ -248,10 +247,7 @@ def rank_loss(model, feats: torch.Tensor, relation: torch.Tensor, user: torch.Te
     w = model.theta(rel, user[pos]).pow(2)
     logits = model.c[rel].unsqueeze(1) - (w.unsqueeze(1) * (p.unsqueeze(1) - q).pow(2)).sum(-1)
     logits = logits.masked_fill(~mask[pos], float("-inf"))
-    ce = nn.functional.cross_entropy(logits, n + pos, reduction="none")
-    if user_weight != 1.0:
-        ce = ce * (1.0 + (user_weight - 1.0) * (user[pos] >= 0).to(ce.dtype))
-    return ce.sum()
+    return nn.functional.cross_entropy(logits, n + pos, reduction="sum")
 
 
 class _PairStep(nn.Module):
@@ -261,11 +257,9 @@ class _PairStep(nn.Module):
     features mode: ``feats`` holds every item's features and only the head runs.
     """
 
-    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = "epsilon-gamma-box",
-                 user_weight: float = 1.0):
+    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = "epsilon-gamma-box"):
         super().__init__()
         self.model = model
-        self.user_weight = user_weight
         self.feats = feats
         self.guide = guide
         self.guide_pairs = guide_pairs
@@ -297,7 +291,7 @@ class _PairStep(nn.Module):
                 x = x.detach().requires_grad_(True)
             feats = m.embed(x)  # the backbone once on the stacked [x_a; x_b]
         logit = m.logit_from_embeddings(m.project(feats[:n], rel), m.project_partner(feats[n:], rel), rel, usr)
-        ranking = rank_loss(m, feats, rel, usr, batch["label"], batch["rank_mask"], self.user_weight) if "rank_mask" in batch else None
+        ranking = rank_loss(m, feats, rel, usr, batch["label"], batch["rank_mask"]) if "rank_mask" in batch else None
         penalty = 1 - batch["allowed"] if "allowed" in batch else self.penalty
         if x is None or self.guide is None or penalty is None:
             return logit, None, ranking
@@ -469,7 +463,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     ckpt_path = checkpoint_path(out)
     start_epoch, start_step, global_step = 0, 0, 0
     partial = {"loss_sum": 0.0, "n_seen": 0}
-    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule, cfg.user_weight)
+    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule)
     if resume:
         if ckpt_path.exists():
             ck = load_checkpoint(ckpt_path)
@@ -549,15 +543,13 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
                 logit, guide_share, ranking = step_module(batch)
             loss_sum = loss_fn(logit.float(), batch["label"])
             objective = loss_sum
-            if cfg.user_weight != 1.0:  # up-weight the user-carrying pairs' BCE (the ranking loss does it itself)
-                row_w = 1.0 + (cfg.user_weight - 1.0) * (batch["user"] >= 0).float()
-                objective = nn.functional.binary_cross_entropy_with_logits(logit.float(), batch["label"], weight=row_w, reduction="sum")
             if ranking is not None:
                 objective = objective + cfg.rank_weight * ranking.float()
                 rank_total += ranking.item()
             if guide_share is not None:  # per pair: BCE + λ · mean share of the pair's images
                 n_local = int(batch["label"].shape[0])
-                objective = loss_sum + cfg.guide_weight * n_local * guide_share.float()
+                if cfg.guide_weight:  # λ = 0 only logs: no branch joins the backward, so training is exactly unguided
+                    objective = objective + cfg.guide_weight * n_local * guide_share.float()
                 guide_total += guide_share.item() * n_local
             # DDP averages gradients over ranks: scaling by world / n_global makes that the global-batch mean's gradient
             loss = objective * (ctx.world_size / n_global)
