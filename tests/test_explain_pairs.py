@@ -52,6 +52,9 @@ def test_conservation_on_bias_free_backbone(composite: str, target: str) -> None
         logit = model(x_a, x_b, rel, user)
     torch.testing.assert_close(e.logit, logit, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(e.probability, torch.sigmoid(logit))
+    torch.testing.assert_close(e.relevance_sum_a, sa)
+    torch.testing.assert_close(e.relevance_sum_b, sb)
+    torch.testing.assert_close(e.conservation, torch.ones_like(e.conservation), rtol=0, atol=1e-2)
     if target == "similarity":  # each image explains the whole similarity given the other
         torch.testing.assert_close(sa, e.target_value, rtol=1e-2, atol=0)
         torch.testing.assert_close(sb, e.target_value, rtol=1e-2, atol=0)
@@ -76,6 +79,14 @@ def test_absorbed_share_is_reported_with_biases() -> None:
     sa, sb = _sums(e)
     torch.testing.assert_close(e.absorbed, e.target_value - (sa + sb))
     assert e.absorbed.abs().max() > 1e-3 * e.target_value.abs().max()  # biases take a visible share
+    with torch.no_grad():  # the reported conservation is the measured ratio, off 1 here (eval: running BN stats)
+        model.eval()
+        a_i, a_j = model.pair_embeddings(x_a, x_b, rel)
+        d = model.distance(a_i, a_j, model.theta(rel, user))
+    torch.testing.assert_close(e.conservation, (sa + sb) / d)
+    assert (e.conservation - 1).abs().max() > 1e-3
+    g = explain_pairs(model, x_a, x_b, rel, user, target="logit", composite="epsilon")
+    torch.testing.assert_close(g.conservation, (g.relevance_sum_a + g.relevance_sum_b) / -d)
 
 
 def test_features_mode_shapes_and_conservation() -> None:
