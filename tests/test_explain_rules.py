@@ -256,3 +256,30 @@ def test_lrp0_is_gradient_times_input_on_relu_nets() -> None:
     rel = explain(model, x.detach(), "lrp0", seed)
     # (the stabilizer ε = 1e-9 only shows on outputs with |z| ~ 1e-6)
     torch.testing.assert_close(rel, x.detach() * g, rtol=1e-6, atol=1e-7 * float(rel.abs().max()))
+
+
+def test_scale_norm_backbone_is_bias_free_once_folded_and_conserves() -> None:
+    """SmallCNN(bias=False, batchnorm="scale"): the fold adds no shift, so ε-γ-box relevance sums to the output."""
+    torch.manual_seed(7)
+    model = SmallCNN(channels=(4, 8, 8, 16), out_dim=12, bias=False, batchnorm="scale").double()
+    x = torch.rand(6, 3, 32, 32, dtype=torch.float64) * 4 - 2  # inside the zB box [-2, 2]
+    model.train()
+    model(x)  # one batch of statistics
+    model.eval()
+    for layer in canonize(model):
+        if getattr(layer, "kind", None) == "conv2d":
+            b = layer.params()[1]
+            assert b is None or float(b.detach().abs().max()) == 0.0
+    with torch.no_grad():
+        out = model(x)
+        conv = model.features[0]  # eval: a pure per-channel scale by the running uncentred second moment
+        h = nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+        scale = model.features[1].weight * torch.rsqrt(model.features[1].running_var + 1e-5)
+        torch.testing.assert_close(model.features[1](h), h * scale.view(1, -1, 1, 1))
+    k = int(out.sum(0).argmax())
+    seed = torch.zeros_like(out)
+    seed[:, k] = 1.0
+    rel = explain(model, x, "epsilon-gamma-box", seed)
+    torch.testing.assert_close(rel.sum((1, 2, 3)), out[:, k], rtol=1e-4, atol=1e-10)
+    with pytest.raises(ValueError, match="batchnorm"):
+        SmallCNN(batchnorm="group")
