@@ -13,7 +13,7 @@ one thread. In the same run, interleaved:
 
 Also checks that ``rank=K`` reproduces the exact matrix (max abs difference printed).
 
-    .venv/bin/python benchmarks/bench_bilrp.py [--pairs 8] [--dim 100] [--ranks 8,12,16]
+    .venv/bin/python benchmarks/bench_bilrp.py [--pairs 8] [--dim 100] [--ranks 8,12,16] [--run RUN]
 """
 from __future__ import annotations
 
@@ -51,12 +51,25 @@ def main() -> None:
     ap.add_argument("--composite", default="epsilon")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--run", default=None, help="a trained run: its model and its first positive test pairs instead")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = PairModel(SmallCNN(), dim=args.dim, n_relations=4, n_users=0).eval()
-    x_a, x_b = torch.randn(args.pairs, 3, args.size, args.size), torch.randn(args.pairs, 3, args.size, args.size)
-    rel, user = torch.arange(args.pairs) % 4, torch.full((args.pairs,), -1)
+    if args.run:
+        import numpy as np
+
+        from lrprec.run import Run
+
+        run = Run.load(args.run)
+        model, p = run.model.eval(), run.catalog.pairs("test")
+        k = np.flatnonzero(p.label == 1)[:args.pairs]
+        x_a, x_b = run.inputs(p.a[k]), run.inputs(p.b[k])
+        rel, user = torch.from_numpy(p.relation[k]), torch.from_numpy(p.user[k])
+        args.dim, args.size = model.dim, x_a.shape[-1]
+    else:
+        model = PairModel(SmallCNN(), dim=args.dim, n_relations=4, n_users=0).eval()
+        x_a, x_b = torch.randn(args.pairs, 3, args.size, args.size), torch.randn(args.pairs, 3, args.size, args.size)
+        rel, user = torch.arange(args.pairs) % 4, torch.full((args.pairs,), -1)
     ranks = [int(r) for r in args.ranks.split(",")]
 
     def baseline() -> object:
@@ -87,7 +100,7 @@ def main() -> None:
                 tops.append(_top_overlap(exact[b], approx[b]))
         errors[m] = (statistics.median(errs), statistics.mean(tops))
 
-    print(f"SmallCNN {args.size} px, {args.pairs} pairs, K = {args.dim}, grid 8, composite {args.composite}, "
+    print(f"{'trained run ' + args.run if args.run else 'SmallCNN, random weights'}, {args.size} px, {args.pairs} pairs, K = {args.dim}, grid 8, composite {args.composite}, "
           f"1 thread, torch {torch.__version__}, {platform.machine()}; medians of {args.repeats} interleaved runs")
     print(f"rank = K reproduces the exact matrix: max |diff| = {float((full - exact).abs().max()):.2e} "
           f"(max |R| = {float(exact.abs().max()):.2e})")

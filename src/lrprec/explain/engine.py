@@ -12,8 +12,11 @@ proportion to the inputs (the z-rule of a linear map).
 
 No hooks and no per-call state: a module used once on a stacked batch [x_a; x_b] (the
 Siamese case), or twice, is explained correctly. With ``exact=True`` (needed for
-``create_graph``) the real activations run on a second, ordinary path, so the relevance is
-exactly differentiable w.r.t. the caller's parameters.
+``create_graph``) the real activations, and each ratio's denominator stab(z_mod), run on a
+second, ordinary path, so the relevance is exactly differentiable w.r.t. the caller's
+parameters (tested against float64 finite differences, tests/test_explain_second_order.py).
+Sign-aware rules (generalized γ) evaluate their z < 0 form only where relevance can reach
+negative outputs: not on a layer whose output feeds a ReLU.
 """
 from __future__ import annotations
 
