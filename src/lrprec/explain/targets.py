@@ -1,6 +1,7 @@
 """First-order pair explanations: head relevance for a target, then LRP down both backbones (SPEC §3).
 
-Targets (θ = θ_{u,r}, a = x E_r, δ = a_i − a_j):
+Targets (θ = θ_{u,r}, a = x E_r; the partner image b is projected by F_r under an asymmetric
+head, so read a_j = x_j F_r and W = [E; −F] below; δ = a_i − a_j):
 
 - ``similarity`` S = 2 Σ_k θ_k² a_ik a_jk. Image i's head relevance is R_k = 2θ_k² a_ik a_jk
   (image j's symmetrically), propagated through E (the composite's dense rule) and the
@@ -96,33 +97,47 @@ def _head_layer(weight: Tensor) -> ParamLayer:
 def head_seed(model, net: LRPNet, trace, relation: Tensor, user: Tensor, target: str, exact: bool):
     """Head output (relevance path), its gradient seed, and the real a_i, a_j, δ values.
 
-    The seed g is chosen so that output · g is the head relevance R_k of the target.
+    The seed g is chosen so that output · g is the head relevance R_k of the target. Image a
+    is projected by E_r, image b by the partner projection (F_r of an asymmetric head, E_r of
+    a metric one): the similarity's layer is [E | F] with each image's half selected, the
+    distance's W = [E; −F].
     """
     B = relation.shape[0]
     rule = net.composite.dense
     ctx = LayerContext(nonneg=trace.nonneg)
     theta2 = model.theta(relation, user).pow(2)
     E = model.E if exact else model.E.detach()
+    Fp = model.partner_matrix()
+    Fp = Fp if exact else Fp.detach()
+    asym = getattr(model, "F", None) is not None
     n_rel, K = model.n_relations, model.dim
+    RK = n_rel * K
     if target == "similarity":
-        res = apply_rule(rule, _head_layer(E.t()), trace.output, trace.plain, ctx)
-        rel2 = torch.cat([relation, relation])
-        out = _select(res.out, rel2, n_rel, K)
-        a = _select(res.plain, rel2, n_rel, K) if exact else out.detach()
+        res = apply_rule(rule, _head_layer((torch.cat([E, Fp], 1) if asym else E).t()), trace.output, trace.plain, ctx)
+        if asym:  # rows of image a read x E, rows of image b read x F
+            out = torch.cat([_select(res.out[:B, :RK], relation, n_rel, K), _select(res.out[B:, RK:], relation, n_rel, K)])
+            plain = None if res.plain is None else torch.cat([_select(res.plain[:B, :RK], relation, n_rel, K),
+                                                              _select(res.plain[B:, RK:], relation, n_rel, K)])
+        else:
+            rel2 = torch.cat([relation, relation])
+            out = _select(res.out, rel2, n_rel, K)
+            plain = None if res.plain is None else _select(res.plain, rel2, n_rel, K)
+        a = plain if exact else out.detach()
         a_i, a_j = a[:B], a[B:]
         seed = torch.cat([2 * theta2 * a_j, 2 * theta2 * a_i])  # R_k / a_k: ∂S/∂a for each side
         return out, seed, a_i, a_j
-    # distance and logit: one linear layer W = [E; −E] on [x_i, x_j]
+    # distance and logit: one linear layer W = [E; −F] on [x_i, x_j]
     f, fp = trace.output, trace.plain
     x_cat = torch.cat([f[:B], f[B:]], 1)
     xp_cat = None if fp is None else torch.cat([fp[:B], fp[B:]], 1)
-    res = apply_rule(rule, _head_layer(torch.cat([E, -E], 0).t()), x_cat, xp_cat, ctx)
+    res = apply_rule(rule, _head_layer(torch.cat([E, -Fp], 0).t()), x_cat, xp_cat, ctx)
     out = _select(res.out, relation, n_rel, K)
     delta = _select(res.plain, relation, n_rel, K) if exact else out.detach()
     seed = theta2 * delta if target == "distance" else -theta2 * delta  # R_k / δ_k
-    a_all = (fp if exact else f.detach()) @ E
-    a = _select(a_all, torch.cat([relation, relation]), n_rel, K)
-    return out, seed, a[:B], a[B:]
+    src = fp if exact else f.detach()
+    a_i = _select(src[:B] @ E, relation, n_rel, K)
+    a_j = _select(src[B:] @ Fp, relation, n_rel, K)
+    return out, seed, a_i, a_j
 
 
 def _explain_batch(model, net: LRPNet, x_a: Tensor, x_b: Tensor, relation: Tensor, user: Tensor, target: str,
