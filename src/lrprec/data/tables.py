@@ -241,6 +241,7 @@ class CatalogBuilder:
         self.hints: list[str | list[str] | None] | None = [] if keep_hints else None
         self.raw_titles: dict[int, str] = {}  # item row -> title before cleaning (only rows that changed)
         self.image_urls: dict[int, str] = {}  # item row -> image URL given by the metadata
+        self.missing_images: set[int] = set()  # item rows whose image is a gray placeholder
         self._clean_categories: dict[str, str] = {}
         self.users: dict[str, int] = {}
         # relations as groups "these ids relate to a by r (user u)": one group per related list,
@@ -440,6 +441,7 @@ def assemble(
             report.skip("images_missing", stats.missing, f"e.g. no image file for item {stats.examples['missing'][0]!r}" if stats.examples["missing"] else None)
             report.skip("images_corrupt", stats.corrupt, f"e.g. item {stats.examples['corrupt'][0]!r}: the file cannot be decoded" if stats.examples["corrupt"] else None)
             report.extra["images"] = {**stats.report(keep_missing_images), "size": image_size}
+            builder.missing_images = set(rows[~stats.ok].tolist())  # gray placeholders (kept items only)
             if not keep_missing_images:
                 bad = int((~stats.ok).sum())
                 report.skip("items_dropped_no_image", bad, "items without a usable image are dropped (use --keep-missing-images for gray placeholders)")
@@ -491,31 +493,35 @@ def assemble(
 
 
 def _write_sources(builder: CatalogBuilder, rows: np.ndarray, path: Path) -> Path | None:
-    """``items_source.parquet`` (item_id, title_raw, image_url; "" where none) when the source had any."""
-    if not builder.raw_titles and not builder.image_urls:
+    """``items_source.parquet`` when the source had anything worth keeping: per item the raw title
+    ("" when cleaning changed nothing), the metadata's image URL ("" when none) and whether the
+    decoded image is a gray placeholder for a missing/corrupt file."""
+    missing = builder.missing_images
+    if not builder.raw_titles and not builder.image_urls and not missing:
         return None
     rl = rows.tolist()
     pq.write_table(pa.table({
         "item_id": pa.array([builder.item_ids[r] for r in rl], pa.string()),
         "title_raw": pa.array([builder.raw_titles.get(r, "") for r in rl], pa.string()),
         "image_url": pa.array([builder.image_urls.get(r, "") for r in rl], pa.string()),
+        "image_missing": pa.array([r in missing for r in rl], pa.bool_()),
     }), path)
     return path
 
 
-def read_item_sources(root: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """What the import kept of an item's source (raw title, metadata image URL), by item id; {} when none.
+def read_item_sources(root: str | os.PathLike) -> dict[str, dict]:
+    """What the import kept of each item's source, by item id ({} for a catalog without it).
 
-    Only non-empty values are returned, so ``sources.get(item_id, {}).get("image_url")`` is the
-    URL or None.
+    Only set values are returned: ``title_raw`` (the title before cleaning), ``image_url``
+    (from the metadata) and ``image_missing`` (True: the catalog's image is a gray placeholder).
     """
     path = Path(root) / SOURCES_FILE
     if not path.is_file():
         return {}
     t = pq.read_table(path).to_pydict()
-    out: dict[str, dict[str, str]] = {}
-    for iid, raw, url in zip(t["item_id"], t.get("title_raw", []), t.get("image_url", [])):
-        d = {k: v for k, v in (("title_raw", raw), ("image_url", url)) if v}
+    out: dict[str, dict] = {}
+    for k, iid in enumerate(t["item_id"]):
+        d = {c: t[c][k] for c in ("title_raw", "image_url", "image_missing") if c in t and t[c][k]}
         if d:
             out[iid] = d
     return out
