@@ -12,8 +12,8 @@ Two runs are served:
 without an image, the empty and the filled pair page, the run page, the API docs) and fails
 on any console error, page error, failed HTTP response or broken image (an ``<img>`` that
 finished loading with no pixels). The interaction test clicks through the image run as a
-person would. Full-page screenshots land under the test's temporary directory, or in
-``$LRPREC_SCREENSHOTS`` when set, for a person to look at.
+person would. With ``LRPREC_SCREENSHOTS=DIR`` set, a full-page screenshot of every page is
+saved there for a person to look at.
 
 Playwright never downloads a browser here: it launches ``/usr/bin/chromium`` (``make test``
 installs Debian's ``chromium`` package when missing). Without it the test fails with
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import threading
 import time
@@ -116,14 +115,18 @@ def browser():
 
 
 @pytest.fixture()
-def shots(tmp_path):
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    yield folder
-    print(f"\nscreenshots: {folder}")
+def shots():
+    """Where full-page screenshots go: ``$LRPREC_SCREENSHOTS`` when set, else None (none are taken: faster)."""
     keep = os.environ.get("LRPREC_SCREENSHOTS")
-    if keep:  # optional: copy them somewhere a person will look
-        shutil.copytree(folder, Path(keep), dirs_exist_ok=True)
+    if not keep:
+        return None
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    return Path(keep)
+
+
+def _shot(page, shots: Path | None, name: str) -> None:
+    if shots is not None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
 class Watched:
@@ -211,7 +214,7 @@ def test_every_page_loads_cleanly(kind, servers, browser, image_run, features_ru
             if kind == "features" and name != "docs":
                 assert w.page.locator("img[src*='/image.png'], img[src*='heatmap'], img[src*='bilrp']").count() == 0, name
                 assert w.page.locator("select[name=rule], select[name=target]").count() == 0, name
-            w.page.screenshot(path=str(shots / f"{kind}-{name}.png"), full_page=True)
+            _shot(w.page, shots, f"{kind}-{name}")
             if broken or w.errors:
                 problems[name] = [f"broken image {s}" for s in broken] + list(w.errors)
     finally:
@@ -249,7 +252,7 @@ def test_browse_recommend_and_explain_in_chromium(servers, browser, image_run, s
         assert _wait_images(page, "article.rec img.recimg", at_least=n_recs - n_ph) == n_recs - n_ph
         _scroll_through(page)
         assert _wait_images(page, "article.rec img.heat", at_least=2 * n_recs) == 2 * n_recs
-        page.screenshot(path=str(shots / "interact-item.png"), full_page=True)
+        _shot(page, shots, "interact-item")
 
         # another relation through the form (auto-submits on change)
         relations = page.eval_on_selector_all("select[name=relation] option", "o => o.map(x => x.value)")
