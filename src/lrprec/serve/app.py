@@ -293,9 +293,9 @@ class ServeState:
             elif self.catalog.images is not None:
                 known = True
             else:
-                rel = str(self.catalog.image_paths[row] or "")
                 try:
-                    known = bool(rel) and safe_file(self.catalog.root, rel, IMAGE_SUFFIXES).is_file()
+                    safe_file(self.catalog.root, str(self.catalog.image_paths[row] or ""), IMAGE_SUFFIXES)  # an image file inside the catalog
+                    known = True
                 except NotFound:
                     known = False
             self._has_image[row] = known
