@@ -285,6 +285,50 @@ def test_amazon2018(tmp_path):
     assert "line 3" in rep["notes"]["meta_malformed_lines"]
 
 
+# Real 2018 metadata carries HTML: entities (some escaped twice), tags, runs of whitespace.
+META_2018_HTML = [
+    {"asin": A[0], "title": "Women&#39;s &quot;Luxe&quot; Dress &amp; Belt <span>size</span>",
+     "category": ["Clothing, Shoes &amp; Jewelry", "Women"], "imageURLHighRes": ["https://m.media-amazon.com/images/I/1.jpg"],
+     "also_buy": [A[1]]},
+    {"asin": A[1], "title": "Plain tee", "category": ["Clothing, Shoes &amp; Jewelry"], "also_view": [A[0], A[2]]},
+    {"asin": A[2], "title": "  Caf&eacute;\n<b>Mug</b>&nbsp;&amp;amp;  saucer, size < 5 ", "category": ["Home &amp; Kitchen"],
+     "imageURL": ["https://m.media-amazon.com/images/I/3.jpg"], "also_buy": [A[0]]},
+]
+
+
+def test_amazon2018_titles_are_cleaned_and_counted(tmp_path):
+    meta = tmp_path / "meta_Clothing.json.gz"
+    meta.write_bytes(gzip.compress(("\n".join(json.dumps(r) for r in META_2018_HTML) + "\n").encode()))
+    rep = import_amazon2018(meta, tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    assert list(cat.titles) == ['Women\'s "Luxe" Dress & Belt size', "Plain tee", "Café Mug & saucer, size < 5"]
+    assert list(cat.categories) == ["Clothing, Shoes & Jewelry", "Clothing, Shoes & Jewelry", "Home & Kitchen"]
+    assert rep["cleaned"] == {"title": 2, "category": 3}  # per item whose value changed
+    assert cat.meta["import_report"]["cleaned"] == rep["cleaned"]
+    from lrprec.data.tables import read_item_sources
+
+    src = read_item_sources(tmp_path / "cat")
+    assert src[A[0]] == {"title_raw": META_2018_HTML[0]["title"], "image_url": "https://m.media-amazon.com/images/I/1.jpg"}
+    assert A[1] not in src  # nothing to keep for a clean item without image
+    assert src[A[2]]["title_raw"] == META_2018_HTML[2]["title"].strip() and src[A[2]]["image_url"].endswith("/3.jpg")
+    text = _cli("amazon2018", "--meta", meta, "--out", tmp_path / "cat2", "--no-progress")
+    assert text.exit_code == 0 and "cleaned   title 2, category 3" in text.stdout
+    from lrprec.cli import load_commands
+
+    items = CliRunner().invoke(load_commands(), ["items", str(tmp_path / "cat")])
+    assert items.exit_code == 0 and "&#39;" not in items.stdout and "<span>" not in items.stdout
+    assert 'Women\'s "Luxe" Dress & Belt size' in items.stdout
+
+
+def test_amazon2014_clean_catalog_counts_nothing(tmp_path):
+    """Titles without HTML are kept byte for byte (quotes, unicode, backslashes) and nothing is counted."""
+    meta = write_meta_2014(tmp_path / "meta.json.gz", [r for r in META_2014 if isinstance(r, dict) and r.get("asin") in (A[0], A[1], A[3])])
+    rep = import_amazon2014(meta, tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    assert list(cat.titles) == ['Men\'s "Classic" Tee – café', "Ünïcödé 中文 “quoted” \\ backslash", 'It\'s a "boot"']
+    assert rep["cleaned"] == {"title": 0, "category": 0}
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: clear errors, non-zero exit, nothing at --out
 # ---------------------------------------------------------------------------------------------

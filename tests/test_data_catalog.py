@@ -110,3 +110,32 @@ def test_write_catalog_refuses_to_overwrite(tmp_path):
     with pytest.raises(CatalogError, match="exists"):
         generate(tmp_path / "x", cfg, progress=False)
     assert not list(tmp_path.glob(".x.partial-*"))
+
+
+@pytest.mark.parametrize("outcome", ["success", "error", "interrupt"])
+def test_synth_leaves_no_temporary_folder(tmp_path, monkeypatch, outcome):
+    """The generator's temporary PNG folder is gone after success, an error (--out taken) and a Ctrl-C."""
+    import tempfile
+
+    import lrprec.data.synthetic as synthetic
+
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "cat"
+    if outcome == "error":
+        out.mkdir()
+        (out / "something").write_text("x")
+    if outcome == "interrupt":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(synthetic, "write_catalog", interrupted)
+    config = SynthConfig(items=20, users=1, image_size=16, pairs_per_relation=10, seed=0)
+    if outcome == "success":
+        generate(out, config, progress=False)
+        assert len(list((out / "images").glob("*.png"))) == 20
+    else:
+        with pytest.raises(KeyboardInterrupt if outcome == "interrupt" else CatalogError):
+            generate(out, config, progress=False)
+    assert list(system_tmp.iterdir()) == []

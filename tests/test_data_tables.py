@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import lrprec.cli.importers  # noqa: F401  (registers ``lrprec import``)
 from lrprec.cli._app import app
 from lrprec.data.catalog import Catalog
-from lrprec.data.tables import import_table
+from lrprec.data.tables import clean_text, import_table, read_item_sources
 
 ITEMS_CSV = """item_id,category,title,image
 0001,shirt,"A ""quoted"" shirt, café",
@@ -91,6 +91,53 @@ def test_image_column_and_folder(tmp_path):
     assert list(cat.item_ids) == ["0001", "0002"] and cat.images.shape == (2, 8, 8, 3)
     assert tuple(cat.images[0, 4, 4]) == (255, 0, 0) and tuple(cat.images[1, 4, 4])[1] > 200
     assert rep["skipped"]["images_missing"] == 1 and rep["skipped"]["relations_dropped_item"] == 1
+
+
+def test_missing_images_kept_as_placeholders_are_recorded(tmp_path):
+    """--keep-missing-images: the gray placeholders are marked in items_source.parquet (the web app draws cards for them)."""
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (10, 10), (255, 0, 0)).save(tmp_path / "pics" / "first.png")
+    items = "item_id,category,image\n0001,shirt,first.png\n0002,shirt,\n0003,shoe,gone.png\n"
+    rels = "item_i,item_j,relation\n0001,0002,also_viewed\n0002,0003,also_viewed\n"
+    i, r = write(tmp_path, items, rels)
+    import_table(i, r, tmp_path / "cat", images=tmp_path / "pics", image_size=8, keep_missing_images=True)
+    assert list(Catalog(tmp_path / "cat").item_ids) == ["0001", "0002", "0003"]
+    src = read_item_sources(tmp_path / "cat")
+    assert src == {"0002": {"image_missing": True}, "0003": {"image_missing": True}}
+
+
+def test_table_text_fields_are_cleaned(tmp_path):
+    items = ('item_id,category,title\n'
+             'a&amp;1,Shoes &amp; Boots,"Boot <i>Pro</i> &quot;X&quot;"\n'
+             'b2,Shoes & Boots,"  two   spaces\tand tab "\n'
+             'c3,<br>,Plain\n')
+    rels = "item_i,item_j,relation\na&amp;1,b2,also_viewed\nb2,c3,also_viewed\n"
+    i, r = write(tmp_path, items, rels)
+    rep = import_table(i, r, tmp_path / "cat")
+    cat = Catalog(tmp_path / "cat")
+    assert list(cat.item_ids) == ["a&amp;1", "b2", "c3"]  # ids are never rewritten
+    assert list(cat.titles) == ['Boot Pro "X"', "two spaces and tab", "Plain"]
+    assert list(cat.categories) == ["Shoes & Boots", "Shoes & Boots", "unknown"]  # "<br>" cleans to nothing
+    assert rep["cleaned"] == {"title": 2, "category": 2} and rep["skipped"]["items_without_category"] == 1
+    assert read_item_sources(tmp_path / "cat")["b2"] == {"title_raw": "  two   spaces\tand tab "}
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("Women&#39;s &quot;Luxe&quot; Dress &amp; Belt <span>size</span>", 'Women\'s "Luxe" Dress & Belt size'),
+    ("Caf&eacute; &#x2013; &euro;5", "Café – €5"),
+    ("AT&amp;amp;T", "AT&T"),  # escaped twice
+    ("AT&T and R&D", "AT&T and R&D"),  # a bare & is text
+    ("size < 5 and x<y", "size < 5 and x<y"),  # no tag: "<" not followed by a letter, or no ">"
+    ("&lt;b&gt;bold&lt;/b&gt;", "<b>bold</b>"),  # escaped markup is text, shown as such
+    ("line<br/>break<br>here", "line break here"),
+    ("a<!-- hidden -->b", "a b"),
+    ("  tabs\tand\nnewlines\u00a0nbsp  ", "tabs and newlines nbsp"),
+    ("ctrl\x07char", "ctrlchar"),
+    ("中文 “quoted” 😀", "中文 “quoted” 😀"),
+    ("", ""),
+])
+def test_clean_text(raw, clean):
+    assert clean_text(raw) == clean
 
 
 @pytest.mark.parametrize("case,expect", [

@@ -7,6 +7,7 @@ import numpy as np
 import typer
 
 from lrprec.cli._app import command, emit
+from lrprec.cli._tables import Col, table_text
 from lrprec.data.catalog import RELATIONS, Catalog, relation_index
 
 
@@ -60,7 +61,12 @@ def items_cmd(
     """List items (item_id, category, title): how to find ids to explain or recommend from."""
     cat = Catalog(data)
     rows = list_items(cat, category, search, limit)
-    emit(rows, as_json, lambda rs: "\n".join(f"{r['item_id']:<14}{r['category']:<14}{r['title']}" for r in rs) or "(no items match)")
+    emit(rows, as_json, _items_text)
+
+
+def _items_text(rows: list[dict]) -> str:
+    return table_text([Col("item_id"), Col("category", max_width=32), Col("title", max_width=90)],
+                      [(r["item_id"], r["category"], r["title"]) for r in rows], empty="(no items match)")
 
 
 def list_items(cat: Catalog, category: str | None = None, search: str | None = None, limit: int = 20) -> list[dict]:
@@ -99,4 +105,13 @@ def pairs(
         idx = idx[:limit]
     users = [""] + cat.user_ids
     rows = [{"item_a": cat.item_ids[p.a[k]], "item_b": cat.item_ids[p.b[k]], "relation": RELATIONS[p.relation[k]], "user": users[p.user[k] + 1] or None, "label": int(p.label[k])} for k in idx]
-    emit(rows, as_json, lambda rs: "\n".join(f"{r['item_a']:<12}{r['item_b']:<12}{r['relation']:<20}{r['user'] or '-':<8}{r['label']}" for r in rs) or "(no pairs)")
+    titles = {str(i): str(t or "") for k in idx for i, t in ((cat.item_ids[p.a[k]], cat.titles[p.a[k]]), (cat.item_ids[p.b[k]], cat.titles[p.b[k]]))}
+    emit(rows, as_json, lambda rs: _pairs_text(rs, titles))
+
+
+def _pairs_text(rows: list[dict], titles: dict[str, str]) -> str:
+    """Pairs with each item's title beside its id (titles are not part of the --json rows)."""
+    return table_text([Col("item_a"), Col("title_a", max_width=36), Col("item_b"), Col("title_b", max_width=36),
+                       Col("relation"), Col("user"), Col("label", justify="right")],
+                      [(r["item_a"], titles.get(r["item_a"], ""), r["item_b"], titles.get(r["item_b"], ""), r["relation"],
+                        r["user"] or "-", r["label"]) for r in rows], empty="(no pairs)")

@@ -29,6 +29,9 @@ def report_text(r: dict) -> str:
     read = r.get("read") or {}
     if read:
         lines.append("read      " + ", ".join(f"{k} {v}" for k, v in read.items()))
+    cleaned = r.get("cleaned") or {}
+    if cleaned:
+        lines.append("cleaned   " + ", ".join(f"{k} {v}" for k, v in cleaned.items()) + "  (HTML tags/entities, whitespace; raw titles kept in items_source.parquet)")
     lines.append(f"skipped   {r.get('skipped_total', 0)} in all")
     notes = r.get("notes") or {}
     for k, v in (r.get("skipped") or {}).items():

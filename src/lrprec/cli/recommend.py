@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from lrprec.cli._app import command, emit
+from lrprec.cli._tables import Col, table_text
 
 
 class Backend(str, Enum):
@@ -42,26 +43,30 @@ def index_cmd(
     emit({**index.meta, "path": str(index.path)}, as_json, _index_text)
 
 
-def _results_text(result: dict) -> str:
-    lines = [f"recommendations for {result['item']}" + (f" (user {result['user']})" if result.get("user") else "")]
+def _results_text(result: dict, titles: dict[str, str] | None = None) -> str:
+    """Recommendations as one table per relation (per relation and category with --per-category), titles beside ids."""
+    titles = titles or {}
+    head = f"recommendations for {result['item']}"
+    if titles.get(result["item"]):
+        head += f" ({titles[result['item']]})"
+    if result.get("user"):
+        head += f", user {result['user']}"
+    parts = [head]
+    columns = [Col("#", justify="right"), Col("item"), Col("title", max_width=60), Col("category", max_width=28),
+               Col("P", justify="right"), Col("d", justify="right")]
 
-    def rows(entries: list[dict], indent: str) -> None:
-        if not entries:
-            lines.append(f"{indent}(none)")
-        for e in entries:
-            lines.append(f"{indent}{e['rank']:>3}. {e['item']:<20} {e.get('category', ''):<14} P = {e['probability']:.3f}  d = {e['distance']:.4g}")
+    def table(name: str, entries: list[dict]) -> str:
+        return table_text(columns, [(e["rank"], e["item"], titles.get(e["item"], ""), e.get("category", ""),
+                                     f"{e['probability']:.3f}", f"{e['distance']:.4g}") for e in entries], title=name)
 
     for rel, res in result["results"].items():
-        lines.append(f"\n{rel}:")
         if isinstance(res, dict):
-            for category, entries in res.items():
-                lines.append(f"  {category}:")
-                rows(entries, "    ")
+            parts.append(f"{rel}:")
+            parts.extend(table(f"{category}:", entries) for category, entries in res.items())
         else:
-            rows(res, "  ")
-    for p in result.get("explanations", []):
-        lines.append(f"explanation: {p}")
-    return "\n".join(lines)
+            parts.append(table(f"{rel}:", res))
+    parts.extend(f"explanation: {p}" for p in result.get("explanations", []))
+    return "\n\n".join(parts)
 
 
 @command("recommend")
@@ -94,7 +99,22 @@ def recommend_cmd(
         target = out if out is not None else Path(run) / "explain" / name
         target.mkdir(parents=True, exist_ok=True)
         result["explanations"] = [str(p) for p in explain_recommendations(r, result, target)]
-    emit(result, as_json, _results_text)
+    emit(result, as_json, lambda res: _results_text(res, _titles(r.catalog, res)))
+
+
+def _titles(catalog: Any, result: dict) -> dict[str, str]:
+    """Catalog titles of the query and every recommended item (for the text output only)."""
+    ids = {result["item"]}
+    for res in result["results"].values():
+        for entries in (res.values() if isinstance(res, dict) else [res]):
+            ids.update(e["item"] for e in entries)
+    out = {}
+    for i in ids:
+        try:
+            out[i] = str(catalog.titles[catalog.index_of(i)] or "")
+        except (KeyError, ValueError):
+            pass
+    return out
 
 
 def _safe(name: str) -> str:

@@ -22,7 +22,10 @@
   (features mode needs a vector for every item) and counted. The kept vectors are copied,
   in one sequential pass, into ``features.npy`` of the catalog (float32, catalog order).
 
-Everything skipped is counted in the import report (see :mod:`lrprec.data.tables`).
+Everything skipped is counted in the import report (see :mod:`lrprec.data.tables`). Titles and
+category names are cleaned there (real 2018 metadata carries HTML entities and tags); the
+report counts the cleaned values, and the raw title and the metadata's image URL are kept in
+the catalog's ``items_source.parquet``.
 """
 from __future__ import annotations
 
@@ -281,7 +284,8 @@ def _read_meta(path: Path, builder: CatalogBuilder, *, year: int, category_level
                 category = "" if main.startswith("<") else main  # some main_cat values are HTML
             image = [u[0] for u in (rec.get("imageURLHighRes"), rec.get("imageURL")) if isinstance(u, list) and u and isinstance(u[0], str)]
             related = rec
-        code = builder.add_item(asin, category, _str(rec.get("title")), image)
+        url = image if isinstance(image, str) else (image[0] if image else None)
+        code = builder.add_item(asin, category, _str(rec.get("title")), image, image_url=url)
         if code < 0:
             continue  # duplicate asin: counted by add_item; its relations are ignored too
         for key, rel in related_map.items():

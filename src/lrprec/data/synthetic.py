@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,6 +330,20 @@ def train_reject(catalog: Catalog):
     return lambda a, b, r, u: truth(a, b, r, u) | veto(a, b, r, u)
 
 
+def _write_with_pngs(images: np.ndarray, ids: list[str], out: str | os.PathLike, **kwargs) -> Path:
+    """``write_catalog`` with one PNG per item under ``images/``, written to a temporary folder
+    that is removed on every path (success, error, KeyboardInterrupt)."""
+    tmp_png = Path(tempfile.mkdtemp(prefix="lrprec-synth-png-"))
+    try:
+        for k in range(len(ids)):
+            buf = io.BytesIO()
+            Image.fromarray(images[k]).save(buf, format="PNG", optimize=False)
+            (tmp_png / f"{ids[k]}.png").write_bytes(buf.getvalue())
+        return write_catalog(out, files={"images": tmp_png}, **kwargs)
+    finally:
+        shutil.rmtree(tmp_png, ignore_errors=True)  # moved into the catalog on success: nothing left to remove
+
+
 def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwrite: bool = False, progress: bool = True) -> Path:
     """Generate a synthetic catalog into ``out`` (atomically). Same config ⇒ byte-identical files."""
     if config.items < 20 or config.image_size < 16 or config.users < 0 or config.pairs_per_relation < 10:
@@ -399,11 +414,6 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         "relation": pa.array([r for _, _, r, _ in rows], pa.string()),
         "user": pa.array([user_ids[u] if u >= 0 else "" for _, _, _, u in rows], pa.string()),
     })
-    tmp_png = Path(tempfile.mkdtemp(prefix="lrprec-synth-png-"))
-    for k in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(images[k]).save(buf, format="PNG", optimize=False)
-        (tmp_png / f"{ids[k]}.png").write_bytes(buf.getvalue())
     fields = {k: v for k, v in vars(config).items() if k != "spurious" or v}  # catalogs without a shortcut keep their fingerprint
     # splits v2: the truth veto follows the rules' category condition, and random-protocol negatives are stored
     fingerprint = hashlib.sha256(repr(sorted(fields.items()) + [("splits", 2)]).encode()).hexdigest()[:16]
@@ -421,14 +431,14 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     if tags is not None and shortcut_masks is not None:
         meta["shortcut"] = {"agreement": config.spurious, "tags": SHORTCUT_TAGS, "box": list(watermark_box(s))}
         arrays.update(shortcut_masks=shortcut_masks, shortcut_tags=tags.astype(np.int64))
-    return write_catalog(
+    return _write_with_pngs(
+        images, ids,
         out,
         items={"item_id": ids, "category": [CATEGORIES[a[0]] for a in attrs], "title": titles, "image": [f"images/{i}.png" for i in ids]},
         relations=relations,
         users=user_ids,
         meta=meta,
         arrays=arrays,
-        files={"images": tmp_png},
         split_seed=config.seed,
         overwrite=overwrite,
         reject=truth_reject(attrs, user_attr),

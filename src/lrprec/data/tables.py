@@ -22,12 +22,18 @@ Policy decisions (all counted in the report, none silent):
   ``skip_unknown_relations`` they are skipped and counted (``relations_unknown_name``).
   ``also_buy``/``also_view`` (the Amazon 2018 names) are accepted as aliases;
 * relations with an endpoint that is not an imported item are dropped
-  (``relations_unknown_item``), as are self-pairs and exact duplicates.
+  (``relations_unknown_item``), as are self-pairs and exact duplicates;
+* text fields (title, category) are cleaned by :func:`clean_text` (HTML tags stripped,
+  entities unescaped, whitespace collapsed), counted per field under ``cleaned``; the raw
+  title of each cleaned item and the image URL of the metadata are kept in
+  ``items_source.parquet`` (see :func:`read_item_sources`). Item ids are never rewritten.
 """
 from __future__ import annotations
 
 import gzip
+import html
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -38,6 +44,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lrprec.data.catalog import RELATIONS, write_catalog
 from lrprec.data.images import ImageFolder, decode_images
@@ -45,6 +52,37 @@ from lrprec.data.images import ImageFolder, decode_images
 UNKNOWN_CATEGORY = "unknown"
 RELATION_ALIASES: dict[str, str] = {"also_buy": "also_bought", "also_view": "also_viewed"}
 _EXAMPLES = 5
+SOURCES_FILE = "items_source.parquet"
+CLEANED_FIELDS = ("title", "category")
+
+
+# ---------------------------------------------------------------------------------------------
+# text cleaning
+# ---------------------------------------------------------------------------------------------
+# A tag starts with a letter, "/" or "!" right after "<" ("size < 5" is text, not a tag).
+_TAG = re.compile(r"<!--.*?(?:-->|$)|<[A-Za-z/!][^<>]*>", re.S)
+_NEEDS_CLEANING = re.compile(r"[&<]|\s\s|[^\S ]|^\s|\s$|[\x00-\x1f\x7f]")
+_SPACE = re.compile(r"\s+")
+_ENTITY = re.compile(r"&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Display text of a metadata field: HTML tags stripped, entities unescaped, whitespace collapsed.
+
+    Tags are stripped before unescaping, so an escaped ``&lt;b&gt;`` stays visible text;
+    doubly escaped entities (``&amp;quot;``, common in scraped metadata) are unescaped twice.
+    Text that needs none of this is returned as is (the common case costs one regex search).
+    """
+    if not text or _NEEDS_CLEANING.search(text) is None:
+        return text
+    out = _TAG.sub(" ", text) if "<" in text else text
+    if "&" in out:
+        out = html.unescape(out)
+        if "&" in out and _ENTITY.search(out):  # escaped twice
+            out = html.unescape(out)
+    out = _CONTROL.sub("", out)
+    return _SPACE.sub(" ", out).strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +105,7 @@ class ImportReport:
     policies: dict[str, str] = field(default_factory=dict)
     result: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    cleaned: dict[str, int] = field(default_factory=lambda: {f: 0 for f in CLEANED_FIELDS})
 
     def __post_init__(self) -> None:
         for k in self.skip_kinds:
@@ -91,6 +130,7 @@ class ImportReport:
             "read": dict(self.read),
             "skipped": dict(self.skipped),
             "skipped_total": int(sum(self.skipped.values())),
+            "cleaned": dict(self.cleaned),
             "notes": dict(self.notes),
             "policies": dict(self.policies),
             **self.extra,
@@ -199,6 +239,10 @@ class CatalogBuilder:
         self.category = array("i")
         self.category_names: dict[str, int] = {}
         self.hints: list[str | list[str] | None] | None = [] if keep_hints else None
+        self.raw_titles: dict[int, str] = {}  # item row -> title before cleaning (only rows that changed)
+        self.image_urls: dict[int, str] = {}  # item row -> image URL given by the metadata
+        self.missing_images: set[int] = set()  # item rows whose image is a gray placeholder
+        self._clean_categories: dict[str, str] = {}
         self.users: dict[str, int] = {}
         # relations as groups "these ids relate to a by r (user u)": one group per related list,
         # so a meta line costs one extend, and memory is 8 bytes per related id
@@ -221,19 +265,40 @@ class CatalogBuilder:
         c = self.codes.get(item_id)
         return -1 if c is None else self.item_row[c]
 
-    def add_item(self, item_id: str, category: str | None, title: str = "", hint: str | list[str] | None = None) -> int:
-        """Declare an item; returns its code, or -1 for a duplicate id (counted, first kept)."""
+    def add_item(self, item_id: str, category: str | None, title: str = "", hint: str | list[str] | None = None,
+                 image_url: str | None = None) -> int:
+        """Declare an item; returns its code, or -1 for a duplicate id (counted, first kept).
+
+        Title and category are cleaned (:func:`clean_text`) and counted when that changed them;
+        the raw title and ``image_url`` are kept for ``items_source.parquet``.
+        """
         c = self.code(item_id)
         if self.item_row[c] >= 0:
             self.report.skip("items_duplicate", 1, f"duplicate item id {item_id!r} (the first one is kept)")
             return -1
+        row = len(self.item_ids)
+        if category:
+            clean = self._clean_categories.get(category)
+            if clean is None:
+                clean = self._clean_categories[category] = clean_text(category)
+            if clean != category:
+                self.report.cleaned["category"] += 1
+                category = clean
+        if title:
+            clean = clean_text(title)
+            if clean != title:
+                self.report.cleaned["title"] += 1
+                self.raw_titles[row] = title
+                title = clean
+        if image_url:
+            self.image_urls[row] = image_url
         if not category:
             self.report.skip("items_without_category", 1, f"item {item_id!r} has no category; kept as {UNKNOWN_CATEGORY!r}")
             category = UNKNOWN_CATEGORY
         cat = self.category_names.get(category)
         if cat is None:
             cat = self.category_names[category] = len(self.category_names)
-        self.item_row[c] = len(self.item_ids)
+        self.item_row[c] = row
         self.item_code.append(c)
         self.item_ids.append(item_id)
         self.titles.append(title or "")
@@ -376,6 +441,7 @@ def assemble(
             report.skip("images_missing", stats.missing, f"e.g. no image file for item {stats.examples['missing'][0]!r}" if stats.examples["missing"] else None)
             report.skip("images_corrupt", stats.corrupt, f"e.g. item {stats.examples['corrupt'][0]!r}: the file cannot be decoded" if stats.examples["corrupt"] else None)
             report.extra["images"] = {**stats.report(keep_missing_images), "size": image_size}
+            builder.missing_images = set(rows[~stats.ok].tolist())  # gray placeholders (kept items only)
             if not keep_missing_images:
                 bad = int((~stats.ok).sum())
                 report.skip("items_dropped_no_image", bad, "items without a usable image are dropped (use --keep-missing-images for gray placeholders)")
@@ -417,10 +483,48 @@ def assemble(
         meta = {"name": name, "source": report.source, "import_report": report.to_dict()}
         if locate_images is not None:
             meta["image_size"] = image_size
+        sources = _write_sources(builder, rows, workdir / SOURCES_FILE)
+        if sources is not None:
+            files[SOURCES_FILE] = sources
         write_catalog(out, items=items, relations=table, users=users, meta=meta, files=files, split_seed=seed, overwrite=overwrite)
         return report.to_dict()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_sources(builder: CatalogBuilder, rows: np.ndarray, path: Path) -> Path | None:
+    """``items_source.parquet`` when the source had anything worth keeping: per item the raw title
+    ("" when cleaning changed nothing), the metadata's image URL ("" when none) and whether the
+    decoded image is a gray placeholder for a missing/corrupt file."""
+    missing = builder.missing_images
+    if not builder.raw_titles and not builder.image_urls and not missing:
+        return None
+    rl = rows.tolist()
+    pq.write_table(pa.table({
+        "item_id": pa.array([builder.item_ids[r] for r in rl], pa.string()),
+        "title_raw": pa.array([builder.raw_titles.get(r, "") for r in rl], pa.string()),
+        "image_url": pa.array([builder.image_urls.get(r, "") for r in rl], pa.string()),
+        "image_missing": pa.array([r in missing for r in rl], pa.bool_()),
+    }), path)
+    return path
+
+
+def read_item_sources(root: str | os.PathLike) -> dict[str, dict]:
+    """What the import kept of each item's source, by item id ({} for a catalog without it).
+
+    Only set values are returned: ``title_raw`` (the title before cleaning), ``image_url``
+    (from the metadata) and ``image_missing`` (True: the catalog's image is a gray placeholder).
+    """
+    path = Path(root) / SOURCES_FILE
+    if not path.is_file():
+        return {}
+    t = pq.read_table(path).to_pydict()
+    out: dict[str, dict] = {}
+    for k, iid in enumerate(t["item_id"]):
+        d = {c: t[c][k] for c in ("title_raw", "image_url", "image_missing") if c in t and t[c][k]}
+        if d:
+            out[iid] = d
+    return out
 
 
 def _parent(out: Path) -> Path:
@@ -503,8 +607,6 @@ def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...],
     """
     suffix = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for non-parquet input

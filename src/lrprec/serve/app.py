@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -37,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lrprec.data.catalog import RELATIONS, CatalogError
+from lrprec.data.tables import read_item_sources
 from lrprec.run import Run
 from lrprec.serve import heatmap
 
@@ -176,6 +178,8 @@ class ServeState:
         self.bilrp_cache = LRU(max(8, cache_entries // 8))
         self.pngs = LRU(cache_entries)
         self.has_pixels = run.model.backbone.kind == "image"
+        self.sources = read_item_sources(self.catalog.root)  # raw titles, image URLs, placeholder flags
+        self._has_image: dict[int, bool] = {}
         self.recommender: Any = None
         self.index_note = ""
         self._open_recommender(index)
@@ -279,11 +283,39 @@ class ServeState:
         except OSError:
             return None
 
+    def has_image(self, row: int) -> bool:
+        """Whether the item has a real image to show (not none, not the import's gray placeholder)."""
+        known = self._has_image.get(row)
+        if known is None:
+            item_id = str(self.catalog.item_ids[row])
+            if self.sources.get(item_id, {}).get("image_missing"):
+                known = False
+            elif self.catalog.images is not None:
+                known = True
+            else:
+                try:
+                    safe_file(self.catalog.root, str(self.catalog.image_paths[row] or ""), IMAGE_SUFFIXES)  # an image file inside the catalog
+                    known = True
+                except NotFound:
+                    known = False
+            self._has_image[row] = known
+        return known
+
+    def card(self, item_id: str) -> dict:
+        """What a page shows of an item: id, title, category, its image URL (None: draw a placeholder card)
+        and the image link of the source metadata, if any."""
+        row = self.item_row(item_id)
+        c = self.catalog
+        link = str(self.sources.get(item_id, {}).get("image_url") or "")
+        return {"item_id": item_id, "title": str(c.titles[row] or ""), "category": str(c.categories[row]),
+                "image": image_url(item_id) if self.has_image(row) else None,
+                "source_image": link if link.lower().startswith(("https://", "http://")) else None}  # never javascript: etc.
+
     def thumbnail(self, row: int, size: int) -> bytes:
         key = ("thumb", row, size)
         png = self.pngs.get(key)
         if png is None:
-            img = self.item_image(row)
+            img = self.item_image(row) if self.has_image(row) else None
             if img is None:
                 raise NotFound(f"item {self.catalog.item_ids[row]!r} has no image")
             png = heatmap.item_png(img, size)
@@ -443,6 +475,9 @@ class LimitsMiddleware:
         (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'"),
     ]
 
+    DOCS_CSP = (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                b"script-src 'self' 'unsafe-inline'; object-src 'none'; frame-ancestors 'none'")
+
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, max_query: int = MAX_QUERY_BYTES):
         self.app, self.max_body, self.max_query = app, max_body, max_query
 
@@ -469,8 +504,8 @@ class LimitsMiddleware:
                     raise _BodyTooLarge()
             return message
 
-        # FastAPI's /docs and /redoc pages load their scripts from a CDN: no CSP there.
-        extra = self.SECURITY_HEADERS if scope.get("path") not in ("/docs", "/redoc") else self.SECURITY_HEADERS[:3]
+        # /docs (Swagger UI from local assets) needs its inline start-up script; nothing may come from elsewhere.
+        extra = self.SECURITY_HEADERS if scope.get("path") != "/docs" else [*self.SECURITY_HEADERS[:3], self.DOCS_CSP]
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
@@ -511,7 +546,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def _is_page(request: Request) -> bool:
     p = request.url.path
-    return not (p.startswith("/api") or p.startswith("/files") or p.startswith("/static") or p in ("/openapi.json", "/docs", "/redoc"))
+    return not (p.startswith("/api") or p.startswith("/files") or p.startswith("/static") or p in ("/openapi.json", "/docs", "/favicon.ico"))
 
 
 def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_entries: int = CACHE_ENTRIES,
@@ -531,13 +566,18 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         version=str(run.config.get("lrprec_version", "")),
         description="Recommend related items and explain every prediction with LRP heatmaps on both images. "
                     f"Serving run `{run.path.name}` ({len(run.catalog)} items).",
+        docs_url=None, redoc_url=None,  # /docs below serves Swagger UI from local files (works offline)
     )
     app.state.lrprec = state
     app.add_middleware(LimitsMiddleware)
+    swagger = swagger_ui_assets()
+    if swagger is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger), name="docs-assets")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(item_url=item_url, image_url=image_url, heatmap_url=heatmap_url, pair_url=pair_url,
-                                 bilrp_png_url=bilrp_png_url, run_name=run.path.name, relations=run.relations)
+                                 bilrp_png_url=bilrp_png_url, run_name=run.path.name, relations=run.relations, card=state.card,
+                                 heatmaps_off=not state.has_pixels)
     templates.env.filters["pct"] = lambda x: "–" if x is None else f"{100 * x:.1f}"
     templates.env.filters["num"] = lambda x, d=3: "–" if x is None else f"{x:.{d}f}"
 
@@ -578,6 +618,19 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         log.exception("error serving %s", request.url.path)
         return error(request, 500, "internal error (details are in the server log)")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(HERE / "static" / "favicon.png", media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        """Swagger UI from an installed copy of its files; without one, a plain local list of the endpoints."""
+        if swagger is not None:
+            return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="lrprec API",
+                                       swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                       swagger_favicon_url="/favicon.ico", swagger_ui_parameters={"validatorUrl": None})
+        return page(request, "docs.html", endpoints=api_endpoints(app.openapi()))
+
     # ---- JSON API --------------------------------------------------------------------------------------
     @app.get("/api/health", tags=["meta"], summary="Liveness check (also the benchmark's baseline endpoint).")
     async def api_health() -> dict:
@@ -606,19 +659,20 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         more = len(rows) > offset + limit
         rows = rows[offset:offset + limit]
         return plain({"offset": offset, "limit": limit, "more": more,
-                      "items": [{**r, "image": image_url(r["item_id"]), "url": item_url(r["item_id"])} for r in rows]})
+                      "items": [{**r, "image": state.card(r["item_id"])["image"], "url": item_url(r["item_id"])} for r in rows]})
 
     @app.get("/api/items/{item_id:path}/image.png", tags=["items"], summary="An item's image as PNG (from the catalog).",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def api_item_image(item_id: str, size: Annotated[int, Query(ge=16, le=512)] = heatmap.DISPLAY) -> Response:
         return Response(state.thumbnail(state.item_row(item_id), size), media_type="image/png", headers=PNG_HEADERS)
 
-    @app.get("/api/items/{item_id:path}", tags=["items"], summary="One item: id, category, title, image URL.")
+    @app.get("/api/items/{item_id:path}", tags=["items"], summary="One item: id, category, title, image URL (null: no image).")
     def api_item(item_id: str) -> dict:
-        row = state.item_row(item_id)
-        c = state.catalog
-        return {"item_id": str(c.item_ids[row]), "category": str(c.categories[row]), "title": str(c.titles[row] or ""),
-                "image": image_url(str(c.item_ids[row])), "url": item_url(str(c.item_ids[row]))}
+        card = state.card(item_id)
+        out = {"item_id": item_id, "category": card["category"], "title": card["title"], "image": card["image"], "url": item_url(item_id)}
+        if card["source_image"]:
+            out["source_image"] = card["source_image"]
+        return out
 
     @app.get("/api/users", tags=["items"], summary="User ids (for personalized recommendations and explanations).")
     def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
@@ -783,6 +837,7 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
                        items=[{"item_id": x, "category": str(c.categories[r]), "title": str(c.titles[r] or "")} for x, r in ((a, ra), (b, rb))])
             if state.has_pixels:
                 ctx["explanation"] = state.explain([(ra, rb)], state.relation(chosen), u, rule_name, target)[0]
+                ctx["bilrp"] = state.has_image(ra) and state.has_image(rb)
         return page(request, "pair.html", **ctx)
 
     def _examples() -> list[dict]:
@@ -813,6 +868,39 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         return page(request, "run.html", s=summary, tables=tables, board=board)
 
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def swagger_ui_assets() -> Path | None:
+    """The folder of Swagger UI's files shipped by the ``swagger-ui-py`` package, or None when it is not installed.
+
+    Found without importing the package (its import pulls in YAML support the app does not need).
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("swagger_ui")
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(root) / "static"
+        if (folder / "swagger-ui-bundle.js").is_file() and (folder / "swagger-ui.css").is_file():
+            return folder
+    return None
+
+
+def api_endpoints(schema: dict) -> list[dict]:
+    """The API's operations (method, path, summary, parameters) from its OpenAPI schema, for the local docs page."""
+    out = []
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            params = [{"name": p.get("name"), "in": p.get("in"), "required": bool(p.get("required")),
+                       "description": p.get("description") or ""} for p in op.get("parameters", [])]
+            out.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""), "tag": (op.get("tags") or [""])[0],
+                        "params": params})
+    return out
 
 
 def _leaderboard(result: dict | None) -> list[dict]:
