@@ -270,6 +270,12 @@ def test_compare_text_many_runs_side_by_side():
     assert any("k10 " in line and "80.0 " in line for line in lines)
     assert "also_viewed" in text and "bought_together" in text
     assert compare_text({}) == "no runs to compare"
+    # reports with a ranking get the ranking side by side, the best MRR starred
+    ranked = {n: {**r, "ranking": {"relations": {"also_viewed": {"recall@10": x, "mrr": x}}, "overall": {"recall@10": x, "mrr": x}}}
+              for (n, r), x in zip({"random": rep(0.5, None, "random"), "k10": rep(0.8, 10)}.items(), (0.01, 0.2))}
+    text = compare_text(ranked)
+    assert "recall@10 / MRR" in text
+    assert any(line.startswith("k10") and "0.200 / 0.200*" in line for line in text.splitlines())
 
 
 def test_cli_baseline(synth, tmp_path):

@@ -115,7 +115,7 @@ def compare_text(named_reports: dict[str, dict]) -> str:
     """What ``lrprec evaluate --compare`` prints: :func:`compare_table` (Table 1 under the category
     negatives, and under random ones where every report has them) and the ranking side by side."""
     parts = [compare_table(named_reports)]
-    if all("random" in (r.get("protocols") or {}) for r in named_reports.values()):
+    if named_reports and all("random" in (r.get("protocols") or {}) for r in named_reports.values()):
         parts.append("random negatives:\n" + compare_table({n: {**r, **r["protocols"]["random"]} for n, r in named_reports.items()}))
     rk = ranking_compare_table(named_reports)
     return "\n\n".join(parts + ([rk] if rk else []))

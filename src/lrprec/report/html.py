@@ -122,23 +122,35 @@ def truth_html(truth: dict) -> str:
             + _table(["relation", f"precision@{truth['k']}", "right category side", "best possible", "chance", "users' θ: mean (min)"], rows))
 
 
+def evaluation_html(split: str, rep: dict, baselines: dict[str, dict] | None = None, level: int = 3) -> str:
+    """One split of ``lrprec evaluate``: Table 1 per negative protocol, the ranking (baselines beside
+    the model), and the truth check — shared by the report and the web run page."""
+    h = f"h{level}"
+    body = f"<p class='muted'>head: {html.escape(str(rep.get('head', 'metric')))}, training negatives: {html.escape(str(rep.get('train_negatives', 'category')))}</p>"
+    for neg, prot in rep.get("protocols", {"category": rep}).items():
+        body += f"<{h}>{html.escape(split)} split, {html.escape(neg)} negatives</{h}>" + table1_html({**prot, "split": split, "dim": rep.get("dim")})
+    if rep.get("ranking"):
+        body += f"<{h}>{html.escape(split)} split: ranking over the whole catalog</{h}>"
+        body += ranking_html(rep["ranking"], {k: v.get("ranking") for k, v in (baselines or {}).items()})
+    if rep.get("truth"):
+        body += f"<{h}>Top-{rep['truth']['k']} lists against the catalog's rules</{h}>" + truth_html(rep["truth"])
+    return body
+
+
+def read_baselines(run: Path) -> dict[str, dict[str, dict]]:
+    """``RUN/baselines.json`` ({split: {name: report}}) when the demo (or a user) stored baselines there."""
+    path = run / "baselines.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _metrics_section(run: Path) -> Section | None:
     path = run / "metrics.json"
     if not path.exists():
         return None
     metrics = json.loads(path.read_text())
-    body = ""
-    baselines = json.loads((run / "baselines.json").read_text()) if (run / "baselines.json").exists() else {}
-    for split, rep in metrics.items():
-        for neg, prot in rep.get("protocols", {"category": rep}).items():
-            body += f"<h3>{html.escape(split)} split, {html.escape(neg)} negatives</h3>" + table1_html({**prot, "split": split, "dim": rep.get("dim")})
-        if rep.get("ranking"):
-            body += f"<h3>{html.escape(split)} split: ranking over the whole catalog</h3>"
-            body += ranking_html(rep["ranking"], {k: v.get("ranking") for k, v in baselines.get(split, {}).items()})
-        if rep.get("truth"):
-            body += f"<h3>{html.escape(split)} split: top-{rep['truth']['k']} lists against the catalog's rules</h3>" + truth_html(rep["truth"])
-    head = f"<p class='muted'>head: {html.escape(str(metrics[next(iter(metrics))].get('head', 'metric')))}, training negatives: {html.escape(str(metrics[next(iter(metrics))].get('train_negatives', 'category')))}</p>" if metrics else ""
-    return Section("table1", "Link prediction (Table 1 layout) and ranking", head + body)
+    baselines = read_baselines(run)
+    body = "".join(evaluation_html(split, rep, baselines.get(split)) for split, rep in metrics.items())
+    return Section("table1", "Link prediction (Table 1 layout) and ranking", body)
 
 
 def _comparison_section(run: Path) -> Section | None:

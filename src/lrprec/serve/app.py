@@ -854,14 +854,15 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
 
     @app.get("/run", response_class=HTMLResponse, include_in_schema=False)
     def run_page(request: Request) -> HTMLResponse:
-        from lrprec.report.html import table1_html
+        from lrprec.report.html import evaluation_html, read_baselines
 
         summary = state.run_summary()
         metrics = summary.get("metrics") or {}
+        baselines = read_baselines(state.run.path)
         tables = []
         for split, rep in metrics.items():
             try:
-                tables.append((split, table1_html(rep)))
+                tables.append((split, evaluation_html(split, rep, baselines.get(split), level=4)))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("cannot render metrics of split %s: %s", split, exc)
         board = _leaderboard(summary.get("faithfulness"))
