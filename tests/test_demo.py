@@ -15,6 +15,11 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     run = tmp_path / "demo" / "run"
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert metrics["overall"]["accuracy"] > 0.5  # above chance even after the quick training
+    # the ranking table and the truth check, the model and its baselines side by side
+    assert metrics["ranking"]["overall"]["n"] > 0 and metrics["truth"]["k"] == 10
+    assert set(json.loads((run / "baselines.json").read_text())["test"]) == {"random", "popularity", "category-tree"}
+    assert "ranking over the whole catalog" in html and "against the catalog" in html
+    assert any("recall@10" in line for line in lines) and any("precision@10" in line for line in lines)
     guidance = json.loads((run / "guidance.json").read_text())["variants"]
     assert len(guidance) == 2 and all(0 <= v["mark_share"] <= 1 for v in guidance.values())
     # every image the report links to exists

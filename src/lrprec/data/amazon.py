@@ -504,7 +504,7 @@ def import_amazon(
         check_features_file(features_p, feature_dim)  # fail before the long meta parse
     folder = ImageFolder(images) if images is not None else None
     out = check_out(out, overwrite)
-    inputs = {"meta": str(meta_p)}
+    inputs: dict = {"meta": str(meta_p), "category_level": category_level}  # the category level the protocols and CT use
     for k, v in (("reviews", reviews_p), ("features", features_p), ("images", images)):
         if v is not None:
             inputs[k] = str(v)
