@@ -265,10 +265,10 @@ def test_bilrp_sketch_is_unbiased() -> None:
     weight = torch.tensor([[5.0, -4.0, 0.1, 0.2, 0.3, 0.05, 0.0, 0.4]], dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     acc = torch.zeros(8, 8, dtype=torch.float64)
-    n = 2000
+    n = 400
     for _ in range(n):
         g = _seed_basis(weight, 4, gen)[:, 0]  # (4, K): dims 0 and 1 exact, 2 sketched directions
         acc += g.t() @ g
     mean = acc / n
     torch.testing.assert_close(mean[:2, :2], torch.eye(2, dtype=torch.float64))
-    torch.testing.assert_close(mean, torch.eye(8, dtype=torch.float64), rtol=0, atol=0.08)
+    torch.testing.assert_close(mean, torch.eye(8, dtype=torch.float64), rtol=0, atol=0.2)  # ≈ 4 standard errors

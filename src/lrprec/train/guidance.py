@@ -7,7 +7,8 @@ The guidance loss penalizes relevance outside an *allowed region* of each input 
   modified backward with ``create_graph``; BatchNorm folded with its running statistics,
   as every explanation here), under the explanation default ε-γ-box (``guide_rule``).
   Its guidance gradient is large: measured at initialization on the default model, it
-  reaches the convolutions ~200× larger than the BCE gradient (LRP-ε: ~10×), so λ trades
+  reaches the convolutions ~200× larger than the BCE gradient (LRP-ε: ~10×; measured before
+  issue 13 made the second-order gradient exact, which shrank it on the first convolutions), so λ trades
   removing a shortcut against learning speed — see the README for measured values.
 - ``gradient``: the input gradient ∂(c − d)/∂x of the training forward itself (Ross et al.'s
   choice; cheaper: one double-backward, no second forward).
