@@ -229,6 +229,9 @@ def test_explain_json_heatmaps_and_cache(client, state, ids):
     assert rec["relevance_sum"]["a"] == pytest.approx(float(direct.relevance_a.sum()), rel=1e-4, abs=1e-6)
     assert rec["relevance_sum"]["b"] == pytest.approx(float(direct.relevance_b.sum()), rel=1e-4, abs=1e-6)
     assert rec["target_value"] == pytest.approx(float(direct.target_value[0]), rel=1e-5)
+    # the measured conservation: (Σ R_a + Σ R_b) / 2S for the similarity
+    want = (rec["relevance_sum"]["a"] + rec["relevance_sum"]["b"]) / (2 * rec["target_value"])
+    assert rec["conservation"] == pytest.approx(want, rel=1e-4, abs=1e-6)
     hits = state.explanations.hits
     for side in ("a", "b"):
         img = client.get(rec["heatmaps"][side])

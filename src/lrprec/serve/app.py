@@ -372,7 +372,7 @@ class ServeState:
                 "item_a": str(self.catalog.item_ids[a[k]]), "item_b": str(self.catalog.item_ids[b[k]]),
                 "user": users[user + 1] or None, "relation": RELATIONS[rel], "rule": rule, "target": target,
                 "probability": float(e.probability[k]), "logit": float(e.logit[k]), "target_value": float(e.target_value[k]),
-                "relevance_sum": {"a": float(ra[k].sum()), "b": float(rb[k].sum())}, "absorbed": float(e.absorbed[k]),
+                "relevance_sum": {"a": float(ra[k].sum()), "b": float(rb[k].sum())}, "absorbed": float(e.absorbed[k]), "conservation": float(e.conservation[k]),
                 "_png": {"a": heatmap.heatmap_png(ra[k], self.item_image(int(a[k])), scale),
                          "b": heatmap.heatmap_png(rb[k], self.item_image(int(b[k])), scale)},
             })
