@@ -22,7 +22,7 @@ for s in $SEEDS; do
   $LRPREC baseline "$OUT/data-$s" --method wnn --run "$OUT/run-frozen-$s" --seed "$s" --json > "$OUT/wnn-$s.json"
 done
 if [[ " $SEEDS " == *" 0 "* ]]; then
-  for v in "negatives-mixed:--negatives mixed" "head-metric:--head metric" "rank-0:--rank-weight 0"; do
+  for v in "negatives-category:--negatives category" "head-metric:--head metric" "rank-0:--rank-weight 0"; do
     name=${v%%:*}; args=${v#*:}
     [ -f "$OUT/run-$name-0/config.json" ] || $LRPREC train "$OUT/data-0" --out "$OUT/run-$name-0" --seed 0 $args
     $LRPREC evaluate "$OUT/run-$name-0" --json > "$OUT/$name-0.json"

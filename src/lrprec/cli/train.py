@@ -18,7 +18,7 @@ def train_cmd(
     weights: Path = typer.Option(None, help="Local torchvision VGG-16 state dict (never downloaded)."),
     dim: int = typer.Option(32, help="Embedding dimension K."),
     head: str = typer.Option("auto", help="Pair head: auto (metric for substitutes, asymmetric for complements), metric (the paper's eq 1) or asymmetric."),
-    negatives: str = typer.Option("category", help="Negatives of the pairwise loss: category (partner's category; default), random (whole catalog), contrast or mixed."),
+    negatives: str = typer.Option("mixed", help="Negatives of the pairwise loss: mixed (default), random (whole catalog), category (partner's category) or contrast."),
     negative_mix: str = typer.Option(None, help="Shares of --negatives mixed, e.g. random=1,category=1,contrast=1 (the default)."),
     rank_weight: float = typer.Option(1.0, help="Weight of the in-batch ranking loss added to the paper's objective (0: the paper's objective alone)."),
     epochs: int = typer.Option(20),

@@ -79,9 +79,8 @@ class TrainConfig:
     guide_rule: str = "epsilon-gamma-box"  # LRP composite of the guidance relevance (--guide lrp)
     # What the model learns from (issue 19): the pair head and the training negatives' protocol (lrprec.data.sampling)
     head: str = DEFAULT_HEAD  # metric (the paper's), asymmetric, or auto (metric substitutes, asymmetric complements)
-    # the pairwise loss's negatives: category (default: with the ranking loss's catalog-wide in-batch negatives,
-    # validation preferred hard ones here, README), random, contrast or mixed (shares: negative_mix, default DEFAULT_MIX)
-    negatives: str = "category"
+    # the pairwise loss's negatives: mixed (default; shares negative_mix, default DEFAULT_MIX), random, category or contrast
+    negatives: str = "mixed"
     negative_mix: dict | None = None
     # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
     rank_weight: float = 1.0
