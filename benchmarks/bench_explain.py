@@ -52,19 +52,24 @@ def baseline_fn(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, rel: tor
     return run
 
 
-def captum_fn(backbone: Backbone, x: torch.Tensor) -> Callable[[], object]:
-    """captum LRP with ε on every Conv2d/Linear, on a private copy of the backbone (it edits modules)."""
-    from captum.attr import LRP
-    from captum.attr._utils.lrp_rules import EpsilonRule
+def captum_fn(backbone: Backbone, x: torch.Tensor, lrp: object | None = None) -> Callable[[], object]:
+    """captum LRP with ε on every Conv2d/Linear, on a private copy of the backbone (it edits modules).
 
-    bb = copy.deepcopy(backbone).eval()
-    for m in bb.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            m.rule = EpsilonRule(epsilon=1e-6)
-    lrp = LRP(bb)
+    ``lrp``: a captum ``LRP`` from an earlier call to reuse (chunks share one copy of the backbone).
+    """
+    if lrp is None:
+        from captum.attr import LRP
+        from captum.attr._utils.lrp_rules import EpsilonRule
+
+        bb = copy.deepcopy(backbone).eval()
+        for m in bb.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.rule = EpsilonRule(epsilon=1e-6)
+        lrp = LRP(bb)
 
     def run() -> object:
         return lrp.attribute(x.clone().requires_grad_(True), target=0)
+    run.lrp = lrp  # type: ignore[attr-defined]
     return run
 
 
@@ -140,7 +145,8 @@ def bench_backbone(name: str, backbone: Backbone, size: int, pairs: int, repeats
         for comp in COMPOSITE_TARGETS:
             fns[comp].append(lambda comp=comp, xa=xa, xb=xb, r=r, u=u:
                              explain_pairs(model, xa, xb, r, u, composite=comp, batch_size=chunk))
-        fns[captum_name].append(captum_fn(model.backbone, torch.cat([xa, xb])))
+        prev = fns[captum_name][0].lrp if fns[captum_name] else None  # type: ignore[attr-defined]
+        fns[captum_name].append(captum_fn(model.backbone, torch.cat([xa, xb]), prev))
     med, chunk_ratio = _interleaved_chunks(fns, repeats, warmup)
     label = f"{name} {size}px, {pairs} pairs" + (f" ({chunk} per call)" if chunk < pairs else "")
     if chunk < pairs:

@@ -15,7 +15,9 @@ augmented vectors v serves every user. Two backends:
   are category-pure and eq 5's per-category search probes only that category's lists),
   probes the lists whose centroids are nearest to the query under the user's weighted
   distance (the centroids are augmented the same way, so the coarse quantizer is an inner
-  product too), and scores the members exactly.
+  product too), and scores the members exactly. How many lists it probes adapts to the
+  query (see :func:`probe_lists`): a query inside a large cluster that k-means cut into
+  many lists probes all of them, one in a small tight cluster only a few.
 
 Both re-rank their candidates with the direct form Σ w (p_i − p_j)² in float64, so the
 distances they return are exact (the inner-product form loses precision to cancellation
@@ -36,8 +38,12 @@ import numpy as np
 #: Catalog size from which ``auto`` chooses the IVF backend: below it an exact scan of a
 #: 100-dimensional catalog takes ≲ 10 ms per query on one core, so exactness is free.
 AUTO_IVF_MIN_ITEMS = 200_000
-#: Lists probed per query by default (recall@10 ≥ 0.99 on clustered data, see benchmarks/).
-DEFAULT_NPROBE = 16
+#: Lists always probed per query (the nearest ones); more are probed adaptively, see :func:`probe_lists`.
+DEFAULT_NPROBE = 8
+#: A list is also probed when its weighted centroid distance is ≤ (1 + ratio) × the nearest list's.
+DEFAULT_PROBE_RATIO = 1.0
+#: Cap on the lists probed per query (bounds the worst case on data without cluster structure).
+DEFAULT_MAX_NPROBE = 128
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
 _MIN_POINTS_PER_LIST = 39
 _KMEANS_ITER = 12
@@ -99,6 +105,29 @@ def weighted_distance(p_query: np.ndarray, p_items: np.ndarray, w: np.ndarray) -
     """Direct form d = Σ_k w_k (p_ik − p_jk)² in float64; broadcasts (…, K) arrays."""
     diff = np.asarray(p_query, dtype=np.float64) - np.asarray(p_items, dtype=np.float64)
     return (np.asarray(w, dtype=np.float64) * diff * diff).sum(-1)
+
+
+def probe_lists(dist: np.ndarray, nprobe: int, ratio: float, max_nprobe: int) -> np.ndarray:
+    """Lists to probe per query from weighted centroid distances ``dist`` (B, L): (B, m) int64, −1 padded, nearest first.
+
+    Always the ``nprobe`` nearest lists; beyond them every list whose distance is within
+    (1 + ``ratio``) × the nearest one's, up to ``max_nprobe``. Why: k-means cuts a big
+    cluster into many lists whose centroids are all about equally far from a query inside
+    it, and its nearest neighbours can sit in any of them; lists of other clusters are
+    several times farther. A fixed nprobe either misses those lists or wastes probes on
+    queries in small clusters. ``ratio`` = 0 gives the classic fixed-nprobe IVF.
+    """
+    b, n_lists = dist.shape
+    m = int(min(max(nprobe, max_nprobe), n_lists))
+    if m <= 0 or b == 0:
+        return np.full((b, 0), -1, np.int64)
+    top = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < n_lists else np.broadcast_to(np.arange(n_lists), (b, n_lists))
+    td = np.take_along_axis(dist, top, 1)
+    o = np.argsort(td, axis=1, kind="stable")
+    top, td = np.take_along_axis(top, o, 1), np.take_along_axis(td, o, 1)
+    keep = (np.arange(m) < nprobe)[None, :] | (td <= (1.0 + ratio) * np.maximum(td[:, :1], 0.0))
+    width = int(keep.sum(1).max())
+    return np.where(keep, top, -1)[:, :width].astype(np.int64)
 
 
 def default_nlist(n: int) -> int:
@@ -330,16 +359,21 @@ class IVFIndex(VectorIndex):
     [c, c ∘ c], so ⟨q, [c, c²]⟩ ranks lists by the user's weighted distance Σ w (p_i − c)².
     A faiss ``IndexIVFFlat`` (inner product) over v scores the probed lists' members
     exactly; the top candidates are then re-ranked in float64 by the direct form.
+    ``nprobe``, ``probe_ratio`` and ``max_nprobe`` choose the lists per query
+    (:func:`probe_lists`); they are search-time settings, not part of the stored state.
     """
 
     backend = "ivf"
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
                  nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
+                 probe_ratio: float = DEFAULT_PROBE_RATIO, max_nprobe: int = DEFAULT_MAX_NPROBE,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID):
         super().__init__(p, categories)
         t0 = time.perf_counter()
         self.nprobe = int(nprobe)
+        self.probe_ratio = float(probe_ratio)
+        self.max_nprobe = int(max_nprobe)
         if state is None:
             self.centroids, self.assign, self.list_offsets = self._train(nlist or default_nlist(self.n), seed, niter, max_points_per_centroid)
         else:
@@ -381,41 +415,50 @@ class IVFIndex(VectorIndex):
             v = augment(self.p[s:s + step])
             ids = np.arange(s, s + v.shape[0], dtype=np.int64)
             index.add_core(v.shape[0], faiss.swig_ptr(v), faiss.swig_ptr(ids), faiss.swig_ptr(np.ascontiguousarray(self.assign[s:s + step])))
-        index.nprobe = self.nprobe
         self._quantizer = quantizer  # keep alive alongside the index
         self.index = index
 
     def nbytes(self) -> int:
         return int(self.n * 2 * self.dim * 4 + self.n * 8 + self.aug_centroids.nbytes + self.centroids.nbytes + self.assign.nbytes)
 
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
-        nprobe = min(self.nprobe, self.nlist)
-        if self.index.nprobe != nprobe:
-            self.index.nprobe = nprobe
-        with faiss_threads(pq.shape[0] * nprobe * (self.n / self.nlist) * 2 * self.dim):
-            _, ids = self.index.search(query_vectors(pq, ww), kk)
+    def _centroid_distances(self, pq: np.ndarray, ww: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Weighted squared distances from each query to every list centroid, (B, nlist) float32, ≥ 0."""
+        d = query_constants(pq, ww)[:, None].astype(np.float32) - q @ self.aug_centroids.T
+        return np.maximum(d, 0.0, out=d)
+
+    def _scan(self, q: np.ndarray, kk: int, lists: np.ndarray) -> np.ndarray:
+        """Ids of the kk best inner products ⟨q, v⟩ among the members of ``lists`` (−1 entries skipped)."""
+        b, m = lists.shape
+        dist = np.empty((b, kk), np.float32)
+        ids = np.empty((b, kk), np.int64)
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = max(m, 1)  # per call, not on the shared index: concurrent searches stay independent
+        coarse = np.zeros((b, m), np.float32)
+        work = float((lists >= 0).sum()) * (self.n / max(self.nlist, 1)) * 2 * self.dim
+        with faiss_threads(work):
+            self.index.search_preassigned_c(b, faiss.swig_ptr(q), kk, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                            faiss.swig_ptr(dist), faiss.swig_ptr(ids), False, params)
         return ids
+
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+        q = query_vectors(pq, ww)
+        lists = probe_lists(self._centroid_distances(pq, ww, q), self.nprobe, self.probe_ratio, self.max_nprobe)
+        return self._scan(q, kk, lists)
 
     def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
         q = query_vectors(pq, ww)
-        coarse = (self.aug_centroids @ q[0]).astype(np.float32)
+        dist = self._centroid_distances(pq, ww, q)[0]
         n_cat = self.n_categories
-        nprobe = int(min(self.nprobe, max(1, int(np.diff(self.list_offsets).max(initial=1)))))
-        lists = np.full((n_cat, nprobe), -1, np.int64)
+        per_cat = []
         for c in range(n_cat):
             lo, hi = int(self.list_offsets[c]), int(self.list_offsets[c + 1])
-            if hi - lo <= nprobe:
-                lists[c, : hi - lo] = np.arange(lo, hi)
-            else:
-                top = np.argpartition(-coarse[lo:hi], nprobe - 1)[:nprobe]
-                lists[c] = lo + top
-        self.index.nprobe = nprobe
-        try:
-            with faiss_threads(n_cat * nprobe * (self.n / self.nlist) * 2 * self.dim):
-                _, ids = self.index.search_preassigned(np.repeat(q, n_cat, 0), kk, lists, np.zeros(lists.shape, np.float32))
-        finally:
-            self.index.nprobe = min(self.nprobe, self.nlist)
-        return ids
+            sel = probe_lists(dist[None, lo:hi], self.nprobe, self.probe_ratio, self.max_nprobe)[0]
+            per_cat.append(sel[sel >= 0] + lo)
+        lists = np.full((n_cat, max((x.size for x in per_cat), default=1)), -1, np.int64)
+        for c, x in enumerate(per_cat):
+            lists[c, : x.size] = x
+        return self._scan(np.ascontiguousarray(np.repeat(q, n_cat, 0)), kk, lists)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets}
