@@ -16,8 +16,10 @@ augmented vectors v serves every user. Two backends:
   probes the lists whose centroids are nearest to the query under the user's weighted
   distance (the centroids are augmented the same way, so the coarse quantizer is an inner
   product too), and scores the members exactly. How many lists it probes adapts to the
-  query (see :func:`probe_lists`): a query inside a large cluster that k-means cut into
-  many lists probes all of them, one in a small tight cluster only a few.
+  query (see :func:`probe_lists`): after the nearest lists, every list whose typical
+  member could be nearer than the k-th neighbour found so far — a query inside a large
+  cluster that k-means cut into many lists probes all of them, one in a small tight
+  cluster only a few.
 
 Both re-rank their candidates with the direct form Σ w (p_i − p_j)² in float64, so the
 distances they return are exact (the inner-product form loses precision to cancellation
@@ -38,10 +40,10 @@ import numpy as np
 #: Catalog size from which ``auto`` chooses the IVF backend: below it an exact scan of a
 #: 100-dimensional catalog takes ≲ 10 ms per query on one core, so exactness is free.
 AUTO_IVF_MIN_ITEMS = 200_000
-#: Lists always probed per query (the nearest ones); more are probed adaptively, see :func:`probe_lists`.
+#: Lists probed first per query (the nearest ones); a second round adds lists within reach, see :func:`probe_lists`.
 DEFAULT_NPROBE = 8
-#: A list is also probed when its weighted centroid distance is ≤ (1 + ratio) × the nearest list's.
-DEFAULT_PROBE_RATIO = 1.0
+#: Second round: lists whose typical member may be nearer than the k-th distance found so far (0 turns it off).
+DEFAULT_REACH = 1.0
 #: Cap on the lists probed per query (bounds the worst case on data without cluster structure).
 DEFAULT_MAX_NPROBE = 128
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
@@ -107,27 +109,35 @@ def weighted_distance(p_query: np.ndarray, p_items: np.ndarray, w: np.ndarray) -
     return (np.asarray(w, dtype=np.float64) * diff * diff).sum(-1)
 
 
-def probe_lists(dist: np.ndarray, nprobe: int, ratio: float, max_nprobe: int) -> np.ndarray:
-    """Lists to probe per query from weighted centroid distances ``dist`` (B, L): (B, m) int64, −1 padded, nearest first.
+def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray | None = None,
+                d_ref: np.ndarray | None = None, reach: float = 1.0) -> np.ndarray:
+    """Lists to probe per query: (B, m) int64 list ids, nearest first, padded with −1.
 
-    Always the ``nprobe`` nearest lists; beyond them every list whose distance is within
-    (1 + ``ratio``) × the nearest one's, up to ``max_nprobe``. Why: k-means cuts a big
-    cluster into many lists whose centroids are all about equally far from a query inside
-    it, and its nearest neighbours can sit in any of them; lists of other clusters are
-    several times farther. A fixed nprobe either misses those lists or wastes probes on
-    queries in small clusters. ``ratio`` = 0 gives the classic fixed-nprobe IVF.
+    ``dist`` (B, L): weighted squared distances from each query to the list centroids.
+    Always the ``nprobe`` nearest lists. With ``d_ref`` (B,) — the k-th smallest distance
+    found so far — and ``spread`` (B, L) — each list's mean weighted squared distance of its
+    members to the centroid — also every list with √dist ≤ √d_ref + reach·√spread, i.e.
+    whose typical member could lie within the current k-th distance (the triangle
+    inequality with the list's typical radius instead of its worst case), at most
+    ``max_nprobe`` lists in all.
     """
     b, n_lists = dist.shape
-    m = int(min(max(nprobe, max_nprobe), n_lists))
+    m = int(min(max(nprobe, max_nprobe if d_ref is not None else nprobe), n_lists))
     if m <= 0 or b == 0:
         return np.full((b, 0), -1, np.int64)
     top = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < n_lists else np.broadcast_to(np.arange(n_lists), (b, n_lists))
     td = np.take_along_axis(dist, top, 1)
     o = np.argsort(td, axis=1, kind="stable")
     top, td = np.take_along_axis(top, o, 1), np.take_along_axis(td, o, 1)
-    keep = (np.arange(m) < nprobe)[None, :] | (td <= (1.0 + ratio) * np.maximum(td[:, :1], 0.0))
+    keep = (np.arange(m) < nprobe)[None, :] & np.isfinite(td)  # +inf marks lists not to probe (other categories)
+    if d_ref is not None and spread is not None:
+        radius = np.sqrt(np.maximum(np.take_along_axis(spread, top, 1), 0.0))
+        keep = keep | (np.sqrt(td) <= np.sqrt(np.asarray(d_ref, np.float64))[:, None] + reach * radius) & np.isfinite(td)
     width = int(keep.sum(1).max())
-    return np.where(keep, top, -1)[:, :width].astype(np.int64)
+    out = np.where(keep, top, -1)
+    # keep the chosen lists first, nearest first, so the trimmed width holds them all
+    order = np.argsort(~keep, axis=1, kind="stable")
+    return np.take_along_axis(out, order, 1)[:, :width].astype(np.int64)
 
 
 def default_nlist(n: int) -> int:
@@ -208,7 +218,7 @@ class VectorIndex:
             raise IndexDataError(f"k must be positive, got {k}")
         excl = np.full(b, -1, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(b)
         kk = min(self.n, k + 1 + max(8, k // 2))  # margin for the exact re-rank and the excluded item
-        cand = self._candidates(pq, ww, kk)
+        cand = self._candidates(pq, ww, kk, k)
         return self._rerank(pq, ww, cand, excl, k)
 
     def search_per_category(self, p_query: np.ndarray, w: np.ndarray, k: int, exclude: int = -1) -> SearchResult:
@@ -219,15 +229,16 @@ class VectorIndex:
         if k <= 0:
             raise IndexDataError(f"k must be positive, got {k}")
         kk = k + 1 + max(8, k // 2)
-        cand = self._candidates_per_category(pq, ww, kk)
+        cand = self._candidates_per_category(pq, ww, kk, k)
         n_cat = cand.shape[0]
         return self._rerank(np.repeat(pq, n_cat, 0), np.repeat(ww, n_cat, 0), cand, np.full(n_cat, exclude, np.int64), k)
 
     # ---- backend hooks --------------------------------------------------------------------
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
+        """Ids (B, ≥ kk) that contain the k nearest items per query (−1 where none), for exact re-ranking."""
         raise NotImplementedError
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         raise NotImplementedError
 
     def _gather(self, ids: np.ndarray) -> np.ndarray:
@@ -303,7 +314,7 @@ class ExactIndex(VectorIndex):
         """⟨q, v_j⟩ for every item, (B, N) float32 — the full score matrix (tests, small catalogs)."""
         return np.atleast_2d(q).astype(np.float32) @ self.vt
 
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         q = query_vectors(pq, ww)
         b = q.shape[0]
         kk = min(kk, self.n)
@@ -337,7 +348,7 @@ class ExactIndex(VectorIndex):
             thr = best_s[:, -1].copy()
         return best_i
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         sc = self.scores(query_vectors(pq, ww))[0]
         n_cat = self.n_categories
         out = np.full((n_cat, kk), -1, np.int64)
@@ -359,20 +370,23 @@ class IVFIndex(VectorIndex):
     [c, c ∘ c], so ⟨q, [c, c²]⟩ ranks lists by the user's weighted distance Σ w (p_i − c)².
     A faiss ``IndexIVFFlat`` (inner product) over v scores the probed lists' members
     exactly; the top candidates are then re-ranked in float64 by the direct form.
-    ``nprobe``, ``probe_ratio`` and ``max_nprobe`` choose the lists per query
-    (:func:`probe_lists`); they are search-time settings, not part of the stored state.
+    ``nprobe``, ``reach`` and ``max_nprobe`` choose the lists per query (:func:`probe_lists`;
+    ``reach`` = 0 is the classic fixed-nprobe IVF); they are search-time settings, not part
+    of the stored state. Per list it also keeps the mean squared residual of its members per
+    dimension, so a user's weighted list radius is one matrix-vector product.
     """
 
     backend = "ivf"
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
                  nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
-                 probe_ratio: float = DEFAULT_PROBE_RATIO, max_nprobe: int = DEFAULT_MAX_NPROBE,
+                 reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID):
         super().__init__(p, categories)
         t0 = time.perf_counter()
         self.nprobe = int(nprobe)
-        self.probe_ratio = float(probe_ratio)
+        self.reach = float(reach)
+        self.last_probed = np.zeros(0, np.int64)
         self.max_nprobe = int(max_nprobe)
         if state is None:
             self.centroids, self.assign, self.list_offsets = self._train(nlist or default_nlist(self.n), seed, niter, max_points_per_centroid)
@@ -385,6 +399,7 @@ class IVFIndex(VectorIndex):
         self.nlist = int(self.centroids.shape[0])
         self.aug_centroids = augment(self.centroids)
         self._build_faiss()
+        self.residual_sq = self._residual_sq()
         self.build_seconds = time.perf_counter() - t0
 
     def _train(self, nlist: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -418,16 +433,30 @@ class IVFIndex(VectorIndex):
         self._quantizer = quantizer  # keep alive alongside the index
         self.index = index
 
+    def _residual_sq(self) -> np.ndarray:
+        """Per list and dimension, the mean of (p_jk − c_k)² over its members, (nlist, K) float32."""
+        acc = np.zeros((self.nlist, self.dim), np.float64)
+        step = 1 << 16
+        for s in range(0, self.n, step):
+            a = self.assign[s:s + step]
+            r = np.asarray(self.p[s:s + step], dtype=np.float64) - self.centroids[a]
+            order = np.argsort(a, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(a[order]) != 0])
+            acc[a[order][starts]] += np.add.reduceat((r * r)[order], starts, axis=0)
+        counts = np.bincount(self.assign, minlength=self.nlist).astype(np.float64)
+        return (acc / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
     def nbytes(self) -> int:
-        return int(self.n * 2 * self.dim * 4 + self.n * 8 + self.aug_centroids.nbytes + self.centroids.nbytes + self.assign.nbytes)
+        return int(self.n * 2 * self.dim * 4 + self.n * 8 + self.aug_centroids.nbytes + self.centroids.nbytes + self.assign.nbytes
+                   + self.residual_sq.nbytes)
 
     def _centroid_distances(self, pq: np.ndarray, ww: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Weighted squared distances from each query to every list centroid, (B, nlist) float32, ≥ 0."""
         d = query_constants(pq, ww)[:, None].astype(np.float32) - q @ self.aug_centroids.T
         return np.maximum(d, 0.0, out=d)
 
-    def _scan(self, q: np.ndarray, kk: int, lists: np.ndarray) -> np.ndarray:
-        """Ids of the kk best inner products ⟨q, v⟩ among the members of ``lists`` (−1 entries skipped)."""
+    def _scan(self, q: np.ndarray, kk: int, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, ⟨q, v⟩) of the kk best inner products among the members of ``lists`` (−1 entries skipped)."""
         b, m = lists.shape
         dist = np.empty((b, kk), np.float32)
         ids = np.empty((b, kk), np.int64)
@@ -439,26 +468,46 @@ class IVFIndex(VectorIndex):
         with faiss_threads(work):
             self.index.search_preassigned_c(b, faiss.swig_ptr(q), kk, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
                                             faiss.swig_ptr(dist), faiss.swig_ptr(ids), False, params)
-        return ids
+        return ids, dist
 
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _two_rounds(self, pq: np.ndarray, ww: np.ndarray, q: np.ndarray, dist: np.ndarray, kk: int, k_ref: int) -> np.ndarray:
+        """Scan the nearest lists, then the lists within reach of the k_ref-th distance found; candidate ids (B, kk or 2·kk).
+
+        k_ref is k + 1: the query item itself (distance 0) may be among those found.
+        """
+        first = probe_lists(dist, self.nprobe, self.max_nprobe)
+        ids, ip = self._scan(q, kk, first)
+        self.last_probed = (first >= 0).sum(1)  # lists probed per query by the last search (benchmarks read it)
+        if self.reach <= 0 or first.shape[1] >= dist.shape[1]:
+            return ids
+        # k_ref-th best distance so far (d = const − ⟨q, v⟩); +inf where fewer were found
+        d_found = np.where(ids >= 0, query_constants(pq, ww)[:, None] - ip.astype(np.float64), np.inf)
+        d_ref = np.sort(d_found, axis=1)[:, min(k_ref, kk) - 1]
+        spread = ww.astype(np.float32) @ self.residual_sq.T
+        more = probe_lists(dist, self.nprobe, self.max_nprobe, spread, d_ref, self.reach)[:, first.shape[1]:]
+        if more.shape[1] == 0 or (more < 0).all():
+            return ids
+        ids2, _ = self._scan(q, kk, more)
+        self.last_probed = self.last_probed + (more >= 0).sum(1)
+        return np.concatenate([ids, ids2], axis=1)
+
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         q = query_vectors(pq, ww)
-        lists = probe_lists(self._centroid_distances(pq, ww, q), self.nprobe, self.probe_ratio, self.max_nprobe)
-        return self._scan(q, kk, lists)
+        return self._two_rounds(pq, ww, q, self._centroid_distances(pq, ww, q), kk, k + 1)
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         q = query_vectors(pq, ww)
         dist = self._centroid_distances(pq, ww, q)[0]
         n_cat = self.n_categories
-        per_cat = []
+        out = np.full((n_cat, 2 * kk), -1, np.int64)
         for c in range(n_cat):
             lo, hi = int(self.list_offsets[c]), int(self.list_offsets[c + 1])
-            sel = probe_lists(dist[None, lo:hi], self.nprobe, self.probe_ratio, self.max_nprobe)[0]
-            per_cat.append(sel[sel >= 0] + lo)
-        lists = np.full((n_cat, max((x.size for x in per_cat), default=1)), -1, np.int64)
-        for c, x in enumerate(per_cat):
-            lists[c, : x.size] = x
-        return self._scan(np.ascontiguousarray(np.repeat(q, n_cat, 0)), kk, lists)
+            # one category = one small IVF: its lists only (ids are global list numbers)
+            sub = np.full((1, self.nlist), np.inf, np.float32)
+            sub[0, lo:hi] = dist[lo:hi]
+            got = self._two_rounds(pq, ww, q, sub, kk, k + 1)
+            out[c, : got.shape[1]] = got[0]
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets}
