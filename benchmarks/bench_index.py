@@ -8,8 +8,9 @@ Claims measured in one run, on the same machine and the same data:
     bytes actually streamed per batch; target effective ≥ 50%.
 (b) IVF recall@10 against the exact backend, and single-query queries/s against the exact
     single-query rate, for users with different θ, with a fixed number of probed lists and
-    with adaptive probing (``nprobe`` nearest lists, then every list whose typical member
-    could be nearer than the k-th neighbour found, ``reach`` × its weighted radius, see
+    with adaptive probing (``nprobe`` nearest lists plus those within (1 + ratio) × the
+    nearest's weighted distance, and optionally a second round of lists whose typical member
+    could be nearer than the k-th neighbour found, ``reach`` × their weighted radius, see
     ``lrprec.recommend.index.probe_lists``); target
     recall@10 ≥ 0.99 at ≥ 100× the exact single-query rate on every dataset but uniform.
 
@@ -213,8 +214,9 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
     res["nlist"] = ivf.nlist
     res["ivf"] = []
     for probe in args.probes:
-        nprobe, reach = (int(probe.split(":")[0]), float(probe.split(":")[1])) if ":" in probe else (int(probe), 0.0)
-        ivf.nprobe, ivf.reach = nprobe, reach
+        parts = (probe.split(":") + ["0", "0"])[:3]
+        nprobe, reach, ratio = int(parts[0]), float(parts[1]), float(parts[2])
+        ivf.nprobe, ivf.reach, ivf.probe_ratio = nprobe, reach, ratio
         found = np.empty((args.queries, k), np.int64)
         t0 = time.perf_counter()
         for i in range(args.queries):  # single queries, one call each (latency-bound path)
@@ -222,7 +224,7 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
         t = time.perf_counter() - t0
         per_user = [recall_at(found[u::n_users], truth[u::n_users]) for u in range(n_users)]
         ivf.search(p[qi], wq, k, exclude=qi)  # once more as one batch, only to count the lists each query probes
-        res["ivf"].append({"nprobe": nprobe, "reach": reach, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
+        res["ivf"].append({"nprobe": nprobe, "reach": reach, "ratio": ratio, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
                            "recall": recall_at(found, truth), "recall_min_user": min(per_user),
                            "lists": float(ivf.last_probed.mean()), "lists_p99": float(np.percentile(ivf.last_probed, 99))})
     del ivf
@@ -238,8 +240,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="query items for recall and IVF timing")
     ap.add_argument("--exact-single", type=int, default=5, help="single exact queries timed")
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
-    ap.add_argument("--probes", nargs="+", default=["16", "32", "4:1", "8:1", "8:2"],
-                    help="IVF settings: NPROBE (fixed lists) or NPROBE:REACH (two rounds; the library default is 8:1)")
+    ap.add_argument("--probes", nargs="+", default=["16", "32", "8:0:1", "4:0:1", "8:1", "8:1:1"],
+                    help="IVF settings NPROBE[:REACH[:RATIO]] (missing parts 0 = off): NPROBE alone is a fixed number of lists; "
+                         "RATIO adds lists within (1 + RATIO) × the nearest's distance, REACH a second round; library default 8:0:1")
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--users", type=int, default=4, help="users with different θ (the first is the global θ = 1)")
     ap.add_argument("--datasets", nargs="+", default=["lowdim", "mixture", "trained"], choices=["lowdim", "mixture", "trained", "uniform"],
@@ -269,6 +272,10 @@ def main() -> None:
             p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng)
         results.append(run_dataset(name, p, w, args, bw, rng))
         results[-1]["dim"] = p.shape[1]
+        r = results[-1]  # as each dataset finishes (a long run may be stopped before the tables)
+        print(f"[{name}] exact single {r['exact_single_qps']:.1f} q/s, build exact {r['exact_build_s']:.1f} s / IVF {r['ivf_build_s']:.1f} s; "
+              + "; ".join(f"{v['nprobe']}:{v['reach']:g}:{v['ratio']:g} recall {v['recall']:.4f} (worst {v['recall_min_user']:.4f}) "
+                          f"lists {v['lists']:.1f} {v['qps']:.0f} q/s = {v['speedup']:.0f}x" for v in r["ivf"]), flush=True)
         del p
         gc.collect()
     total = time.perf_counter() - t_start
@@ -286,11 +293,11 @@ def main() -> None:
     print("\n## (b) IVF single-query search vs exact\n")
     for note in notes:
         print(note + "\n")
-    print("| data | lists | nprobe | reach | lists probed (mean / p99) | recall@10 | worst user's recall@10 | queries/s | × exact single-query |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| data | lists | nprobe | ratio | reach | lists probed (mean / p99) | recall@10 | worst user's recall@10 | queries/s | × exact single-query |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for v in r["ivf"]:
-            print(f"| {r['name']} | {r['nlist']} | {v['nprobe']} | {v['reach']:g} | {v['lists']:.1f} / {v['lists_p99']:.0f} | {v['recall']:.4f} | "
+            print(f"| {r['name']} | {r['nlist']} | {v['nprobe']} | {v['ratio']:g} | {v['reach']:g} | {v['lists']:.1f} / {v['lists_p99']:.0f} | {v['recall']:.4f} | "
                   f"{v['recall_min_user']:.4f} | {v['qps']:.0f} | {v['speedup']:.0f}× |")
     print("\n## build\n")
     print("| data | exact build s | exact RSS MB | IVF build s | IVF RSS MB |")

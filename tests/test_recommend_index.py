@@ -182,24 +182,29 @@ def test_backend_choice_and_bad_input():
         ExactIndex(p).search(np.zeros(3, np.float32), np.ones(3, np.float32), 0)
 
 
-def _probe_reference(d: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray, d_ref: np.ndarray, reach: float) -> list[list[int]]:
-    """The rule written out per row: the nprobe nearest lists, then (nearest first) every list with
-    sqrt(d) <= sqrt(d_ref) + reach * sqrt(spread), at most max(nprobe, max_nprobe) lists."""
+def _probe_reference(d: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray, d_ref: np.ndarray, reach: float,
+                     ratio: float) -> list[list[int]]:
+    """The rules written out per row: the nprobe nearest lists, then (nearest first) every list with
+    d <= (1 + ratio) * d_nearest (ratio > 0) or sqrt(d) <= sqrt(d_ref) + reach * sqrt(spread), at most
+    max(nprobe, max_nprobe) lists."""
     out = []
     for row, sp, dr in zip(d, spread, d_ref):
         order = np.argsort(row, kind="stable")[: max(nprobe, max_nprobe)]
-        out.append([int(j) for r, j in enumerate(order) if r < nprobe or np.sqrt(row[j]) <= np.sqrt(dr) + reach * np.sqrt(sp[j])])
+        out.append([int(j) for r, j in enumerate(order)
+                    if r < nprobe or np.sqrt(row[j]) <= np.sqrt(dr) + reach * np.sqrt(sp[j])
+                    or (ratio > 0 and row[j] <= (1 + ratio) * row.min())])
     return out
 
 
-@pytest.mark.parametrize("nprobe,max_nprobe,reach", [(1, 8, 0.0), (3, 8, 0.5), (2, 5, 1.0), (2, 40, 3.0), (4, 2, 1.0)])
-def test_probe_lists_follows_the_rule(nprobe, max_nprobe, reach):
+@pytest.mark.parametrize("nprobe,max_nprobe,reach,ratio", [(1, 8, 0.0, 0.0), (3, 8, 0.5, 0.0), (2, 5, 1.0, 0.5), (2, 40, 3.0, 0.0),
+                                                           (4, 2, 1.0, 0.0), (1, 30, 0.0, 0.8)])
+def test_probe_lists_follows_the_rule(nprobe, max_nprobe, reach, ratio):
     rng = np.random.default_rng(8)
     d = rng.uniform(1.0, 9.0, (7, 30))
     spread = rng.uniform(0.0, 1.0, (7, 30))
     d_ref = rng.uniform(0.5, 3.0, 7)
-    got = probe_lists(d, nprobe, max_nprobe, spread, d_ref, reach)
-    for row, want in zip(got, _probe_reference(d, nprobe, max_nprobe, spread, d_ref, reach)):
+    got = probe_lists(d, nprobe, max_nprobe, spread, d_ref, reach, ratio)
+    for row, want in zip(got, _probe_reference(d, nprobe, max_nprobe, spread, d_ref, reach, ratio)):
         assert sorted(row[row >= 0].tolist()) == sorted(want)
         assert (row[len(want):] == -1).all()
     # without a reference distance: exactly the nprobe nearest, nearest first
@@ -210,7 +215,7 @@ def test_adaptive_probing_covers_a_cluster_split_into_many_lists():
     """A big isotropic blob cut into many lists plus small far blobs: a query in the blob needs many of its lists.
 
     Fixed nprobe 2 misses neighbours; the second round (lists within reach of the k-th
-    distance found) returns the exact top-k, while a query in a small blob adds no list.
+    distance found) returns the exact top-k.
     """
     rng = np.random.default_rng(9)
     big = rng.standard_normal((3000, 16)).astype(np.float32)
@@ -218,7 +223,7 @@ def test_adaptive_probing_covers_a_cluster_split_into_many_lists():
     p = np.concatenate([big, small.astype(np.float32)])
     w = np.exp(rng.normal(0, 0.3, (5, 16))).astype(np.float32) ** 2
     qi = np.array([0, 1, 2, 3, 3000])  # four in the big blob, one in a small one
-    ivf = IVFIndex(p, nlist=64, nprobe=2, reach=0.0, seed=0)
+    ivf = IVFIndex(p, nlist=64, nprobe=2, reach=0.0, probe_ratio=0.0, seed=0)
     truth = ExactIndex(p).search(p[qi], w, 10, exclude=qi).ids
     fixed = ivf.search(p[qi], w, 10, exclude=qi).ids
     assert (fixed[:4] != truth[:4]).any()

@@ -42,8 +42,12 @@ import numpy as np
 AUTO_IVF_MIN_ITEMS = 200_000
 #: Lists probed first per query (the nearest ones); a second round adds lists within reach, see :func:`probe_lists`.
 DEFAULT_NPROBE = 8
-#: Second round: lists whose typical member may be nearer than the k-th distance found so far (0 turns it off).
-DEFAULT_REACH = 1.0
+#: Also probed: lists within (1 + ratio) × the nearest list's weighted distance (0 turns it off).
+DEFAULT_PROBE_RATIO = 1.0
+#: Optional second round: lists whose typical member may be nearer than the k-th distance found
+#: so far, radius × reach (0, the default, turns it off: it reached recall 0.998 on the
+#: isotropic mixture but probed ~6× the lists of the ratio rule, see BENCHMARKS.md).
+DEFAULT_REACH = 0.0
 #: Cap on the lists probed per query (bounds the worst case on data without cluster structure).
 DEFAULT_MAX_NPROBE = 128
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
@@ -110,11 +114,14 @@ def weighted_distance(p_query: np.ndarray, p_items: np.ndarray, w: np.ndarray) -
 
 
 def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray | None = None,
-                d_ref: np.ndarray | None = None, reach: float = 1.0) -> np.ndarray:
+                d_ref: np.ndarray | None = None, reach: float = 1.0, ratio: float = 0.0) -> np.ndarray:
     """Lists to probe per query: (B, m) int64 list ids, nearest first, padded with −1.
 
     ``dist`` (B, L): weighted squared distances from each query to the list centroids.
-    Always the ``nprobe`` nearest lists. With ``d_ref`` (B,) — the k-th smallest distance
+    Always the ``nprobe`` nearest lists. With ``ratio`` > 0 also every list within
+    (1 + ratio) × the nearest list's distance: k-means cuts a big cluster into many lists
+    whose centroids are about equally far from a query inside it, while other clusters'
+    lists are several times farther. With ``d_ref`` (B,) — the k-th smallest distance
     found so far — and ``spread`` (B, L) — each list's mean weighted squared distance of its
     members to the centroid — also every list with √dist ≤ √d_ref + reach·√spread, i.e.
     whose typical member could lie within the current k-th distance (the triangle
@@ -122,7 +129,8 @@ def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarr
     ``max_nprobe`` lists in all.
     """
     b, n_lists = dist.shape
-    m = int(min(max(nprobe, max_nprobe if d_ref is not None else nprobe), n_lists))
+    adaptive = d_ref is not None or ratio > 0
+    m = int(min(max(nprobe, max_nprobe if adaptive else nprobe), n_lists))
     if m <= 0 or b == 0:
         return np.full((b, 0), -1, np.int64)
     top = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < n_lists else np.broadcast_to(np.arange(n_lists), (b, n_lists))
@@ -130,6 +138,8 @@ def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarr
     o = np.argsort(td, axis=1, kind="stable")
     top, td = np.take_along_axis(top, o, 1), np.take_along_axis(td, o, 1)
     keep = (np.arange(m) < nprobe)[None, :] & np.isfinite(td)  # +inf marks lists not to probe (other categories)
+    if ratio > 0:
+        keep = keep | (td <= (1.0 + ratio) * td[:, :1]) & np.isfinite(td)
     if d_ref is not None and spread is not None:
         radius = np.sqrt(np.maximum(np.take_along_axis(spread, top, 1), 0.0))
         keep = keep | (np.sqrt(td) <= np.sqrt(np.asarray(d_ref, np.float64))[:, None] + reach * radius) & np.isfinite(td)
@@ -370,9 +380,9 @@ class IVFIndex(VectorIndex):
     [c, c ∘ c], so ⟨q, [c, c²]⟩ ranks lists by the user's weighted distance Σ w (p_i − c)².
     A faiss ``IndexIVFFlat`` (inner product) over v scores the probed lists' members
     exactly; the top candidates are then re-ranked in float64 by the direct form.
-    ``nprobe``, ``reach`` and ``max_nprobe`` choose the lists per query (:func:`probe_lists`;
-    ``reach`` = 0 is the classic fixed-nprobe IVF); they are search-time settings, not part
-    of the stored state. Per list it also keeps the mean squared residual of its members per
+    ``nprobe``, ``probe_ratio``, ``reach`` and ``max_nprobe`` choose the lists per query
+    (:func:`probe_lists`; ``probe_ratio`` = ``reach`` = 0 is the classic fixed-nprobe IVF);
+    they are search-time settings, not part of the stored state. Per list it also keeps the mean squared residual of its members per
     dimension, so a user's weighted list radius is one matrix-vector product.
     """
 
@@ -380,12 +390,13 @@ class IVFIndex(VectorIndex):
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
                  nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
-                 reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE,
+                 reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE, probe_ratio: float = DEFAULT_PROBE_RATIO,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID):
         super().__init__(p, categories)
         t0 = time.perf_counter()
         self.nprobe = int(nprobe)
         self.reach = float(reach)
+        self.probe_ratio = float(probe_ratio)
         self.last_probed = np.zeros(0, np.int64)
         self.max_nprobe = int(max_nprobe)
         if state is None:
@@ -475,7 +486,7 @@ class IVFIndex(VectorIndex):
 
         k_ref is k + 1: the query item itself (distance 0) may be among those found.
         """
-        first = probe_lists(dist, self.nprobe, self.max_nprobe)
+        first = probe_lists(dist, self.nprobe, self.max_nprobe, ratio=self.probe_ratio)
         ids, ip = self._scan(q, kk, first)
         self.last_probed = (first >= 0).sum(1)  # lists probed per query by the last search (benchmarks read it)
         if self.reach <= 0 or first.shape[1] >= dist.shape[1]:
@@ -484,7 +495,9 @@ class IVFIndex(VectorIndex):
         d_found = np.where(ids >= 0, query_constants(pq, ww)[:, None] - ip.astype(np.float64), np.inf)
         d_ref = np.sort(d_found, axis=1)[:, min(k_ref, kk) - 1]
         spread = ww.astype(np.float32) @ self.residual_sq.T
-        more = probe_lists(dist, self.nprobe, self.max_nprobe, spread, d_ref, self.reach)[:, first.shape[1]:]
+        more = probe_lists(dist, self.nprobe, self.max_nprobe, spread, d_ref, self.reach, self.probe_ratio)
+        seen = (more[:, :, None] == first[:, None, :]).any(-1)
+        more = np.where(seen, -1, more)  # lists of the first round are not scanned twice
         if more.shape[1] == 0 or (more < 0).all():
             return ids
         ids2, _ = self._scan(q, kk, more)
