@@ -16,10 +16,10 @@ augmented vectors v serves every user. Two backends:
   probes the lists whose centroids are nearest to the query under the user's weighted
   distance (the centroids are augmented the same way, so the coarse quantizer is an inner
   product too), and scores the members exactly. How many lists it probes adapts to the
-  query (see :func:`probe_lists`): after the nearest lists, every list whose typical
-  member could be nearer than the k-th neighbour found so far — a query inside a large
-  cluster that k-means cut into many lists probes all of them, one in a small tight
-  cluster only a few.
+  query (see :func:`probe_lists`): the nearest lists plus every list almost as near as the
+  nearest one — a query inside a large cluster that k-means cut into many lists probes all
+  of them, one in a small tight cluster only a few; an optional second round adds lists
+  whose typical member could be nearer than the k-th neighbour found so far.
 
 Both re-rank their candidates with the direct form Σ w (p_i − p_j)² in float64, so the
 distances they return are exact (the inner-product form loses precision to cancellation
@@ -40,7 +40,7 @@ import numpy as np
 #: Catalog size from which ``auto`` chooses the IVF backend: below it an exact scan of a
 #: 100-dimensional catalog takes ≲ 10 ms per query on one core, so exactness is free.
 AUTO_IVF_MIN_ITEMS = 200_000
-#: Lists probed first per query (the nearest ones); a second round adds lists within reach, see :func:`probe_lists`.
+#: The nearest lists, always probed; the rules of :func:`probe_lists` add more per query.
 DEFAULT_NPROBE = 8
 #: Also probed: lists within (1 + ratio) × the nearest list's weighted distance (0 turns it off).
 DEFAULT_PROBE_RATIO = 1.0
@@ -382,8 +382,10 @@ class IVFIndex(VectorIndex):
     exactly; the top candidates are then re-ranked in float64 by the direct form.
     ``nprobe``, ``probe_ratio``, ``reach`` and ``max_nprobe`` choose the lists per query
     (:func:`probe_lists`; ``probe_ratio`` = ``reach`` = 0 is the classic fixed-nprobe IVF);
-    they are search-time settings, not part of the stored state. Per list it also keeps the mean squared residual of its members per
-    dimension, so a user's weighted list radius is one matrix-vector product.
+    they are search-time settings, not part of the stored state. Per list it also keeps the
+    mean squared residual of its members per dimension, so a user's weighted list radius
+    (for ``reach``) is one matrix-vector product. ``last_probed`` holds the number of lists
+    each query of the latest search probed (informational, for benchmarks).
     """
 
     backend = "ivf"
@@ -488,7 +490,7 @@ class IVFIndex(VectorIndex):
         """
         first = probe_lists(dist, self.nprobe, self.max_nprobe, ratio=self.probe_ratio)
         ids, ip = self._scan(q, kk, first)
-        self.last_probed = (first >= 0).sum(1)  # lists probed per query by the last search (benchmarks read it)
+        self.last_probed = (first >= 0).sum(1)
         if self.reach <= 0 or first.shape[1] >= dist.shape[1]:
             return ids
         # k_ref-th best distance so far (d = const − ⟨q, v⟩); +inf where fewer were found
