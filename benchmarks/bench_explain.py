@@ -16,7 +16,13 @@ Times are medians over ``--repeats`` interleaved runs (BiLRP: one run). Prints a
 table. ``--quick`` sizes the run for 2 CPU cores (VGG-16 on 1 pair, BiLRP on 8 small-CNN
 pairs and at K = 10 only for VGG-16); the full run is meant for a bigger machine.
 
+Full mode, VGG-16: 64 pairs at 224 px do not fit in memory as one batch (the stored
+activations of a forward+backward take ~0.23 GB per pair, LRP's ~0.36 GB), so every method,
+the baseline included, runs on ``--chunk`` pairs per call (default 8, ~3 GB); the chunks are
+interleaved across methods and each method's time is its sum over the chunks.
+
     .venv/bin/python benchmarks/bench_explain.py [--quick]
+    .venv/bin/python benchmarks/bench_explain.py --sections vgg --threads 1   # VGG-16 full mode only
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from lrprec.model.backbones import VGG16, Backbone, SmallCNN
 from lrprec.model.pair import PairModel
 
 COMPOSITE_TARGETS = {"epsilon": 2.0, "epsilon-plus-flat": 3.0, "epsilon-gamma-box": 5.0}
+SECTIONS = ("small", "vgg", "bilrp-small", "bilrp-vgg")
 
 
 def baseline_fn(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, rel: torch.Tensor, user: torch.Tensor) -> Callable[[], object]:
@@ -45,19 +52,24 @@ def baseline_fn(model: PairModel, x_a: torch.Tensor, x_b: torch.Tensor, rel: tor
     return run
 
 
-def captum_fn(backbone: Backbone, x: torch.Tensor) -> Callable[[], object]:
-    """captum LRP with ε on every Conv2d/Linear, on a private copy of the backbone (it edits modules)."""
-    from captum.attr import LRP
-    from captum.attr._utils.lrp_rules import EpsilonRule
+def captum_fn(backbone: Backbone, x: torch.Tensor, lrp: object | None = None) -> Callable[[], object]:
+    """captum LRP with ε on every Conv2d/Linear, on a private copy of the backbone (it edits modules).
 
-    bb = copy.deepcopy(backbone).eval()
-    for m in bb.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            m.rule = EpsilonRule(epsilon=1e-6)
-    lrp = LRP(bb)
+    ``lrp``: a captum ``LRP`` from an earlier call to reuse (chunks share one copy of the backbone).
+    """
+    if lrp is None:
+        from captum.attr import LRP
+        from captum.attr._utils.lrp_rules import EpsilonRule
+
+        bb = copy.deepcopy(backbone).eval()
+        for m in bb.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.rule = EpsilonRule(epsilon=1e-6)
+        lrp = LRP(bb)
 
     def run() -> object:
         return lrp.attribute(x.clone().requires_grad_(True), target=0)
+    run.lrp = lrp  # type: ignore[attr-defined]
     return run
 
 
@@ -72,6 +84,31 @@ def _inputs(pairs: int, size: int, device: str) -> tuple[torch.Tensor, ...]:
     x_a, x_b = torch.randn(pairs, 3, size, size, generator=g), torch.randn(pairs, 3, size, size, generator=g)
     rel, user = torch.arange(pairs) % 4, torch.arange(pairs) % 5 - 1
     return tuple(t.to(device) for t in (x_a, x_b, rel, user))
+
+
+def _interleaved_chunks(fns: dict[str, list[Callable[[], object]]], repeats: int,
+                        warmup: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """Per method: median over repeats of the summed chunk times, and the median per-chunk ratio to ``baseline``.
+
+    Each chunk runs every method in turn before the next chunk starts, so load spikes hit all
+    methods alike; warm-up runs each method on its first chunk only.
+    """
+    if warmup:
+        for chunks in fns.values():
+            chunks[0]()
+    totals: dict[str, list[float]] = {k: [] for k in fns}
+    per_chunk: dict[str, list[float]] = {k: [] for k in fns}
+    n_chunks = len(fns["baseline"])
+    for _ in range(repeats):
+        run = dict.fromkeys(fns, 0.0)
+        for c in range(n_chunks):
+            t = {k: time_once(chunks[c]) for k, chunks in fns.items()}
+            for k in fns:
+                run[k] += t[k]
+                per_chunk[k].append(t[k] / t["baseline"])
+        for k in fns:
+            totals[k].append(run[k])
+    return ({k: statistics.median(v) for k, v in totals.items()}, {k: statistics.median(v) for k, v in per_chunk.items()})
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: bool) -> dict[str, float]:
@@ -90,17 +127,31 @@ Row = tuple[str, str, float, float, float | None]
 
 
 def bench_backbone(name: str, backbone: Backbone, size: int, pairs: int, repeats: int, warmup: bool,
-                   device: str) -> list[Row]:
-    """Rows (batch label, method, seconds, ratio to baseline, target ratio): composites and captum."""
+                   device: str, chunk: int | None = None) -> list[Row]:
+    """Rows (batch label, method, seconds, ratio to baseline, target ratio): composites and captum.
+
+    With ``chunk`` < ``pairs`` every method runs on ``chunk`` pairs per call (see the module
+    docstring) and the median per-chunk ratios are printed too.
+    """
     torch.manual_seed(0)
     model = PairModel(backbone, dim=10, n_relations=4, n_users=4, seed=0).to(device).eval()
     x_a, x_b, rel, user = _inputs(pairs, size, device)
-    fns: dict[str, Callable[[], object]] = {"baseline": baseline_fn(model, x_a, x_b, rel, user)}
-    for comp in COMPOSITE_TARGETS:
-        fns[comp] = lambda comp=comp: explain_pairs(model, x_a, x_b, rel, user, composite=comp, batch_size=pairs)
-    fns["captum LRP-ε (backbone only)"] = captum_fn(model.backbone, torch.cat([x_a, x_b]))
-    med = _interleaved(fns, repeats, warmup)
-    label = f"{name} {size}px, {pairs} pairs"
+    chunk = min(chunk or pairs, pairs)
+    captum_name = "captum LRP-ε (backbone only)"
+    fns: dict[str, list[Callable[[], object]]] = {"baseline": [], **{c: [] for c in COMPOSITE_TARGETS}, captum_name: []}
+    for s in range(0, pairs, chunk):
+        xa, xb, r, u = x_a[s:s + chunk], x_b[s:s + chunk], rel[s:s + chunk], user[s:s + chunk]
+        fns["baseline"].append(baseline_fn(model, xa, xb, r, u))
+        for comp in COMPOSITE_TARGETS:
+            fns[comp].append(lambda comp=comp, xa=xa, xb=xb, r=r, u=u:
+                             explain_pairs(model, xa, xb, r, u, composite=comp, batch_size=chunk))
+        prev = fns[captum_name][0].lrp if fns[captum_name] else None  # type: ignore[attr-defined]
+        fns[captum_name].append(captum_fn(model.backbone, torch.cat([xa, xb]), prev))
+    med, chunk_ratio = _interleaved_chunks(fns, repeats, warmup)
+    label = f"{name} {size}px, {pairs} pairs" + (f" ({chunk} per call)" if chunk < pairs else "")
+    if chunk < pairs:
+        print(f"{label}: median per-chunk ratio to the baseline: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in chunk_ratio.items() if k != "baseline"), flush=True)
     return [(label, k, med[k], med[k] / med["baseline"], COMPOSITE_TARGETS.get(k)) for k in fns]
 
 
@@ -129,17 +180,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared CPU, idle OpenMP workers stall every op)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk", type=int, default=8,
+                    help="VGG-16 full mode: pairs per call for every method, baseline included (~0.36 GB per pair)")
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
+                    help="parts to run (default all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     repeats = args.repeats or (3 if args.quick else 5)
     small, vgg = SmallCNN(), VGG16()
-    rows = bench_backbone("SmallCNN", small, 64, args.pairs, repeats, True, args.device)
-    rows += bench_backbone("VGG-16", vgg, 224, 1 if args.quick else args.pairs, 2 if args.quick else repeats,
-                           not args.quick, args.device)
-    rows += bench_bilrp("SmallCNN", small, 64, 8 if args.quick else args.pairs, [10, 100], repeats, args.device)
-    rows += bench_bilrp("VGG-16", vgg, 224, 1 if args.quick else args.pairs, [10] if args.quick else [10, 100],
-                        2 if args.quick else repeats, args.device)
+    rows: list[Row] = []
+    if "small" in args.sections:
+        rows += bench_backbone("SmallCNN", small, 64, args.pairs, repeats, True, args.device)
+    if "vgg" in args.sections:  # full mode: chunks of --chunk pairs, interleaved; one repeat unless asked
+        rows += bench_backbone("VGG-16", vgg, 224, 1 if args.quick else args.pairs,
+                               2 if args.quick else args.repeats or 1, not args.quick, args.device,
+                               chunk=None if args.quick else args.chunk)
+    if "bilrp-small" in args.sections:
+        rows += bench_bilrp("SmallCNN", small, 64, 8 if args.quick else args.pairs, [10, 100], repeats, args.device)
+    if "bilrp-vgg" in args.sections:
+        rows += bench_bilrp("VGG-16", vgg, 224, 1 if args.quick else args.pairs, [10] if args.quick else [10, 100],
+                            2 if args.quick else repeats, args.device)
 
     print(f"\nbench_explain ({'quick' if args.quick else 'full'}): torch {torch.__version__}, device {args.device}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "

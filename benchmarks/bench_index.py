@@ -7,13 +7,24 @@ Claims measured in one run, on the same machine and the same data:
     each query would have to read on its own (queries/s × bytes of vᵀ), the "pass" rate the
     bytes actually streamed per batch; target effective ≥ 50%.
 (b) IVF recall@10 against the exact backend, and single-query queries/s against the exact
-    single-query rate, on a Gaussian mixture and on uniform random vectors, for users with
-    different θ; target recall@10 ≥ 0.99 at ≥ 100× the exact single-query rate (clustered).
+    single-query rate, for users with different θ, with a fixed number of probed lists and
+    with adaptive probing (``nprobe`` nearest lists plus those within (1 + ratio) × the
+    nearest's weighted distance, and optionally a second round of lists whose typical member
+    could be nearer than the k-th neighbour found, ``reach`` × their weighted radius, see
+    ``lrprec.recommend.index.probe_lists``); target
+    recall@10 ≥ 0.99 at ≥ 100× the exact single-query rate on every dataset but uniform.
+
+Datasets: ``lowdim`` (1000 Gaussian components spread over 8-dimensional subspaces),
+``mixture`` (1000 isotropic 100-dimensional components), ``trained`` (item vectors of a
+trained model — the default synthetic catalog, small CNN, K = 10 — each of its 2000 items
+replicated with Gaussian noise to N items, queried under the model's own global and
+per-user θ; ``--trained-run RUN`` uses an existing run instead of training one, ~1–3 min),
+``uniform`` (no structure; not a target).
 
 Build time and memory (RSS) are recorded. Prints a markdown table.
 
-    python benchmarks/bench_index.py            # 1,000,000 items, K = 100
-    python benchmarks/bench_index.py --quick    # 100,000 items
+    python benchmarks/bench_index.py            # full mode: 1,000,000 items, K = 100 (trained: the run's K)
+    python benchmarks/bench_index.py --quick    # quick mode: 100,000 items
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,6 +117,49 @@ def uniform(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
 
 
+def trained_vectors(n: int, rng: np.random.Generator, run_path: str | None, epochs: int, noise: float,
+                    workdir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """(p, w_users, note): a trained model's item vectors replicated with noise to n items, and its users' θ².
+
+    The model is ``run_path`` or, without it, a small CNN trained for ``epochs`` on the default
+    synthetic catalog (seed 0) in ``workdir``. The first relation's vectors p_j = f(x_j) E_r of
+    the catalog's items are each copied ⌈n / items⌉ times with N(0, s²) noise per coordinate,
+    s = ``noise`` × (median nearest-neighbour distance among the items) / √K: a large catalog
+    of new items that resemble the trained ones. Weights: the global θ_r and every user's θ_u,r.
+    """
+    import torch
+
+    from lrprec.recommend.recommender import embed_catalog
+    from lrprec.run import Run
+
+    if run_path is None:
+        from lrprec.data.synthetic import SynthConfig, generate
+        from lrprec.train.trainer import TrainConfig, train
+
+        data, run_path = workdir / "catalog", str(workdir / "run")
+        generate(data, SynthConfig(seed=0), overwrite=True, progress=False)
+        train(data, run_path, TrainConfig(epochs=epochs, seed=0), progress=False, log=lambda *_: None)
+    run = Run.load(run_path)
+    rel = run.relations[0]
+    base = embed_catalog(run, [rel], progress=False)[rel].astype(np.float32)
+    m, dim = base.shape
+    r = run.check_relation(rel)
+    model = run.model
+    users = torch.arange(-1, model.n_users)
+    with torch.no_grad():
+        theta = model.theta(torch.full_like(users, r), users).double().numpy()
+    w_users = (theta ** 2).astype(np.float32)
+    d2 = ((base[:, None, :] - base[None, :, :]) ** 2).sum(-1) if m <= 4000 else None
+    if d2 is None:
+        raise ValueError("trained catalog too large for the nearest-neighbour scale estimate")
+    np.fill_diagonal(d2, np.inf)
+    s = noise * float(np.median(np.sqrt(d2.min(1)))) / np.sqrt(dim)
+    src = rng.permutation(np.resize(np.arange(m), n))
+    p = base[src] + rng.normal(0.0, s, (n, dim)).astype(np.float32)
+    note = f"{m} items of {run_path} (relation {rel}, K = {dim}), ×{n / m:.0f} with noise s = {s:.3g}; {w_users.shape[0]} users"
+    return p, w_users, note
+
+
 def user_weights(dim: int, rng: np.random.Generator, users: int) -> np.ndarray:
     """w = θ² for the global user (θ = 1) and ``users − 1`` personal users with θ_k = exp(N(0, 0.5²))."""
     theta = np.ones((users, dim), np.float32)
@@ -158,16 +213,20 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
     res["ivf_rss_mb"] = rss_mb() - r0
     res["nlist"] = ivf.nlist
     res["ivf"] = []
-    for nprobe in args.nprobes:
-        ivf.nprobe = nprobe
+    for probe in args.probes:
+        parts = (probe.split(":") + ["0", "0"])[:3]
+        nprobe, reach, ratio = int(parts[0]), float(parts[1]), float(parts[2])
+        ivf.nprobe, ivf.reach, ivf.probe_ratio = nprobe, reach, ratio
         found = np.empty((args.queries, k), np.int64)
         t0 = time.perf_counter()
         for i in range(args.queries):  # single queries, one call each (latency-bound path)
             found[i] = ivf.search(p[qi[i]], wq[i], k, exclude=qi[i:i + 1]).ids[0]
         t = time.perf_counter() - t0
         per_user = [recall_at(found[u::n_users], truth[u::n_users]) for u in range(n_users)]
-        res["ivf"].append({"nprobe": nprobe, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
-                           "recall": recall_at(found, truth), "recall_min_user": min(per_user)})
+        ivf.search(p[qi], wq, k, exclude=qi)  # once more as one batch, only to count the lists each query probes
+        res["ivf"].append({"nprobe": nprobe, "reach": reach, "ratio": ratio, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
+                           "recall": recall_at(found, truth), "recall_min_user": min(per_user),
+                           "lists": float(ivf.last_probed.mean()), "lists_p99": float(np.percentile(ivf.last_probed, 99))})
     del ivf
     gc.collect()
     return res
@@ -181,11 +240,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500, help="query items for recall and IVF timing")
     ap.add_argument("--exact-single", type=int, default=5, help="single exact queries timed")
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
-    ap.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--probes", nargs="+", default=["16", "32", "8:0:1", "4:0:1", "8:1", "8:1:1"],
+                    help="IVF settings NPROBE[:REACH[:RATIO]] (missing parts 0 = off): NPROBE alone is a fixed number of lists; "
+                         "RATIO adds lists within (1 + RATIO) × the nearest's distance, REACH a second round; library default 8:0:1")
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--users", type=int, default=4, help="users with different θ (the first is the global θ = 1)")
-    ap.add_argument("--datasets", nargs="+", default=["lowdim", "mixture", "uniform"], choices=["lowdim", "mixture", "uniform"],
-                    help="lowdim: Gaussian mixture with 8-dimensional components; mixture: isotropic 100-dimensional components")
+    ap.add_argument("--datasets", nargs="+", default=["lowdim", "mixture", "trained"], choices=["lowdim", "mixture", "trained", "uniform"],
+                    help="lowdim: Gaussian mixture with 8-dimensional components; mixture: isotropic 100-dimensional components; "
+                         "trained: a trained model's item vectors replicated with noise; uniform: no structure")
+    ap.add_argument("--trained-run", default=None, help="run directory for the trained dataset (default: train one, ~1-3 min)")
+    ap.add_argument("--trained-epochs", type=int, default=4, help="epochs when the trained dataset trains its own run")
+    ap.add_argument("--trained-noise", type=float, default=0.5, help="replica noise, in units of the items' nearest-neighbour distance")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.quick:
@@ -196,9 +261,21 @@ def main() -> None:
     bw = bwd["read"]
     w_users = user_weights(args.dim, rng, args.users)
     results = []
+    notes = []
     for name in args.datasets:
-        p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng)
-        results.append(run_dataset(name, p, w_users, args, bw, rng))
+        w = w_users
+        if name == "trained":
+            with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+                p, w, note = trained_vectors(args.n, rng, args.trained_run, args.trained_epochs, args.trained_noise, Path(tmp))
+            notes.append(f"trained: {note}")
+        else:
+            p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng)
+        results.append(run_dataset(name, p, w, args, bw, rng))
+        results[-1]["dim"] = p.shape[1]
+        r = results[-1]  # as each dataset finishes (a long run may be stopped before the tables)
+        print(f"[{name}] exact single {r['exact_single_qps']:.1f} q/s, build exact {r['exact_build_s']:.1f} s / IVF {r['ivf_build_s']:.1f} s; "
+              + "; ".join(f"{v['nprobe']}:{v['reach']:g}:{v['ratio']:g} recall {v['recall']:.4f} (worst {v['recall_min_user']:.4f}) "
+                          f"lists {v['lists']:.1f} {v['qps']:.0f} q/s = {v['speedup']:.0f}x" for v in r["ivf"]), flush=True)
         del p
         gc.collect()
     total = time.perf_counter() - t_start
@@ -210,15 +287,18 @@ def main() -> None:
     print("| data | queries per call | queries/s | effective bytes/s ÷ bandwidth | streamed bytes/s ÷ bandwidth | GFLOP/s |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | 1 | {r['exact_single_qps']:.1f} | {r['exact_single_bw_frac']:.0%} | {r['exact_single_bw_frac']:.0%} | {2 * args.n * 2 * args.dim * r['exact_single_qps'] / 1e9:.1f} |")
+        print(f"| {r['name']} | 1 | {r['exact_single_qps']:.1f} | {r['exact_single_bw_frac']:.0%} | {r['exact_single_bw_frac']:.0%} | {2 * args.n * 2 * r['dim'] * r['exact_single_qps'] / 1e9:.1f} |")
         for b in r["exact_batched"]:
             print(f"| {r['name']} | {b['B']} | {b['qps']:.1f} | {b['effective_bw_frac']:.0%} | {b['pass_bw_frac']:.0%} | {b['gflops']:.1f} |")
     print("\n## (b) IVF single-query search vs exact\n")
-    print("| data | lists | nprobe | recall@10 | worst user's recall@10 | queries/s | × exact single-query |")
-    print("|---|---|---|---|---|---|---|")
+    for note in notes:
+        print(note + "\n")
+    print("| data | lists | nprobe | ratio | reach | lists probed (mean / p99) | recall@10 | worst user's recall@10 | queries/s | × exact single-query |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for v in r["ivf"]:
-            print(f"| {r['name']} | {r['nlist']} | {v['nprobe']} | {v['recall']:.4f} | {v['recall_min_user']:.4f} | {v['qps']:.0f} | {v['speedup']:.0f}× |")
+            print(f"| {r['name']} | {r['nlist']} | {v['nprobe']} | {v['ratio']:g} | {v['reach']:g} | {v['lists']:.1f} / {v['lists_p99']:.0f} | {v['recall']:.4f} | "
+                  f"{v['recall_min_user']:.4f} | {v['qps']:.0f} | {v['speedup']:.0f}× |")
     print("\n## build\n")
     print("| data | exact build s | exact RSS MB | IVF build s | IVF RSS MB |")
     print("|---|---|---|---|---|")

@@ -14,6 +14,7 @@ from lrprec.recommend.index import (
     default_nlist,
     kmeans,
     load_index_state,
+    probe_lists,
     query_constants,
     query_vectors,
     weighted_distance,
@@ -179,3 +180,52 @@ def test_backend_choice_and_bad_input():
         ExactIndex(p).search(np.zeros(4, np.float32), np.ones(3, np.float32), 3)
     with pytest.raises(IndexDataError):
         ExactIndex(p).search(np.zeros(3, np.float32), np.ones(3, np.float32), 0)
+
+
+def _probe_reference(d: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray, d_ref: np.ndarray, reach: float,
+                     ratio: float) -> list[list[int]]:
+    """The rules written out per row: the nprobe nearest lists, then (nearest first) every list with
+    d <= (1 + ratio) * d_nearest (ratio > 0) or sqrt(d) <= sqrt(d_ref) + reach * sqrt(spread), at most
+    max(nprobe, max_nprobe) lists."""
+    out = []
+    for row, sp, dr in zip(d, spread, d_ref):
+        order = np.argsort(row, kind="stable")[: max(nprobe, max_nprobe)]
+        out.append([int(j) for r, j in enumerate(order)
+                    if r < nprobe or np.sqrt(row[j]) <= np.sqrt(dr) + reach * np.sqrt(sp[j])
+                    or (ratio > 0 and row[j] <= (1 + ratio) * row.min())])
+    return out
+
+
+@pytest.mark.parametrize("nprobe,max_nprobe,reach,ratio", [(1, 8, 0.0, 0.0), (3, 8, 0.5, 0.0), (2, 5, 1.0, 0.5), (2, 40, 3.0, 0.0),
+                                                           (4, 2, 1.0, 0.0), (1, 30, 0.0, 0.8)])
+def test_probe_lists_follows_the_rule(nprobe, max_nprobe, reach, ratio):
+    rng = np.random.default_rng(8)
+    d = rng.uniform(1.0, 9.0, (7, 30))
+    spread = rng.uniform(0.0, 1.0, (7, 30))
+    d_ref = rng.uniform(0.5, 3.0, 7)
+    got = probe_lists(d, nprobe, max_nprobe, spread, d_ref, reach, ratio)
+    for row, want in zip(got, _probe_reference(d, nprobe, max_nprobe, spread, d_ref, reach, ratio)):
+        assert sorted(row[row >= 0].tolist()) == sorted(want)
+        assert (row[len(want):] == -1).all()
+    # without a reference distance: exactly the nprobe nearest, nearest first
+    np.testing.assert_array_equal(probe_lists(d, nprobe, max_nprobe), np.argsort(d, axis=1, kind="stable")[:, :nprobe])
+
+
+def test_adaptive_probing_covers_a_cluster_split_into_many_lists():
+    """A big isotropic blob cut into many lists plus small far blobs: a query in the blob needs many of its lists.
+
+    Fixed nprobe 2 misses neighbours; the second round (lists within reach of the k-th
+    distance found) returns the exact top-k.
+    """
+    rng = np.random.default_rng(9)
+    big = rng.standard_normal((3000, 16)).astype(np.float32)
+    small = (rng.standard_normal((20, 16)) * 12)[np.repeat(np.arange(20), 60)] + 0.3 * rng.standard_normal((1200, 16))
+    p = np.concatenate([big, small.astype(np.float32)])
+    w = np.exp(rng.normal(0, 0.3, (5, 16))).astype(np.float32) ** 2
+    qi = np.array([0, 1, 2, 3, 3000])  # four in the big blob, one in a small one
+    ivf = IVFIndex(p, nlist=64, nprobe=2, reach=0.0, probe_ratio=0.0, seed=0)
+    truth = ExactIndex(p).search(p[qi], w, 10, exclude=qi).ids
+    fixed = ivf.search(p[qi], w, 10, exclude=qi).ids
+    assert (fixed[:4] != truth[:4]).any()
+    ivf.reach = 1.0
+    np.testing.assert_array_equal(ivf.search(p[qi], w, 10, exclude=qi).ids, truth)

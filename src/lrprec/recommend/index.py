@@ -15,7 +15,11 @@ augmented vectors v serves every user. Two backends:
   are category-pure and eq 5's per-category search probes only that category's lists),
   probes the lists whose centroids are nearest to the query under the user's weighted
   distance (the centroids are augmented the same way, so the coarse quantizer is an inner
-  product too), and scores the members exactly.
+  product too), and scores the members exactly. How many lists it probes adapts to the
+  query (see :func:`probe_lists`): the nearest lists plus every list almost as near as the
+  nearest one — a query inside a large cluster that k-means cut into many lists probes all
+  of them, one in a small tight cluster only a few; an optional second round adds lists
+  whose typical member could be nearer than the k-th neighbour found so far.
 
 Both re-rank their candidates with the direct form Σ w (p_i − p_j)² in float64, so the
 distances they return are exact (the inner-product form loses precision to cancellation
@@ -36,8 +40,16 @@ import numpy as np
 #: Catalog size from which ``auto`` chooses the IVF backend: below it an exact scan of a
 #: 100-dimensional catalog takes ≲ 10 ms per query on one core, so exactness is free.
 AUTO_IVF_MIN_ITEMS = 200_000
-#: Lists probed per query by default (recall@10 ≥ 0.99 on clustered data, see benchmarks/).
-DEFAULT_NPROBE = 16
+#: The nearest lists, always probed; the rules of :func:`probe_lists` add more per query.
+DEFAULT_NPROBE = 8
+#: Also probed: lists within (1 + ratio) × the nearest list's weighted distance (0 turns it off).
+DEFAULT_PROBE_RATIO = 1.0
+#: Optional second round: lists whose typical member may be nearer than the k-th distance found
+#: so far, radius × reach (0, the default, turns it off: it reached recall 0.998 on the
+#: isotropic mixture but probed ~6× the lists of the ratio rule, see BENCHMARKS.md).
+DEFAULT_REACH = 0.0
+#: Cap on the lists probed per query (bounds the worst case on data without cluster structure).
+DEFAULT_MAX_NPROBE = 128
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
 _MIN_POINTS_PER_LIST = 39
 _KMEANS_ITER = 12
@@ -99,6 +111,43 @@ def weighted_distance(p_query: np.ndarray, p_items: np.ndarray, w: np.ndarray) -
     """Direct form d = Σ_k w_k (p_ik − p_jk)² in float64; broadcasts (…, K) arrays."""
     diff = np.asarray(p_query, dtype=np.float64) - np.asarray(p_items, dtype=np.float64)
     return (np.asarray(w, dtype=np.float64) * diff * diff).sum(-1)
+
+
+def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarray | None = None,
+                d_ref: np.ndarray | None = None, reach: float = 1.0, ratio: float = 0.0) -> np.ndarray:
+    """Lists to probe per query: (B, m) int64 list ids, nearest first, padded with −1.
+
+    ``dist`` (B, L): weighted squared distances from each query to the list centroids.
+    Always the ``nprobe`` nearest lists. With ``ratio`` > 0 also every list within
+    (1 + ratio) × the nearest list's distance: k-means cuts a big cluster into many lists
+    whose centroids are about equally far from a query inside it, while other clusters'
+    lists are several times farther. With ``d_ref`` (B,) — the k-th smallest distance
+    found so far — and ``spread`` (B, L) — each list's mean weighted squared distance of its
+    members to the centroid — also every list with √dist ≤ √d_ref + reach·√spread, i.e.
+    whose typical member could lie within the current k-th distance (the triangle
+    inequality with the list's typical radius instead of its worst case), at most
+    ``max_nprobe`` lists in all.
+    """
+    b, n_lists = dist.shape
+    adaptive = d_ref is not None or ratio > 0
+    m = int(min(max(nprobe, max_nprobe if adaptive else nprobe), n_lists))
+    if m <= 0 or b == 0:
+        return np.full((b, 0), -1, np.int64)
+    top = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < n_lists else np.broadcast_to(np.arange(n_lists), (b, n_lists))
+    td = np.take_along_axis(dist, top, 1)
+    o = np.argsort(td, axis=1, kind="stable")
+    top, td = np.take_along_axis(top, o, 1), np.take_along_axis(td, o, 1)
+    keep = (np.arange(m) < nprobe)[None, :] & np.isfinite(td)  # +inf marks lists not to probe (other categories)
+    if ratio > 0:
+        keep = keep | (td <= (1.0 + ratio) * td[:, :1]) & np.isfinite(td)
+    if d_ref is not None and spread is not None:
+        radius = np.sqrt(np.maximum(np.take_along_axis(spread, top, 1), 0.0))
+        keep = keep | (np.sqrt(td) <= np.sqrt(np.asarray(d_ref, np.float64))[:, None] + reach * radius) & np.isfinite(td)
+    width = int(keep.sum(1).max())
+    out = np.where(keep, top, -1)
+    # keep the chosen lists first, nearest first, so the trimmed width holds them all
+    order = np.argsort(~keep, axis=1, kind="stable")
+    return np.take_along_axis(out, order, 1)[:, :width].astype(np.int64)
 
 
 def default_nlist(n: int) -> int:
@@ -179,7 +228,7 @@ class VectorIndex:
             raise IndexDataError(f"k must be positive, got {k}")
         excl = np.full(b, -1, np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(b)
         kk = min(self.n, k + 1 + max(8, k // 2))  # margin for the exact re-rank and the excluded item
-        cand = self._candidates(pq, ww, kk)
+        cand = self._candidates(pq, ww, kk, k)
         return self._rerank(pq, ww, cand, excl, k)
 
     def search_per_category(self, p_query: np.ndarray, w: np.ndarray, k: int, exclude: int = -1) -> SearchResult:
@@ -190,15 +239,16 @@ class VectorIndex:
         if k <= 0:
             raise IndexDataError(f"k must be positive, got {k}")
         kk = k + 1 + max(8, k // 2)
-        cand = self._candidates_per_category(pq, ww, kk)
+        cand = self._candidates_per_category(pq, ww, kk, k)
         n_cat = cand.shape[0]
         return self._rerank(np.repeat(pq, n_cat, 0), np.repeat(ww, n_cat, 0), cand, np.full(n_cat, exclude, np.int64), k)
 
     # ---- backend hooks --------------------------------------------------------------------
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
+        """Ids (B, ≥ kk) that contain the k nearest items per query (−1 where none), for exact re-ranking."""
         raise NotImplementedError
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         raise NotImplementedError
 
     def _gather(self, ids: np.ndarray) -> np.ndarray:
@@ -274,7 +324,7 @@ class ExactIndex(VectorIndex):
         """⟨q, v_j⟩ for every item, (B, N) float32 — the full score matrix (tests, small catalogs)."""
         return np.atleast_2d(q).astype(np.float32) @ self.vt
 
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         q = query_vectors(pq, ww)
         b = q.shape[0]
         kk = min(kk, self.n)
@@ -308,7 +358,7 @@ class ExactIndex(VectorIndex):
             thr = best_s[:, -1].copy()
         return best_i
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         sc = self.scores(query_vectors(pq, ww))[0]
         n_cat = self.n_categories
         out = np.full((n_cat, kk), -1, np.int64)
@@ -330,16 +380,27 @@ class IVFIndex(VectorIndex):
     [c, c ∘ c], so ⟨q, [c, c²]⟩ ranks lists by the user's weighted distance Σ w (p_i − c)².
     A faiss ``IndexIVFFlat`` (inner product) over v scores the probed lists' members
     exactly; the top candidates are then re-ranked in float64 by the direct form.
+    ``nprobe``, ``probe_ratio``, ``reach`` and ``max_nprobe`` choose the lists per query
+    (:func:`probe_lists`; ``probe_ratio`` = ``reach`` = 0 is the classic fixed-nprobe IVF);
+    they are search-time settings, not part of the stored state. Per list it also keeps the
+    mean squared residual of its members per dimension, so a user's weighted list radius
+    (for ``reach``) is one matrix-vector product. ``last_probed`` holds the number of lists
+    each query of the latest search probed (informational, for benchmarks).
     """
 
     backend = "ivf"
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
                  nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
+                 reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE, probe_ratio: float = DEFAULT_PROBE_RATIO,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID):
         super().__init__(p, categories)
         t0 = time.perf_counter()
         self.nprobe = int(nprobe)
+        self.reach = float(reach)
+        self.probe_ratio = float(probe_ratio)
+        self.last_probed = np.zeros(0, np.int64)
+        self.max_nprobe = int(max_nprobe)
         if state is None:
             self.centroids, self.assign, self.list_offsets = self._train(nlist or default_nlist(self.n), seed, niter, max_points_per_centroid)
         else:
@@ -351,6 +412,7 @@ class IVFIndex(VectorIndex):
         self.nlist = int(self.centroids.shape[0])
         self.aug_centroids = augment(self.centroids)
         self._build_faiss()
+        self.residual_sq = self._residual_sq()
         self.build_seconds = time.perf_counter() - t0
 
     def _train(self, nlist: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,41 +443,86 @@ class IVFIndex(VectorIndex):
             v = augment(self.p[s:s + step])
             ids = np.arange(s, s + v.shape[0], dtype=np.int64)
             index.add_core(v.shape[0], faiss.swig_ptr(v), faiss.swig_ptr(ids), faiss.swig_ptr(np.ascontiguousarray(self.assign[s:s + step])))
-        index.nprobe = self.nprobe
         self._quantizer = quantizer  # keep alive alongside the index
         self.index = index
 
+    def _residual_sq(self) -> np.ndarray:
+        """Per list and dimension, the mean of (p_jk − c_k)² over its members, (nlist, K) float32."""
+        acc = np.zeros((self.nlist, self.dim), np.float64)
+        step = 1 << 16
+        for s in range(0, self.n, step):
+            a = self.assign[s:s + step]
+            r = np.asarray(self.p[s:s + step], dtype=np.float64) - self.centroids[a]
+            order = np.argsort(a, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(a[order]) != 0])
+            acc[a[order][starts]] += np.add.reduceat((r * r)[order], starts, axis=0)
+        counts = np.bincount(self.assign, minlength=self.nlist).astype(np.float64)
+        return (acc / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
     def nbytes(self) -> int:
-        return int(self.n * 2 * self.dim * 4 + self.n * 8 + self.aug_centroids.nbytes + self.centroids.nbytes + self.assign.nbytes)
+        return int(self.n * 2 * self.dim * 4 + self.n * 8 + self.aug_centroids.nbytes + self.centroids.nbytes + self.assign.nbytes
+                   + self.residual_sq.nbytes)
 
-    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
-        nprobe = min(self.nprobe, self.nlist)
-        if self.index.nprobe != nprobe:
-            self.index.nprobe = nprobe
-        with faiss_threads(pq.shape[0] * nprobe * (self.n / self.nlist) * 2 * self.dim):
-            _, ids = self.index.search(query_vectors(pq, ww), kk)
-        return ids
+    def _centroid_distances(self, pq: np.ndarray, ww: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Weighted squared distances from each query to every list centroid, (B, nlist) float32, ≥ 0."""
+        d = query_constants(pq, ww)[:, None].astype(np.float32) - q @ self.aug_centroids.T
+        return np.maximum(d, 0.0, out=d)
 
-    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int) -> np.ndarray:
+    def _scan(self, q: np.ndarray, kk: int, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, ⟨q, v⟩) of the kk best inner products among the members of ``lists`` (−1 entries skipped)."""
+        b, m = lists.shape
+        dist = np.empty((b, kk), np.float32)
+        ids = np.empty((b, kk), np.int64)
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = max(m, 1)  # per call, not on the shared index: concurrent searches stay independent
+        coarse = np.zeros((b, m), np.float32)
+        work = float((lists >= 0).sum()) * (self.n / max(self.nlist, 1)) * 2 * self.dim
+        with faiss_threads(work):
+            self.index.search_preassigned_c(b, faiss.swig_ptr(q), kk, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                            faiss.swig_ptr(dist), faiss.swig_ptr(ids), False, params)
+        return ids, dist
+
+    def _two_rounds(self, pq: np.ndarray, ww: np.ndarray, q: np.ndarray, dist: np.ndarray, kk: int, k_ref: int) -> np.ndarray:
+        """Scan the nearest lists, then the lists within reach of the k_ref-th distance found; candidate ids (B, kk or 2·kk).
+
+        k_ref is k + 1: the query item itself (distance 0) may be among those found.
+        """
+        first = probe_lists(dist, self.nprobe, self.max_nprobe, ratio=self.probe_ratio)
+        ids, ip = self._scan(q, kk, first)
+        self.last_probed = (first >= 0).sum(1)
+        if self.reach <= 0 or first.shape[1] >= dist.shape[1]:
+            return ids
+        # k_ref-th best distance so far (d = const − ⟨q, v⟩); +inf where fewer were found
+        d_found = np.where(ids >= 0, query_constants(pq, ww)[:, None] - ip.astype(np.float64), np.inf)
+        d_ref = np.sort(d_found, axis=1)[:, min(k_ref, kk) - 1]
+        spread = ww.astype(np.float32) @ self.residual_sq.T
+        more = probe_lists(dist, self.nprobe, self.max_nprobe, spread, d_ref, self.reach, self.probe_ratio)
+        seen = (more[:, :, None] == first[:, None, :]).any(-1)
+        more = np.where(seen, -1, more)  # lists of the first round are not scanned twice
+        if more.shape[1] == 0 or (more < 0).all():
+            return ids
+        ids2, _ = self._scan(q, kk, more)
+        self.last_probed = self.last_probed + (more >= 0).sum(1)
+        return np.concatenate([ids, ids2], axis=1)
+
+    def _candidates(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
         q = query_vectors(pq, ww)
-        coarse = (self.aug_centroids @ q[0]).astype(np.float32)
+        return self._two_rounds(pq, ww, q, self._centroid_distances(pq, ww, q), kk, k + 1)
+
+    def _candidates_per_category(self, pq: np.ndarray, ww: np.ndarray, kk: int, k: int) -> np.ndarray:
+        q = query_vectors(pq, ww)
+        dist = self._centroid_distances(pq, ww, q)[0]
         n_cat = self.n_categories
-        nprobe = int(min(self.nprobe, max(1, int(np.diff(self.list_offsets).max(initial=1)))))
-        lists = np.full((n_cat, nprobe), -1, np.int64)
+        out = np.full((n_cat, 2 * kk), -1, np.int64)
         for c in range(n_cat):
             lo, hi = int(self.list_offsets[c]), int(self.list_offsets[c + 1])
-            if hi - lo <= nprobe:
-                lists[c, : hi - lo] = np.arange(lo, hi)
-            else:
-                top = np.argpartition(-coarse[lo:hi], nprobe - 1)[:nprobe]
-                lists[c] = lo + top
-        self.index.nprobe = nprobe
-        try:
-            with faiss_threads(n_cat * nprobe * (self.n / self.nlist) * 2 * self.dim):
-                _, ids = self.index.search_preassigned(np.repeat(q, n_cat, 0), kk, lists, np.zeros(lists.shape, np.float32))
-        finally:
-            self.index.nprobe = min(self.nprobe, self.nlist)
-        return ids
+            # one category = one small IVF: its lists only (ids are global list numbers)
+            sub = np.full((1, self.nlist), np.inf, np.float32)
+            sub[0, lo:hi] = dist[lo:hi]
+            got = self._two_rounds(pq, ww, q, sub, kk, k + 1)
+            out[c, : got.shape[1]] = got[0]
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets}
