@@ -52,6 +52,9 @@ def test_conservation_on_bias_free_backbone(composite: str, target: str) -> None
         logit = model(x_a, x_b, rel, user)
     torch.testing.assert_close(e.logit, logit, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(e.probability, torch.sigmoid(logit))
+    torch.testing.assert_close(e.relevance_sum_a, sa)
+    torch.testing.assert_close(e.relevance_sum_b, sb)
+    torch.testing.assert_close(e.conservation, torch.ones_like(e.conservation), rtol=0, atol=1e-2)
     if target == "similarity":  # each image explains the whole similarity given the other
         torch.testing.assert_close(sa, e.target_value, rtol=1e-2, atol=0)
         torch.testing.assert_close(sb, e.target_value, rtol=1e-2, atol=0)
@@ -76,6 +79,14 @@ def test_absorbed_share_is_reported_with_biases() -> None:
     sa, sb = _sums(e)
     torch.testing.assert_close(e.absorbed, e.target_value - (sa + sb))
     assert e.absorbed.abs().max() > 1e-3 * e.target_value.abs().max()  # biases take a visible share
+    with torch.no_grad():  # the reported conservation is the measured ratio, off 1 here (eval: running BN stats)
+        model.eval()
+        a_i, a_j = model.pair_embeddings(x_a, x_b, rel)
+        d = model.distance(a_i, a_j, model.theta(rel, user))
+    torch.testing.assert_close(e.conservation, (sa + sb) / d)
+    assert (e.conservation - 1).abs().max() > 1e-3
+    g = explain_pairs(model, x_a, x_b, rel, user, target="logit", composite="epsilon")
+    torch.testing.assert_close(g.conservation, (g.relevance_sum_a + g.relevance_sum_b) / -d)
 
 
 def test_features_mode_shapes_and_conservation() -> None:
@@ -170,8 +181,9 @@ def test_bilrp_sums_to_similarity(composite: str) -> None:
     assert m.shape == (3, 16, 16)
     e = explain_pairs(model, x_a, x_b, rel, user, composite=composite)
     torch.testing.assert_close(m.sum((1, 2)), e.target_value, rtol=1e-2, atol=0)
-    # row/column marginals are the pooled first-order similarity maps (LRP is linear in the seed)
+    # conserving maps: the marginals are the first-order similarity maps (LRP is linear in the seed)
     ra, rb = marginals(model, x_a, x_b, rel, user, composite=composite)
+    torch.testing.assert_close(ra, e.relevance_a, rtol=1e-3, atol=1e-4 * float(e.relevance_a.abs().max()))
     torch.testing.assert_close(m.sum(2), grid_pool(ra.sum(1), 4), rtol=1e-3, atol=1e-3 * float(m.sum(2).abs().max()))
     torch.testing.assert_close(m.sum(1), grid_pool(rb.sum(1), 4), rtol=1e-3, atol=1e-3 * float(m.sum(1).abs().max()))
     links = top_links(m[0], 5)
@@ -209,3 +221,54 @@ def test_baselines_explain_the_same_target() -> None:
     r2 = attribute(model, x_a, x_b, rel, user, "random", seed=3)
     assert torch.equal(r1[0], r2[0]) and r1[0].shape == x_a.shape and not torch.equal(r1[0], r1[1])
     assert set(METHODS) == {"saliency", "gradxinput", "integrated_gradients", "random"}
+
+
+def _bn_double_model() -> PairModel:
+    return _model(bias=True, batchnorm=True, dim=8).double().eval()
+
+
+def test_bilrp_marginals_are_row_sums_under_any_composite() -> None:
+    """Biases, BN shifts, γ: maps do not conserve, and the marginals still equal the matrix's row/column sums."""
+    model = _bn_double_model()
+    x_a, x_b, rel, user = (t.double() if t.is_floating_point() else t for t in _pairs(3))
+    for comp in ("epsilon-gamma-box", "gamma"):
+        m = bilrp(model, x_a, x_b, rel, user, composite=comp, grid=4)
+        ra, rb = marginals(model, x_a, x_b, rel, user, composite=comp)
+        scale = float(m.abs().sum((1, 2)).max())
+        torch.testing.assert_close(grid_pool(ra.sum(1), 4), m.sum(2), rtol=1e-9, atol=1e-12 * scale)
+        torch.testing.assert_close(grid_pool(rb.sum(1), 4), m.sum(1), rtol=1e-9, atol=1e-12 * scale)
+        first = explain_pairs(model, x_a, x_b, rel, user, composite=comp)  # ≠ the first-order map here
+        assert (first.relevance_a - ra).abs().max() > 1e-3 * ra.abs().max()
+
+
+def test_bilrp_fast_path_equals_per_dimension_path() -> None:
+    """float64: rank ≥ K is the exact matrix; with θ on 3 dimensions, rank 6 (3 exact + 3 sketched) is exact too."""
+    model = _bn_double_model()
+    x_a, x_b, rel, user = (t.double() if t.is_floating_point() else t for t in _pairs(3))
+    exact = bilrp(model, x_a, x_b, rel, user, grid=4)
+    torch.testing.assert_close(bilrp(model, x_a, x_b, rel, user, grid=4, rank=8, chunk=3), exact, rtol=1e-12, atol=0)
+    with torch.no_grad():
+        model.theta_global[:, 3:] = 0
+        model.theta_delta.zero_()
+    exact = bilrp(model, x_a, x_b, rel, user, grid=4)
+    fast = bilrp(model, x_a, x_b, rel, user, grid=4, rank=6, seed=3)
+    assert exact.abs().max() > 0
+    torch.testing.assert_close(fast, exact, rtol=1e-10, atol=1e-14 * float(exact.abs().max()))
+    with pytest.raises(ValueError, match="rank"):
+        bilrp(model, x_a, x_b, rel, user, grid=4, rank=0)
+
+
+def test_bilrp_sketch_is_unbiased() -> None:
+    """The sketch's directions satisfy E[Σ_j g_j g_jᵀ] = I (exactly I on the top dimensions)."""
+    from lrprec.explain.bilrp import _seed_basis
+
+    weight = torch.tensor([[5.0, -4.0, 0.1, 0.2, 0.3, 0.05, 0.0, 0.4]], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    acc = torch.zeros(8, 8, dtype=torch.float64)
+    n = 2000
+    for _ in range(n):
+        g = _seed_basis(weight, 4, gen)[:, 0]  # (4, K): dims 0 and 1 exact, 2 sketched directions
+        acc += g.t() @ g
+    mean = acc / n
+    torch.testing.assert_close(mean[:2, :2], torch.eye(2, dtype=torch.float64))
+    torch.testing.assert_close(mean, torch.eye(8, dtype=torch.float64), rtol=0, atol=0.08)

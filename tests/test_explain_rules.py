@@ -23,6 +23,15 @@ def _net(seed: int = 0) -> nn.Sequential:
     return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double()
 
 
+def _gamma_contributions(c: np.ndarray, b: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized γ (Montavon et al. 2019; Andéol et al. 2021) on contributions c_jk = x_j w_jk:
+    c + γc⁺ (bias b + γb⁺) for outputs z_k = Σ_j c_jk + b_k > 0, c + γc⁻ (b + γb⁻) for z_k < 0."""
+    up = c.sum(0) + b >= 0
+    c_mod = np.where(up[None, :], c + g * np.clip(c, 0, None), c + g * np.clip(c, None, 0))
+    b_mod = np.where(up, b + g * np.clip(b, 0, None), b + g * np.clip(b, None, 0))
+    return c_mod, b_mod
+
+
 # ---- numpy reference: R_j = Σ_k c_jk / stab(z_k) · R_k with the rule's contributions c ------------
 def _np_layer(rule: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, r_out: np.ndarray,
               low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
@@ -32,11 +41,11 @@ def _np_layer(rule: str, x: np.ndarray, w: np.ndarray, b: np.ndarray, r_out: np.
     xc = x[:, None]
     if rule == "epsilon":
         c, zb, eps = xc * wt, b, EPS
-    elif rule == "lrp0":
-        c, zb, eps = xc * wt, 0.0, rules.TINY
+    elif rule == "lrp0":  # Bach et al. 2015: z_k includes the bias
+        c, zb, eps = xc * wt, b, rules.TINY
     elif rule == "gamma":
-        c = np.where(xc >= 0, xc * (wt + GAMMA * wp), xc * (wt + GAMMA * wm))
-        zb, eps = b + GAMMA * np.clip(b, 0, None), 1e-6  # rules.gamma's default ε
+        c, zb = _gamma_contributions(xc * wt, b, GAMMA)
+        eps = 1e-6  # rules.gamma's default ε
     elif rule == "zplus":
         c, zb, eps = np.clip(xc, 0, None) * wp + np.clip(xc, None, 0) * wm, 0.0, rules.TINY
     elif rule == "flat":
@@ -120,7 +129,7 @@ def test_epsilon_matches_captum_lrp(eps: float) -> None:
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6 * float(theirs.abs().max()))
 
 
-@pytest.mark.parametrize("name", ["lrp0", "zplus"])
+@pytest.mark.parametrize("name", ["zplus"])
 def test_bias_free_rules_conserve_on_backbone(name: str) -> None:
     model = _plain_cnn()
     torch.manual_seed(3)
@@ -130,7 +139,7 @@ def test_bias_free_rules_conserve_on_backbone(name: str) -> None:
     k = int(out.sum(0).argmax())
     seed = torch.zeros_like(out)
     seed[:, k] = 1.0
-    rel = explain(model, x, name, seed)  # lrp0/z⁺ ignore biases: every layer conserves exactly
+    rel = explain(model, x, name, seed)  # z⁺ ignores biases: every layer conserves exactly
     torch.testing.assert_close(rel.sum((1, 2, 3)), out[:, k], rtol=1e-6, atol=1e-12)
 
 
@@ -187,3 +196,90 @@ def test_composite_registry_and_errors() -> None:
     assert comp.rule_for("conv2d", True).name == "zbox"
     assert comp.rule_for("conv2d", False).name.startswith("gamma")
     assert comp.rule_for("linear", False).name.startswith("epsilon")
+
+
+def _gamma_matrix_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray, r_out: np.ndarray, g: float,
+                            eps: float) -> np.ndarray:
+    """R = x ⊙ (C'/stab(z')) R_out for a batch, in matrix form; w is (out, in)."""
+    out = np.empty_like(x)
+    for n in range(x.shape[0]):
+        c_mod, b_mod = _gamma_contributions(x[n][:, None] * w.T, b, g)
+        z = c_mod.sum(0) + b_mod
+        out[n] = c_mod @ (r_out[n] / (z + np.where(z >= 0, eps, -eps)))
+    return out
+
+
+@pytest.mark.parametrize("g", [0.25, 1.0])
+def test_gamma_on_signed_outputs_matches_generalized_reference(g: float) -> None:
+    """A dense layer with signed inputs and outputs (like the projection E): the z < 0 outputs use c + γc⁻."""
+    torch.manual_seed(4)
+    layer = nn.Linear(6, 5).double()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    with torch.no_grad():
+        z = layer(x)
+    assert (z < 0).sum() > 5 and (z > 0).sum() > 5 and (x < 0).any()
+    seed = torch.randn(8, 5, dtype=torch.float64)  # output relevance z · seed, of both signs
+    comp = Composite("g", conv=rules.gamma(g), dense=rules.gamma(g))
+    ours = explain(nn.Sequential(layer), x, comp, seed).numpy()
+    ref = _gamma_matrix_reference(x.numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(),
+                                  (z * seed).numpy(), g, 1e-6)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+    # sign-awareness keeps each denominator on z's side: relevance sums stay near the output relevance
+    np.testing.assert_allclose(ours.sum(1), ref.sum(1), rtol=1e-6)
+
+
+def test_gamma_behind_relu_skips_the_negative_form_exactly() -> None:
+    """Conv → ReLU: outputs with z < 0 get no relevance, so the z ≥ 0 form alone gives the same result."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    seed = torch.randn(6, 3, dtype=torch.float64)
+    ours = explain(net, x, Composite("g", conv=rules.gamma(0.5), dense=rules.gamma(0.5)), seed).numpy()
+    w1, b1 = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
+    w2, b2 = net[2].weight.detach().numpy(), net[2].bias.detach().numpy()
+    xn = x.numpy()
+    h = np.maximum(xn @ w1.T + b1, 0)
+    y = h @ w2.T + b2
+    r_h = _gamma_matrix_reference(h, w2, b2, y * seed.numpy(), 0.5, 1e-6)
+    ref = _gamma_matrix_reference(xn, w1, b1, r_h, 0.5, 1e-6)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-12)
+
+
+def test_lrp0_is_gradient_times_input_on_relu_nets() -> None:
+    """LRP-0 with the bias in z_k (the bias keeps its share) equals gradient × input in a ReLU/max-pool network."""
+    model = _bn_cnn().eval()
+    torch.manual_seed(6)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    seed = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, x, seed)
+    rel = explain(model, x.detach(), "lrp0", seed)
+    # (the stabilizer ε = 1e-9 only shows on outputs with |z| ~ 1e-6)
+    torch.testing.assert_close(rel, x.detach() * g, rtol=1e-6, atol=1e-7 * float(rel.abs().max()))
+
+
+def test_scale_norm_backbone_is_bias_free_once_folded_and_conserves() -> None:
+    """SmallCNN(bias=False, batchnorm="scale"): the fold adds no shift, so ε-γ-box relevance sums to the output."""
+    torch.manual_seed(7)
+    model = SmallCNN(channels=(4, 8, 8, 16), out_dim=12, bias=False, batchnorm="scale").double()
+    x = torch.rand(6, 3, 32, 32, dtype=torch.float64) * 4 - 2  # inside the zB box [-2, 2]
+    model.train()
+    model(x)  # one batch of statistics
+    model.eval()
+    for layer in canonize(model):
+        if getattr(layer, "kind", None) == "conv2d":
+            b = layer.params()[1]
+            assert b is None or float(b.detach().abs().max()) == 0.0
+    with torch.no_grad():
+        out = model(x)
+        conv = model.features[0]  # eval: a pure per-channel scale by the running uncentred second moment
+        h = nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding)
+        scale = model.features[1].weight * torch.rsqrt(model.features[1].running_var + 1e-5)
+        torch.testing.assert_close(model.features[1](h), h * scale.view(1, -1, 1, 1))
+    k = int(out.sum(0).argmax())
+    seed = torch.zeros_like(out)
+    seed[:, k] = 1.0
+    rel = explain(model, x, "epsilon-gamma-box", seed)
+    torch.testing.assert_close(rel.sum((1, 2, 3)), out[:, k], rtol=1e-4, atol=1e-10)
+    with pytest.raises(ValueError, match="batchnorm"):
+        SmallCNN(batchnorm="group")

@@ -30,6 +30,9 @@ def test_record_files_and_shapes(run, tmp_path):
     ra, rb = np.load(tmp_path / "x" / "relevance_a.npy"), np.load(tmp_path / "x" / "relevance_b.npy")
     assert ra.shape == rb.shape == (32, 32)
     assert rec["relevance_sum"]["a"] == pytest.approx(float(ra.sum()), rel=1e-4)
+    # similarity: measured conservation = mean of the two image sums / S
+    half = (rec["relevance_sum"]["a"] + rec["relevance_sum"]["b"]) / 2
+    assert rec["conservation"] == pytest.approx(half / rec["target_value"], rel=1e-3)
     assert (tmp_path / "x" / "heatmaps.png").stat().st_size > 1000
     assert np.load(tmp_path / "x" / "bilrp.npy").shape == (64, 64)
     assert 0 <= rec["probability"] <= 1

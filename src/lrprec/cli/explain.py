@@ -33,7 +33,8 @@ def explain(
 
 def _text(r: dict) -> str:
     lines = [f"{r['item_a']} ~ {r['item_b']}  relation {r['relation']}  user {r['user'] or '(global)'}  P = {r['probability']:.3f}",
-             f"{r['target']} = {r['target_value']:.4g}; relevance on A sums to {r['relevance_sum']['a']:.4g}, on B to {r['relevance_sum']['b']:.4g} ({r['rule']})"]
+             f"{r['target']} = {r['target_value']:.4g}; relevance on A sums to {r['relevance_sum']['a']:.4g}, on B to {r['relevance_sum']['b']:.4g} ({r['rule']})",
+             f"conservation (measured Σ R / the share that should reach the images): {r['conservation']:.3f}"]
     if "bilrp_sum" in r:
         lines.append(f"BiLRP links sum to {r['bilrp_sum']:.4g}")
     lines += [f"wrote {f}" for f in r["files"]]

@@ -12,8 +12,11 @@ proportion to the inputs (the z-rule of a linear map).
 
 No hooks and no per-call state: a module used once on a stacked batch [x_a; x_b] (the
 Siamese case), or twice, is explained correctly. With ``exact=True`` (needed for
-``create_graph``) the real activations run on a second, ordinary path, so the relevance is
-exactly differentiable w.r.t. the caller's parameters.
+``create_graph``) the real activations, and each ratio's denominator stab(z_mod), run on a
+second, ordinary path, so the relevance is exactly differentiable w.r.t. the caller's
+parameters (tested against float64 finite differences, tests/test_explain_second_order.py).
+Sign-aware rules (generalized γ) evaluate their z < 0 form only where relevance can reach
+negative outputs: not on a layer whose output feeds a ReLU.
 """
 from __future__ import annotations
 
@@ -50,52 +53,90 @@ class RuleOutput:
     sources: list[Tensor] = field(default_factory=list)
 
 
-def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None, ctx: LayerContext) -> RuleOutput:
-    """Run one linear layer under ``rule``; ``x_plain`` is given in exact mode (second-order graphs)."""
-    exact = x_plain is not None
-    w, b = layer.params()
-    if not exact:
-        w, b = w.detach(), (None if b is None else b.detach())
+def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
+                     sources: list[Tensor] | None) -> tuple[Tensor, bool]:
+    """z_mod = Σ_t layer(x_t, w_t) (+ Σ_t b_t) for one term list; returns it and whether a bias term was added.
+
+    ``sources`` collects the constant inputs (ones, box bounds) as leaves whose relevance is
+    counted at the input; ``None`` (the exact-path denominator) uses them as plain constants.
+    """
     xs: list[Tensor] = []
     ws: list[Tensor] = []
     bs: list[Tensor] = []
-    sources: list[Tensor] = []
-    bt: Tensor | None = None
-    for in_mod, p_mod in rule.terms:
+    for in_mod, p_mod in terms:
         xt = in_mod.fn(x, ctx)
         if xt is None:
             continue
         if in_mod.source:
-            xt = xt.detach().requires_grad_(True)
-            sources.append(xt)
+            xt = xt.detach()
+            if sources is not None:
+                xt.requires_grad_(True)
+                sources.append(xt)
         wt, bt = p_mod.fn(w, b)
         xs.append(xt)
         ws.append(wt)
         if bt is not None:
             bs.append(bt)
-    assert xs, f"rule {rule.name} produced no term"
+    assert xs, "the rule produced no term"
     bias_mod = None if not bs else (bs[0] if len(bs) == 1 else torch.stack(bs).sum(0))
     if len(xs) == 1:
-        z_mod = layer.apply(xs[0], ws[0], bias_mod)
-    elif layer.conv_args.get("groups", 1) != 1:
-        z_mod = sum(layer.apply(xt, wt, None) for xt, wt in zip(xs, ws))
-        z_mod = z_mod if bias_mod is None else _add_bias(z_mod, bias_mod, layer)
-    else:  # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels: one pass, not T
-        z_mod = layer.apply(torch.cat(xs, 1), torch.cat(ws, 1), bias_mod)
+        return layer.apply(xs[0], ws[0], bias_mod), bias_mod is not None
+    if layer.conv_args.get("groups", 1) != 1:
+        z = sum(layer.apply(xt, wt, None) for xt, wt in zip(xs, ws))
+        return (z if bias_mod is None else _add_bias(z, bias_mod, layer)), bias_mod is not None
+    # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels: one pass, not T
+    return layer.apply(torch.cat(xs, 1), torch.cat(ws, 1), bias_mod), bias_mod is not None
+
+
+def _signed_output(rule: Rule, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
+                   z_real: Tensor | None, sources: list[Tensor] | None) -> tuple[Tensor, bool]:
+    """The rule's modified output; a sign-aware rule takes its ``neg_terms`` form where the real output is < 0."""
+    z_pos, has_bias = _modified_output(rule.terms, layer, x, w, b, ctx, sources)
+    if not rule.sign_aware(ctx):
+        return z_pos, has_bias
+    assert z_real is not None
+    z_neg, _ = _modified_output(rule.neg_terms, layer, x, w, b, ctx, sources)
+    return torch.where(z_real.detach() >= 0, z_pos, z_neg), has_bias
+
+
+def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None, ctx: LayerContext) -> RuleOutput:
+    """Run one linear layer under ``rule``; ``x_plain`` is given in exact mode (second-order graphs).
+
+    Exact mode: the ratio z_real / stab(z_mod) is formed entirely on the ordinary path
+    (z_mod recomputed from ``x_plain``), so its derivative w.r.t. lower layers' parameters
+    follows the true Jacobian; the relevance path's z_mod only carries the rule's
+    redistribution (its autograd edge runs through the lower layers' modified backward).
+    """
+    exact = x_plain is not None
+    w, b = layer.params()
+    if not exact:
+        w, b = w.detach(), (None if b is None else b.detach())
+    sources: list[Tensor] = []
+    signed = rule.sign_aware(ctx)
     if exact:
         z_real = layer.apply(x_plain, w, b)
-        ratio = rule.ratio(z_real, z_mod)
-    else:
+        z_mod, _ = _signed_output(rule, layer, x, w, b, ctx, z_real, sources)
+        if rule.reuses_forward and rule.terms[0][1].fn(w, b)[1] is b:
+            z_den = z_real  # z_mod is the layer's own output
+        else:
+            z_den, _ = _signed_output(rule, layer, x_plain, w, b, ctx, z_real, None)
+        ratio = rule.ratio(z_real, z_den)
+        return RuleOutput(_Relay.apply(z_mod, z_real, ratio), z_real, sources)
+    z_first = None
+    if signed or not rule.reuses_forward:
         with torch.no_grad():
-            zm = z_mod.detach()
-            if not rule.reuses_forward:
-                z_real = layer.apply(x.detach(), w, b)
-            elif b is None or bt is not None:
-                z_real = zm  # z_mod is the layer's own output: the same tensor, and a cheaper ratio
-            else:
-                z_real = _add_bias(zm, b, layer)  # the rule dropped the bias
-            ratio = rule.ratio(z_real, zm)
-    return RuleOutput(_Relay.apply(z_mod, z_real, ratio), z_real if exact else None, sources)
+            z_first = layer.apply(x.detach(), w, b)
+    z_mod, has_bias = _signed_output(rule, layer, x, w, b, ctx, z_first, sources)
+    with torch.no_grad():
+        zm = z_mod.detach()
+        if z_first is not None:
+            z_real = z_first
+        elif b is None or has_bias:
+            z_real = zm  # z_mod is the layer's own output: the same tensor, and a cheaper ratio
+        else:
+            z_real = _add_bias(zm, b, layer)  # the rule dropped the bias
+        ratio = rule.ratio(z_real, zm)
+    return RuleOutput(_Relay.apply(z_mod, z_real, ratio), None, sources)
 
 
 def _add_bias(z: Tensor, b: Tensor, layer: ParamLayer) -> Tensor:
@@ -128,6 +169,9 @@ class LRPNet:
                 first = False
             else:
                 self.rules.append(None)
+        # a layer whose output goes straight into a ReLU only ever receives relevance where z > 0
+        self._rectified = [i + 1 < len(self.layers) and isinstance(self.layers[i + 1], PassLayer)
+                           and self.layers[i + 1].sign == "nonneg" for i in range(len(self.layers))]
 
     def forward(self, x: Tensor, exact: bool = False) -> Trace:
         """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
@@ -136,14 +180,14 @@ class LRPNet:
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
         hp = h if exact else None
         nonneg, first, sources = False, True, []
-        for layer, rule in zip(self.layers, self.rules):
+        for i, (layer, rule) in enumerate(zip(self.layers, self.rules)):
             if isinstance(layer, PassLayer):
                 h = layer.fn(h)
                 hp = None if hp is None else layer.fn(hp)
                 nonneg = nonneg or layer.sign == "nonneg"
                 continue
             assert rule is not None
-            ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if first else None)
+            ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if first else None, rectified=self._rectified[i])
             res = apply_rule(rule, layer, h, hp, ctx)
             h, hp, nonneg, first = res.out, res.plain, False, False
             sources += res.sources

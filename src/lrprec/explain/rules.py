@@ -30,6 +30,7 @@ class LayerContext:
 
     nonneg: bool = False
     bounds: tuple[Tensor, Tensor] | None = None
+    rectified: bool = False  # the output feeds a ReLU: relevance only arrives where z > 0
 
 
 @dataclass(frozen=True)
@@ -93,14 +94,13 @@ FLAT_W = ParamModifier("1", lambda w, b: (torch.ones_like(w), None))
 SQUARE_W = ParamModifier("w²", lambda w, b: (w * w, None))
 
 
-def _gamma_plus(g: float) -> ParamModifier:
+def _gamma_weight(g: float, favour: str, bias: bool) -> ParamModifier:
+    """w -> w + γ·w⁺ (``favour="+"``) or w + γ·w⁻ (``"-"``); the bias, when kept, gets the same treatment."""
+    part = (lambda t: t.clamp(min=0)) if favour == "+" else (lambda t: t.clamp(max=0))
+
     def fn(w: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        return w + g * w.clamp(min=0), (None if b is None else b + g * b.clamp(min=0))
-    return ParamModifier(f"w+{g}w+", fn)
-
-
-def _gamma_minus(g: float) -> ParamModifier:
-    return ParamModifier(f"w+{g}w-", lambda w, b: (w + g * w.clamp(max=0), None))
+        return w + g * part(w), (None if b is None or not bias else b + g * part(b))
+    return ParamModifier(f"w+{g}w{favour}" + ("" if bias else " (no b)"), fn)
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,12 @@ class Rule:
     terms: tuple[tuple[InputModifier, ParamModifier], ...]
     epsilon: float = TINY
     input_layer_only: bool = False
+    #: sign-aware rules: the terms used for outputs whose real value is negative (``terms`` for z ≥ 0)
+    neg_terms: tuple[tuple[InputModifier, ParamModifier], ...] | None = None
+
+    def sign_aware(self, ctx: LayerContext) -> bool:
+        """Whether ``neg_terms`` must be evaluated: it exists and relevance can reach negative outputs."""
+        return self.neg_terms is not None and not ctx.rectified
 
     def stabilize(self, z: Tensor) -> Tensor:
         """Output modifier: z + ε·sign(z), with sign(+0) = +1 so no denominator is ever 0."""
@@ -131,12 +137,21 @@ class Rule:
     @property
     def reuses_forward(self) -> bool:
         """One unmodified term: z_mod is the layer's own output (minus bias at most), no extra forward needed."""
-        return len(self.terms) == 1 and self.terms[0][0] is IDENTITY and self.terms[0][1].keeps_weight
+        return (self.neg_terms is None and len(self.terms) == 1 and self.terms[0][0] is IDENTITY
+                and self.terms[0][1].keeps_weight)
 
 
 def lrp0() -> Rule:
-    """The paper's z-rule (eq 4): R_j = Σ_k x_j w_jk / Σ_j' x_j' w_j'k · R_k, bias ignored."""
-    return Rule("lrp0", ((IDENTITY, NO_BIAS),))
+    """The z-rule (the paper's eq 4, as in Bach et al. 2015): R_j = Σ_k x_j w_jk / z_k · R_k.
+
+    z_k is the layer's real output, bias included: the bias is the weight of a constant
+    input unit and keeps its share b_k / z_k · R_k. On a canonized layer the folded
+    BatchNorm shift is that bias. (Dividing by Σ_j x_j w_jk alone, bias left out, is
+    conservative but ill-conditioned where the shift dominates z: the denominator crosses
+    zero while z does not, and relevance of both signs explodes.) In a ReLU network with
+    max pooling this is gradient × input.
+    """
+    return Rule("lrp0", ((IDENTITY, KEEP),))
 
 
 def epsilon(eps: float = 1e-6, bias: bool = True) -> Rule:
@@ -145,8 +160,17 @@ def epsilon(eps: float = 1e-6, bias: bool = True) -> Rule:
 
 
 def gamma(g: float = 0.25, eps: float = 1e-6) -> Rule:
-    """LRP-γ: favour positive contributions, w -> w + γw⁺ for x ≥ 0 (and w + γw⁻ for x < 0)."""
-    return Rule(f"gamma({g:g})", ((POSITIVE, _gamma_plus(g)), (NEGATIVE, _gamma_minus(g))), epsilon=eps)
+    """Generalized LRP-γ (sign-aware): favour contributions of the output's own sign.
+
+    With c_jk = x_j w_jk: where z_k ≥ 0 the contributions become c_jk + γ·c_jk⁺ (positive
+    ones amplified: x⁺ meets w + γw⁺, x⁻ meets w + γw⁻, bias b + γb⁺), where z_k < 0 they
+    become c_jk + γ·c_jk⁻ (x⁺ meets w + γw⁻, x⁻ meets w + γw⁺, bias b + γb⁻), so the
+    denominator keeps the sign of z_k. On layers whose output feeds a ReLU only the z ≥ 0
+    form is ever used (Montavon et al. 2019's γ); the z < 0 form is skipped there.
+    """
+    pos = ((POSITIVE, _gamma_weight(g, "+", True)), (NEGATIVE, _gamma_weight(g, "-", False)))
+    neg = ((POSITIVE, _gamma_weight(g, "-", True)), (NEGATIVE, _gamma_weight(g, "+", False)))
+    return Rule(f"gamma({g:g})", pos, epsilon=eps, neg_terms=neg)
 
 
 def zplus() -> Rule:

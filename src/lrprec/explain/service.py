@@ -68,7 +68,7 @@ def explain_ids(
             "item_a": ia, "item_b": ib, "user": user, "relation": RELATIONS[rel[k]],
             "probability": float(expl.probability[k]), "target": target, "target_value": float(expl.target_value[k]),
             "relevance_sum": {"a": float(rel_a[k].sum()), "b": float(rel_b[k].sum())},
-            "absorbed": float(expl.absorbed[k]), "rule": rule, "files": [],
+            "absorbed": float(expl.absorbed[k]), "conservation": float(expl.conservation[k]), "rule": rule, "files": [],
         }
         if matrices is not None:
             rec["bilrp_sum"] = float(matrices[k].sum())

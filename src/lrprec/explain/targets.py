@@ -13,6 +13,12 @@ Targets (θ = θ_{u,r}, a = x E_r, δ = a_i − a_j):
   only −d reaches the images (R_k = −θ_k² δ_k², as for distance but negated), so
   sum_a + sum_b = c − d − c = −d, and ``absorbed`` = logit − (a+b) = c (+ what ε/biases absorb).
 
+``conservation`` reports what was measured, per pair: (sum_a + sum_b) / 2S for the
+similarity, (sum_a + sum_b) / d for the distance, (sum_a + sum_b) / (−d) for the logit.
+It is 1 only where every layer conserves (bias-free layers and tiny ε; z⁺ and zᴮ ignore
+biases by construction); on a model with BatchNorm shifts or biases and the γ/ε rules it
+can lie far from 1, and every explanation carries it so that nobody has to assume it.
+
 The backbone runs once on the stacked batch [x_a; x_b]; one backward pass gives both sides.
 """
 from __future__ import annotations
@@ -43,6 +49,9 @@ class PairExplanation:
     logit: Tensor         # (B,) c − d
     probability: Tensor   # (B,) σ(c − d)
     absorbed: Tensor      # (B,) target share not reaching the input (biases, ε, and c for the logit)
+    relevance_sum_a: Tensor  # (B,) Σ relevance_a, as computed (not assumed)
+    relevance_sum_b: Tensor  # (B,) Σ relevance_b
+    conservation: Tensor  # (B,) measured Σ R over both images / the share that should reach them (1 = conserved)
 
 
 def check_target(target: str) -> str:
@@ -133,7 +142,15 @@ def _explain_batch(model, net: LRPNet, x_a: Tensor, x_b: Tensor, relation: Tenso
         rel_a, rel_b = rel[:B], rel[B:]
         sum_a, sum_b = rel_a.flatten(1).sum(1), rel_b.flatten(1).sum(1)
         absorbed = value - (sum_a + sum_b) / 2 if target == "similarity" else value - (sum_a + sum_b)
-    return PairExplanation(rel_a.contiguous(), rel_b.contiguous(), value, logit, torch.sigmoid(logit), absorbed)
+        share = -target_from_embeddings(model, a_i, a_j, relation, user, "distance") if target == "logit" else value
+        conservation = conservation_ratio(sum_a, sum_b, share, target)
+    return PairExplanation(rel_a.contiguous(), rel_b.contiguous(), value, logit, torch.sigmoid(logit), absorbed,
+                           sum_a, sum_b, conservation)
+
+
+def conservation_ratio(sum_a: Tensor, sum_b: Tensor, share: Tensor, target: str) -> Tensor:
+    """Measured Σ R over both images / ``share``, the part of ``target`` that should reach them (S, d or −d)."""
+    return ((sum_a + sum_b) / 2 if target == "similarity" else sum_a + sum_b) / share
 
 
 def explain_catalog_pairs(model, catalog, pairs, input_size: int | None = None, target: str = "logit",

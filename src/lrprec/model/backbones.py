@@ -38,18 +38,55 @@ class Backbone(nn.Module):
         return (0 - mean) / std, (1 - mean) / std
 
 
-class SmallCNN(Backbone):
-    """A compact CNN (the default) that trains end-to-end on 2 CPU cores in minutes at 64 px."""
+class ScaleNorm2d(nn.BatchNorm2d):
+    """BatchNorm that only scales: y = γ · x / √(E[x²] + eps) per channel, no centring and no shift.
 
-    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 128), out_dim: int = 256, bias: bool = True, batchnorm: bool = True, pool: str = "max"):
+    Folded into the preceding convolution it is a pure per-channel scale (no bias), so LRP
+    rules that conserve on bias-free layers conserve through it. ``running_var`` tracks the
+    uncentred second moment; ``running_mean`` stays 0 (the canonizer folds it as usual).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True)
+        self.bias = None  # type: ignore[assignment]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            ms = x.pow(2).mean((0, 2, 3))
+            with torch.no_grad():
+                self.running_var.mul_(1 - self.momentum).add_(self.momentum * ms.detach())
+                self.num_batches_tracked.add_(1)
+        else:
+            ms = self.running_var
+        return x * (self.weight * torch.rsqrt(ms + self.eps)).view(1, -1, 1, 1)
+
+
+NORMS = ("batch", "scale", "none")
+
+
+class SmallCNN(Backbone):
+    """A compact CNN (the default) that trains end-to-end on 2 CPU cores in minutes at 64 px.
+
+    ``batchnorm``: True/"batch" (BatchNorm2d), "scale" (:class:`ScaleNorm2d`, bias-free once
+    folded) or False/"none". With ``bias=False`` and ``batchnorm`` "scale" or "none" every
+    layer is bias-free after canonization, so LRP-0/ε/γ/zᴮ relevance is conserved.
+    """
+
+    def __init__(self, channels: tuple[int, int, int, int] = (16, 32, 64, 128), out_dim: int = 256, bias: bool = True,
+                 batchnorm: bool | str = True, pool: str = "max"):
         super().__init__()
+        norm = {True: "batch", False: "none"}.get(batchnorm, batchnorm) if isinstance(batchnorm, bool) else batchnorm
+        if norm not in NORMS:
+            raise ValueError(f"batchnorm must be true, false or one of {', '.join(NORMS)}; got {batchnorm!r}")
         c1, c2, c3, c4 = channels
         layers: list[nn.Module] = []
 
         def block(cin: int, cout: int, k: int, stride: int, pool: bool) -> None:
-            layers.append(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias and not batchnorm))
-            if batchnorm:
+            layers.append(nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias and norm == "none"))
+            if norm == "batch":
                 layers.append(nn.BatchNorm2d(cout))
+            elif norm == "scale":
+                layers.append(ScaleNorm2d(cout))
             layers.append(nn.ReLU())
             if pool:
                 layers.append(nn.MaxPool2d(2))

@@ -133,6 +133,8 @@ def _examples_section(run: Path) -> Section | None:
             img = next((f for f in r["files"] if f.endswith("heatmaps.png")), None)
             if img:
                 cap = f"{html.escape(r['kind'])}: P = {r['probability']:.3f}, user {html.escape(r['user'] or 'global')}"
+                if "conservation" in r:
+                    cap += f", conservation Σ R / S = {r['conservation']:.2f}"
                 parts.append(f'<div class="fig"><img src="{_rel(run, img)}" alt="{cap}" width="620"><br><span class="muted">{cap}</span></div>')
     return Section("explanations", "Explained pairs (first-order LRP)", "".join(parts))
 
