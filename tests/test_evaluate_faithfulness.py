@@ -174,6 +174,18 @@ def test_cli_writes_json_and_plots(run, tmp_path, monkeypatch):
         assert {"aopc", "aopc_ci95", "gap", "relevance_mass"} <= set(e)  # today's keys stay
     # a constant map ignores the model: the randomization check flags it
     assert doc["methods"]["uniform"]["randomization"]["passed"] is False
+    # the report section and the web run page show the new columns
+    import shutil
+
+    from lrprec.report.html import _faithfulness_section
+    from lrprec.serve.app import _leaderboard
+
+    shutil.copytree(out, tmp_path / "r" / "faithfulness")
+    section = _faithfulness_section(tmp_path / "r")
+    assert section is not None and "SRG linear [95% CI]" in section.html and "FAIL" in section.html and "Kendall" in section.html
+    board = _leaderboard(doc)
+    assert {r["method"] for r in board} == {"uniform", "gradxinput"}
+    assert all(len(r["srg"]) == 2 and r["randomization"] is not None for r in board)
     r = cli.invoke(app, cmd + [str(run.path), "--steps", "2", "--region", "4", "--imputers", "blur", "--out", str(out)])
     assert r.exit_code == 2 and "unknown imputer 'blur'" in r.output
     assert (out / "faithfulness_probability.png").is_file() and (out / "curves.npz").is_file()
