@@ -14,7 +14,10 @@ in a seeded random permutation per image. Step k replaces the first k visited re
 (cumulatively: a replaced region keeps its replacement values) by uniform random values in
 the input's valid range — drawn once per image, so every order and every explanation
 method of the same image sees the same noise, which makes them directly comparable — or by
-a constant.
+a constant, or by any imputer of :mod:`lrprec.evaluate.imputers` (which sees the mask of the
+replaced pixels, as ROAD's linear imputation needs). A ``schedule`` replaces several regions
+per step and an explicit ``visit`` order replaces MoRF/LRF/random (symmetric relevance gain,
+:mod:`lrprec.evaluate.srg`, walks one ordering from both ends over the whole range).
 
 Speed. Nothing loops over images in Python: every pixel gets the *rank* of its region in
 the visiting order, and the perturbed copy for step k is ``where(rank < k, fill, x)``. All
