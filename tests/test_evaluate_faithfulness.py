@@ -66,7 +66,8 @@ def test_pair_scorer_matches_the_model(run):
 
 def test_result_shape_views_and_localization(run, tmp_path):
     ex = explainers_for(run)
-    res = faithfulness(run, pairs=6, steps=5, region=4, image="a", seed=0, batch_size=16, explainers=ex, explain_batch_size=4)
+    res = faithfulness(run, pairs=6, steps=5, region=4, image="a", seed=0, batch_size=16, explainers=ex, explain_batch_size=4,
+                       imputers=("uniform", "linear"), srg_steps=4, randomization_pairs=2)
     assert res["pairs"] == 6 and res["steps"] == 5 and res["region"] == 4
     assert set(res["methods"]) == {"gradxinput", "uniform", "random"}
     for name, e in res["methods"].items():
@@ -91,17 +92,19 @@ def test_result_shape_views_and_localization(run, tmp_path):
     table = leaderboard_table(res)
     assert "gradxinput" in table and "MoRF AOPC" in table and "mask area fraction" in table
     files = plot_curves(res, tmp_path)
-    assert len(files) == 4 and all(p.stat().st_size > 1000 for p in files)
+    assert len(files) == 6 and all(p.stat().st_size > 1000 for p in files)
 
 
 def test_deterministic_and_both_images(run):
     ex = explainers_for(run)
-    kw = dict(pairs=4, steps=3, region=4, seed=1, batch_size=32, explainers=ex, methods=["random"])
+    kw = dict(pairs=4, steps=3, region=4, seed=1, batch_size=32, explainers=ex, methods=["random"], imputers=("uniform",),
+              srg_steps=2, randomization_pairs=0)
     a = faithfulness(run, **kw)
     b = faithfulness(run, **kw)
     assert to_json(a)["methods"] == to_json(b)["methods"]
     both = faithfulness(run, image="both", **kw)
-    assert both["pairs"] == 4 and both["timing"]["images_scored"] == 3 * 8 * 4  # orders x curves x (steps+1)
+    # (orders x (steps + 1) + MIF/LIF x (srg steps + 1)) x curves
+    assert both["pairs"] == 4 and both["timing"]["images_scored"] == (3 * 4 + 2 * 3) * 8
 
 
 def test_bad_input_is_a_clear_error(run):
@@ -119,7 +122,7 @@ def test_bad_input_is_a_clear_error(run):
         with torch.no_grad():
             run.model.c.fill_(-100.0)  # nothing is predicted related any more
         with pytest.raises(ValueError, match="no correctly predicted positive test pairs"):
-            faithfulness(run, pairs=2, steps=2, region=4, explainers=ex)
+            faithfulness(run, pairs=2, steps=2, region=4, explainers=ex, split="test")
     finally:
         with torch.no_grad():
             run.model.c.copy_(c)
@@ -131,7 +134,7 @@ def test_bad_input_is_a_clear_error(run):
 
     try:
         with pytest.raises(RuntimeError, match="explainer changed the model"):
-            faithfulness(run, pairs=2, steps=2, region=4, explainers={"meddler": meddler})
+            faithfulness(run, pairs=2, steps=2, region=4, explainers={"meddler": meddler}, imputers=("uniform",), randomization_pairs=0)
     finally:
         with torch.no_grad():
             run.model.c.copy_(c)
@@ -157,11 +160,34 @@ def test_cli_writes_json_and_plots(run, tmp_path, monkeypatch):
     monkeypatch.setattr(fm, "default_explainers", lambda **kw: (explainers_for(run), {"lrp": "not built in this test"}))
     cli = CliRunner()
     out = tmp_path / "f"
-    r = cli.invoke(app, cmd + [str(run.path), "--pairs", "3", "--steps", "2", "--region", "4", "--methods", "uniform,random",
-                         "--out", str(out), "--json"])
+    r = cli.invoke(app, cmd + [str(run.path), "--pairs", "3", "--steps", "2", "--region", "4", "--methods", "uniform,gradxinput",
+                         "--srg-steps", "3", "--randomization-pairs", "2", "--image", "a", "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert set(doc["methods"]) == {"uniform", "random"} and (out / "faithfulness.json").is_file()
+    assert set(doc["methods"]) == {"uniform", "gradxinput"} and (out / "faithfulness.json").is_file()
+    # the JSON: srg and srg_ci95 keyed by imputer, randomization with a boolean passed, imputers and ranking_tau
+    assert doc["imputers"] == ["uniform", "linear"] and doc["split"] == "validation"
+    assert isinstance(doc["ranking_tau"], float) and -1.0 <= doc["ranking_tau"] <= 1.0
+    for e in doc["methods"].values():
+        assert set(e["srg"]) == set(e["srg_ci95"]) == {"uniform", "linear"}
+        assert isinstance(e["randomization"]["passed"], bool)
+        assert {"aopc", "aopc_ci95", "gap", "relevance_mass"} <= set(e)  # today's keys stay
+    # a constant map ignores the model: the randomization check flags it
+    assert doc["methods"]["uniform"]["randomization"]["passed"] is False
+    # the report section and the web run page show the new columns
+    import shutil
+
+    from lrprec.report.html import _faithfulness_section
+    from lrprec.serve.app import _leaderboard
+
+    shutil.copytree(out, tmp_path / "r" / "faithfulness")
+    section = _faithfulness_section(tmp_path / "r")
+    assert section is not None and "SRG linear [95% CI]" in section.html and "FAIL" in section.html and "Kendall" in section.html
+    board = _leaderboard(doc)
+    assert {r["method"] for r in board} == {"uniform", "gradxinput"}
+    assert all(len(r["srg"]) == 2 and r["randomization"] is not None for r in board)
+    r = cli.invoke(app, cmd + [str(run.path), "--steps", "2", "--region", "4", "--imputers", "blur", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown imputer 'blur'" in r.output
     assert (out / "faithfulness_probability.png").is_file() and (out / "curves.npz").is_file()
     r = cli.invoke(app, cmd + [str(run.path), "--steps", "99", "--region", "4", "--out", str(out)])
     assert r.exit_code == 2 and "error: --steps 99" in r.output

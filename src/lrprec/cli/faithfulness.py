@@ -22,19 +22,23 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
 @command("faithfulness")
 def faithfulness_cmd(
     run: Path = typer.Argument(..., help="Run directory (from 'lrprec train')."),
-    pairs: int = typer.Option(100, "--pairs", help="Correctly predicted positive test pairs to evaluate (seeded choice)."),
+    pairs: int = typer.Option(100, "--pairs", help="Correctly predicted positive pairs to evaluate (seeded choice)."),
+    split: str = typer.Option("validation", "--split", help="Pairs of which split: validation (choose methods and composites on it) or test (report)."),
+    imputers: str = typer.Option("uniform,linear", "--imputers", help="Comma-separated fills of removed regions: uniform, linear (ROAD), mean."),
+    srg_steps: int = typer.Option(16, "--srg-steps", help="Fractions from 0 to all regions removed for symmetric relevance gain."),
+    randomization_pairs: int = typer.Option(8, "--randomization-pairs", help="Pairs re-explained as backbone layers are randomized (0: skip the check)."),
     steps: int = typer.Option(50, "--steps", help="Perturbation steps L (regions replaced one per step)."),
     region: Optional[int] = typer.Option(None, "--region", help="Region side S in pixels (default: 4 at 64 px, 9 at 224 px)."),
     orders: str = typer.Option("morf,lrf,random", "--orders", help="Comma-separated orders: morf, lrf, random."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: all available), e.g. lrp,lrp-epsilon,saliency,random."),
-    image: str = typer.Option("a", "--image", help="Which image to perturb: a, b or both."),
+    image: str = typer.Option("both", "--image", help="Which image to perturb: a, b or both (each side in turn, the other kept)."),
     target: str = typer.Option("similarity", "--target", help="Explained quantity: similarity, distance or logit."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/faithfulness)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the pair choice, the noise, the random order and the bootstrap."),
     batch_size: int = typer.Option(256, "--batch-size", help="Perturbed images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Measure how faithful each explanation method is: AOPC (MoRF/LRF/random), the paper's Figure 3 view, localization."""
+    """Measure how faithful each explanation method is: SRG and AOPC per imputer, a randomization check, the paper's Figure 3 view, localization."""
     from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, to_json, write_result
     from lrprec.run import Run
 
@@ -43,7 +47,8 @@ def faithfulness_cmd(
     r = Run.load(run)
     log = (lambda msg: print(msg, file=sys.stderr)) if not as_json else None
     result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
-                          image=image, seed=seed, batch_size=batch_size, target=target, progress=log)
+                          image=image, seed=seed, batch_size=batch_size, target=target, progress=log, split=split,
+                          imputers=_split(imputers) or (), srg_steps=srg_steps, randomization_pairs=randomization_pairs)
     files = write_result(result, out if out is not None else Path(run) / "faithfulness")
     doc = to_json(result)
     doc["files"] = [str(p) for p in files]

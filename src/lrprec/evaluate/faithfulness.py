@@ -34,7 +34,11 @@ import torch
 
 from lrprec.data.catalog import RELATIONS, Pairs
 from lrprec.evaluate.localization import mask_area_fraction, pointing_game, relevance_mass, resize_masks
-from lrprec.evaluate.perturbation import ORDERS, aopc, bootstrap_ci, make_fill, n_regions, perturbation_curves
+from lrprec.evaluate.imputers import DEFAULT_IMPUTERS, IMPUTERS, make_imputer
+from lrprec.evaluate.perturbation import ORDERS, aopc, bootstrap_ci, n_regions, perturbation_curves
+from lrprec.evaluate.randomization import DEFAULT_THRESHOLD, randomization_check
+from lrprec.evaluate.agreement import ranking_agreement
+from lrprec.evaluate.srg import srg, srg_curves
 from lrprec.model.pair import PairModel
 
 if TYPE_CHECKING:
@@ -189,15 +193,15 @@ def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, bat
     return score
 
 
-def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 256) -> tuple[Pairs, np.ndarray]:
-    """The first ``n`` test positives (of trained relations) predicted related, after a seeded shuffle.
+def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 256, split: str = "test") -> tuple[Pairs, np.ndarray]:
+    """The first ``n`` positives of ``split`` (of trained relations) predicted related, after a seeded shuffle.
 
     Returns the pairs and their P(related). Scores the shuffled positives a batch at a
     time and stops once ``n`` correct ones are found. Raises ValueError when there are none.
     """
     if n <= 0:
         raise ValueError(f"--pairs must be positive, got {n}")
-    test = run.catalog.pairs("test")
+    test = run.catalog.pairs(split)
     trained = [RELATIONS.index(r) for r in run.relations]
     pos = test.take(np.flatnonzero((test.label == 1) & np.isin(test.relation, trained)))
     pos = pos.take(np.random.default_rng(seed).permutation(len(pos)))
@@ -219,7 +223,7 @@ def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 
                 break
     idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
     if idx.size == 0:
-        raise ValueError(f"no correctly predicted positive test pairs to evaluate ({len(pos)} positive test pairs of the trained relations, none with P > 0.5)")
+        raise ValueError(f"no correctly predicted positive {split} pairs to evaluate ({len(pos)} positive {split} pairs of the trained relations, none with P > 0.5)")
     return pos.take(idx), np.concatenate(probs)
 
 
@@ -280,6 +284,11 @@ def faithfulness(
     explain_batch_size: int = 32,
     explainers: Mapping[str, Explainer] | None = None,
     progress: Callable[[str], None] | None = None,
+    split: str = "validation",
+    imputers: Sequence[str] = DEFAULT_IMPUTERS,
+    srg_steps: int = 16,
+    randomization_pairs: int = 8,
+    randomization_threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Perturbation AOPC, the paper's Figure 3 view and localization for each method on one run.
 
@@ -287,9 +296,20 @@ def faithfulness(
     ``relations`` and ``inputs(rows)``). ``image`` picks the perturbed side: ``a``, ``b``,
     or ``both`` (each pair contributes one curve per side; the other side stays intact).
     ``explainers`` replaces the methods of :mod:`lrprec.explain` (name -> explainer).
-    Returns the issue's JSON shape plus ``curves`` (mean P(related) and logit per step for
-    each method and order), ``aopc_logit``, ``still_original_relation`` and run details;
-    per-pair arrays are under the private key ``_arrays`` (dropped by :func:`to_json`).
+    ``split`` picks the pairs: ``validation`` (the default, for choosing methods and
+    composites) or ``test`` (for reporting). Every metric is computed under each of
+    ``imputers`` (:mod:`lrprec.evaluate.imputers`); today's ``aopc`` keys hold the first.
+    Per method: ``srg`` / ``srg_ci95`` / ``srg_logit`` / ``srg_by_relation`` keyed by imputer
+    (symmetric relevance gain over ``srg_steps`` fractions, :mod:`lrprec.evaluate.srg`),
+    ``aopc_by_imputer`` and ``randomization`` (cascading backbone randomization on the first
+    ``randomization_pairs`` pairs, 0 to skip; ``passed`` says whether the maps changed,
+    :mod:`lrprec.evaluate.randomization`). At the top: ``imputers`` and ``ranking_tau``
+    (Kendall τ of the SRG method ranking between imputers, averaged over imputer pairs;
+    ``ranking_tau_pairs`` lists each). Also ``curves`` (mean P(related) and logit per step
+    for each method and order), ``srg_curves``, ``aopc_logit``, ``still_original_relation``
+    and run details; per-pair arrays are under the private key ``_arrays`` (dropped by
+    :func:`to_json`). Since the distance is c_r − logit, its curves and SRG are the logit's
+    with the sign flipped (``srg_logit``).
     Raises ValueError for bad arguments, steps beyond the number of regions, unknown
     methods and runs with no correct positive pairs.
     """
@@ -303,6 +323,16 @@ def faithfulness(
             raise ValueError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
     if not orders:
         raise ValueError("no orders given")
+    imputers = list(dict.fromkeys(imputers))
+    if not imputers:
+        raise ValueError("no imputers given")
+    for name in imputers:
+        if name not in IMPUTERS:
+            raise ValueError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
+    if srg_steps <= 0:
+        raise ValueError(f"--srg-steps must be positive, got {srg_steps}")
+    if randomization_pairs < 0:
+        raise ValueError(f"--randomization-pairs must be >= 0, got {randomization_pairs}")
     model: PairModel = run.model
     if model.backbone.kind != "image":
         raise ValueError("pixel perturbation needs an image model; this run reads precomputed features")
@@ -321,8 +351,8 @@ def faithfulness(
     names = resolve_methods(methods, explainers, unavailable)
 
     model.eval()
-    say("selecting correctly predicted positive test pairs")
-    sel, p_sel = correct_positive_pairs(run, pairs, seed=seed, batch_size=batch_size)
+    say(f"selecting correctly predicted positive {split} pairs")
+    sel, p_sel = correct_positive_pairs(run, pairs, seed=seed, batch_size=batch_size, split=split)
     x_a, x_b = run.inputs(sel.a), run.inputs(sel.b)
     relation, user = torch.from_numpy(sel.relation), torch.from_numpy(sel.user)
     sides = ("a", "b") if image == "both" else (image,)
@@ -339,7 +369,8 @@ def faithfulness(
     p0_expected = np.concatenate([p_sel] * len(sides))
 
     bounds = model.backbone.input_bounds()
-    fill = make_fill(x, "uniform", bounds, seed)  # the same noise for every method and order
+    imps = {name: make_imputer(name, x, bounds, seed) for name in imputers}  # the same noise for every method and order
+    primary = imputers[0]
     score = pair_scorer(model, x_other, usr_all, batch_size)
 
     masks = None
@@ -350,11 +381,8 @@ def faithfulness(
     evaluated = 0
     t_perturb = 0.0
 
-    def curves_for(rel_map: torch.Tensor | None, order: str) -> np.ndarray:
-        nonlocal evaluated, t_perturb
-        t0 = time.perf_counter()
-        c = perturbation_curves(score, x, rel_map, steps, region, order=order, seed=seed, batch_size=batch_size, fill_values=fill)
-        t_perturb += time.perf_counter() - t0
+    def check(c: torch.Tensor) -> np.ndarray:
+        nonlocal evaluated
         evaluated += c.shape[0] * c.shape[1]
         arr = c.double().numpy()
         p0 = 1 / (1 + np.exp(-arr[np.arange(m), 0, rel_np]))
@@ -362,7 +390,28 @@ def faithfulness(
             raise RuntimeError("the unperturbed scores differ from those the pairs were selected with: an explainer changed the model")
         return arr  # (M, L+1, R) logits of every head
 
-    random_curves: np.ndarray | None = None
+    def curves_for(rel_map: torch.Tensor | None, order: str, imputer: str) -> np.ndarray:
+        nonlocal t_perturb
+        t0 = time.perf_counter()
+        c = perturbation_curves(score, x, rel_map, steps, region, order=order, seed=seed, batch_size=batch_size, imputer=imps[imputer])
+        t_perturb += time.perf_counter() - t0
+        return check(c)
+
+    def srg_for(rel_map: torch.Tensor, imputer: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        nonlocal t_perturb
+        t0 = time.perf_counter()
+        mif, lif, counts = srg_curves(score, x, rel_map, region, srg_steps, imps[imputer], batch_size)
+        t_perturb += time.perf_counter() - t0
+        return check(mif), check(lif), counts
+
+    def own(logits: np.ndarray) -> np.ndarray:
+        return logits[np.arange(m), :, rel_np]  # (M, L+1) logit of the pair's own relation
+
+    random_curves: dict[str, np.ndarray] = {}
+    srg_mean: dict[str, Any] = {}
+    n_rand = min(randomization_pairs, m // len(sides))
+    rsub = slice(0, n_rand)
+    srg_counts: list[int] = []
     result_methods: dict[str, Any] = {}
     curves_mean: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -372,31 +421,61 @@ def faithfulness(
         say(f"explaining {m // len(sides)} pairs with {name}")
         ra, rb = _explain(explainers[name], model, x_a, x_b, relation, user, explain_batch_size)
         rel_map = torch.cat([ra if s == "a" else rb for s in sides])
-        entry: dict[str, Any] = {"aopc": {}, "aopc_ci95": {}, "aopc_logit": {}, "still_related_mean": {}}
+        entry: dict[str, Any] = {"aopc": {}, "aopc_ci95": {}, "aopc_logit": {}, "still_related_mean": {},
+                                 "srg": {}, "srg_ci95": {}, "srg_logit": {}, "srg_by_relation": {}, "aopc_by_imputer": {}}
         curves_mean[name] = {}
-        for order in orders:
-            say(f"perturbing: {name}, {order}")
-            if order == "random":
-                if random_curves is None:  # the random order ignores the relevance: shared by all methods
-                    random_curves = curves_for(None, "random")
-                logits = random_curves
-            else:
-                logits = curves_for(rel_map, order)
-            own_logit = logits[np.arange(m), :, rel_np]  # (M, L+1)
-            own_p = 1 / (1 + np.exp(-own_logit))
-            per_pair = aopc(own_p)
-            entry["aopc"][order] = float(per_pair.mean())
-            entry["aopc_ci95"][order] = list(bootstrap_ci(per_pair, seed=seed))
-            entry["aopc_logit"][order] = float(aopc(own_logit).mean())
-            view = _paper_view(1 / (1 + np.exp(-logits)), own_p, rel_np, cats, cat_names, heads)
-            entry["still_related_mean"][order] = view["still_related"]["mean"]
-            if name == ref and (order == "morf" or paper is None):
-                paper = {"method": name, "order": order, **view}
-            curves_mean[name][order] = {"probability": own_p.mean(0).tolist(), "logit": own_logit.mean(0).tolist()}
-            arrays[f"{name}/{order}/probability"] = own_p.astype(np.float32)
-            arrays[f"{name}/{order}/aopc"] = per_pair
+        srg_mean[name] = {}
+        for imp in imputers:
+            entry["aopc_by_imputer"][imp] = {}
+            for order in orders:
+                say(f"perturbing: {name}, {order}, {imp} fill")
+                if order == "random":
+                    if imp not in random_curves:  # the random order ignores the relevance: shared by all methods
+                        random_curves[imp] = curves_for(None, "random", imp)
+                    logits = random_curves[imp]
+                else:
+                    logits = curves_for(rel_map, order, imp)
+                own_logit = own(logits)
+                own_p = 1 / (1 + np.exp(-own_logit))
+                per_pair = aopc(own_p)
+                entry["aopc_by_imputer"][imp][order] = float(per_pair.mean())
+                arrays[f"{name}/{imp}/{order}/probability"] = own_p.astype(np.float32)
+                if imp != primary:
+                    continue
+                entry["aopc"][order] = float(per_pair.mean())
+                entry["aopc_ci95"][order] = list(bootstrap_ci(per_pair, seed=seed))
+                entry["aopc_logit"][order] = float(aopc(own_logit).mean())
+                view = _paper_view(1 / (1 + np.exp(-logits)), own_p, rel_np, cats, cat_names, heads)
+                entry["still_related_mean"][order] = view["still_related"]["mean"]
+                if name == ref and (order == "morf" or paper is None):
+                    paper = {"method": name, "order": order, **view}
+                curves_mean[name][order] = {"probability": own_p.mean(0).tolist(), "logit": own_logit.mean(0).tolist()}
+                arrays[f"{name}/{order}/probability"] = own_p.astype(np.float32)
+                arrays[f"{name}/{order}/aopc"] = per_pair
+            say(f"symmetric relevance gain: {name}, {imp} fill")
+            mif, lif, srg_counts = srg_for(rel_map, imp)
+            total = n_regions(x.shape[-2], x.shape[-1], region)
+            mif_p, lif_p = 1 / (1 + np.exp(-own(mif))), 1 / (1 + np.exp(-own(lif)))
+            per_pair = srg(mif_p, lif_p, srg_counts, total)
+            entry["srg"][imp] = float(per_pair.mean())
+            entry["srg_ci95"][imp] = list(bootstrap_ci(per_pair, seed=seed))
+            entry["srg_logit"][imp] = float(srg(own(mif), own(lif), srg_counts, total).mean())
+            entry["srg_by_relation"][imp] = {RELATIONS[r]: float(per_pair[rel_np == r].mean()) for r in np.unique(rel_np)}
+            srg_mean[name][imp] = {"mif": mif_p.mean(0).tolist(), "lif": lif_p.mean(0).tolist()}
+            arrays[f"{name}/{imp}/srg"] = per_pair
         if "morf" in entry["aopc"] and "random" in entry["aopc"]:
             entry["gap"] = entry["aopc"]["morf"] - entry["aopc"]["random"]
+        if n_rand > 0:
+            say(f"randomization check: {name} ({n_rand} pairs)")
+            explainer = explainers[name]
+
+            def explain_with(mdl: torch.nn.Module, explainer: Explainer = explainer) -> torch.Tensor:
+                ra_, rb_ = _explain(explainer, mdl, x_a[rsub], x_b[rsub], relation[rsub], user[rsub], explain_batch_size)  # type: ignore[arg-type]
+                return torch.cat([ra_ if s == "a" else rb_ for s in sides])
+
+            entry["randomization"] = randomization_check(model, explain_with, seed=seed, threshold=randomization_threshold)
+        else:
+            entry["randomization"] = None
         if masks is not None:
             entry["relevance_mass"] = _finite(float(np.nanmean(relevance_mass(rel_map, masks))))
             entry["pointing_game"] = _finite(float(np.nanmean(pointing_game(rel_map, masks))))
@@ -405,8 +484,19 @@ def faithfulness(
         result_methods[name] = entry
     assert paper is not None
     n_pairs = m // len(sides)
+    taus = ranking_agreement({imp: {k: e["srg"][imp] for k, e in result_methods.items()} for imp in imputers})
+    finite_taus = [t for t in taus.values() if math.isfinite(t)]
+    total = n_regions(x.shape[-2], x.shape[-1], region)
     return {
         "pairs": n_pairs,
+        "split": split,
+        "imputers": imputers,
+        "ranking_tau": float(np.mean(finite_taus)) if finite_taus else None,
+        "ranking_tau_pairs": taus,
+        "srg_steps": len(srg_counts) - 1,
+        "srg_fractions": [c / total for c in srg_counts],
+        "srg_curves": srg_mean,
+        "randomization": {"pairs": n_rand, "threshold": randomization_threshold},
         "steps": steps,
         "region": region,
         "image": image,
@@ -453,33 +543,48 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
-def leaderboard_table(result: Mapping[str, Any]) -> str:
-    """Terminal table: method × (MoRF AOPC [CI], LRF AOPC, random AOPC [CI], gap, relevance mass, pointing game).
+def _srg_key(entry: Mapping[str, Any], imputer: str | None) -> float:
+    """Sort key: SRG under ``imputer`` (larger first), else the MoRF − random gap, else MoRF AOPC."""
+    v = (entry.get("srg") or {}).get(imputer) if imputer else None
+    if v is None:
+        v = entry.get("gap", entry.get("aopc", {}).get("morf"))
+    return -(v if v is not None else -math.inf)
 
-    Rows are sorted by the MoRF − random gap (the larger the more faithful), else by MoRF AOPC.
+
+def randomization_label(entry: Mapping[str, Any]) -> str:
+    """``pass (ρ 0.12)`` / ``FAIL (ρ 0.97)`` / ``-`` for a method's randomization check."""
+    rnd = entry.get("randomization")
+    if not rnd or not rnd.get("spearman"):
+        return "-"
+    return f"{'pass' if rnd['passed'] else 'FAIL'} (ρ {rnd['spearman'][-1]:.2f})"
+
+
+def leaderboard_table(result: Mapping[str, Any]) -> str:
+    """Terminal table: method × (SRG [CI] per imputer, randomization, MoRF AOPC [CI], LRF, random, gap, mass, pointing).
+
+    Rows are sorted by SRG under the first imputer (the headline), else by the MoRF − random gap.
     """
     methods = result["methods"]
-    header = ["method", "MoRF AOPC [95% CI]", "LRF AOPC", "random AOPC [95% CI]", "gap", "rel. mass", "pointing"]
+    imputers = list(result.get("imputers") or [])
+    header = ["method"] + [f"SRG {imp} [95% CI]" for imp in imputers] + ["randomization", "MoRF AOPC [95% CI]", "LRF AOPC", "random AOPC", "gap", "rel. mass", "pointing"]
 
-    def ci(entry: Mapping[str, Any], order: str) -> str:
-        v = entry["aopc"].get(order)
-        if v is None:
+    def ci(value: float | None, interval: Sequence[float | None] | None) -> str:
+        if value is None:
             return "-"
-        lo, hi = entry["aopc_ci95"].get(order, (None, None))
-        return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
-
-    def key(item: tuple[str, Mapping[str, Any]]) -> float:
-        e = item[1]
-        v = e.get("gap", e["aopc"].get("morf"))
-        return -(v if v is not None else -math.inf)
+        lo, hi = interval or (None, None)
+        return f"{_fmt(value)} [{_fmt(lo)}, {_fmt(hi)}]"
 
     rows = [header]
-    for name, e in sorted(methods.items(), key=key):
-        rows.append([name, ci(e, "morf"), _fmt(e["aopc"].get("lrf")), ci(e, "random"), _fmt(e.get("gap")), _fmt(e.get("relevance_mass")), _fmt(e.get("pointing_game"))])
+    first = imputers[0] if imputers else None
+    for name, e in sorted(methods.items(), key=lambda kv: _srg_key(kv[1], first)):
+        srg_cells = [ci((e.get("srg") or {}).get(imp), (e.get("srg_ci95") or {}).get(imp)) for imp in imputers]
+        rows.append([name, *srg_cells, randomization_label(e), ci(e["aopc"].get("morf"), e["aopc_ci95"].get("morf")), _fmt(e["aopc"].get("lrf")),
+                     _fmt(e["aopc"].get("random")), _fmt(e.get("gap")), _fmt(e.get("relevance_mass")), _fmt(e.get("pointing_game"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
-        f"faithfulness: {result['pairs']} correctly predicted positive pairs, image {result.get('image', 'a')}, "
-        f"{result['steps']} steps of {result['region']}x{result['region']} regions, AOPC of P(related)",
+        f"faithfulness: {result['pairs']} correctly predicted positive {result.get('split', 'test')} pairs, image {result.get('image', 'a')}, "
+        f"{result['steps']} AOPC steps of {result['region']}x{result['region']} regions ({first or 'uniform'} fill), "
+        f"SRG = AUC(LIF) - AUC(MIF) of P(related) over {result.get('srg_steps', '-')} fractions",
     ]
     if result.get("mask_area_fraction") is not None:
         lines.append(f"mask area fraction (a uniform map's relevance mass): {result['mask_area_fraction']:.3f}")
@@ -488,10 +593,17 @@ def leaderboard_table(result: Mapping[str, Any]) -> str:
         lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    if result.get("ranking_tau_pairs"):
+        lines.append("ranking stability (Kendall tau of the SRG ranking between imputers): "
+                     + ", ".join(f"{k.replace('~', ' vs ')} {_fmt(v, 2)}" for k, v in result["ranking_tau_pairs"].items()))
+    rnd = result.get("randomization") or {}
+    if rnd.get("pairs"):
+        lines.append(f"randomization: backbone layers randomized from the top on {rnd['pairs']} pairs; a method passes when the "
+                     f"Spearman correlation of its maps with the trained model's falls below {rnd['threshold']}")
     ref = result.get("reference", {})
     still = result.get("still_related", {}).get("mean")
     if still:
-        lines.append("")
         lines.append(f"still predicted related ({ref.get('method')}, {ref.get('order')}; mean over categories): "
                      f"{still[0]:.2f} at step 0 -> {still[-1]:.2f} after {len(still) - 1} steps")
     if result.get("unavailable_methods"):
@@ -547,6 +659,8 @@ def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     plt.close(fig)
     files.append(path)
 
+    files += _plot_srg_and_randomization(result, out, plt)
+
     pred = result["predicted_relation"]["mean"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.stackplot(steps, *[pred[k] for k in pred], labels=list(pred))
@@ -560,6 +674,54 @@ def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     files.append(path)
+    return files
+
+
+def _plot_srg_and_randomization(result: Mapping[str, Any], out: Path, plt: Any) -> list[Path]:
+    """MIF (solid) and LIF (dashed) curves per imputer; Spearman of the maps as backbone layers are randomized."""
+    files: list[Path] = []
+    srg_curves = result.get("srg_curves") or {}
+    imputers = list(result.get("imputers") or [])
+    if srg_curves and imputers:
+        frac = np.asarray(result["srg_fractions"])
+        fig, axes = plt.subplots(1, len(imputers), figsize=(4.6 * len(imputers), 3.8), sharey=True, squeeze=False)
+        for ax, imp in zip(axes[0], imputers):
+            for k, (name, per_imp) in enumerate(srg_curves.items()):
+                if imp not in per_imp:
+                    continue
+                colour = f"C{k % 10}"
+                srg_v = result["methods"][name]["srg"][imp]
+                ax.plot(frac, per_imp[imp]["lif"], color=colour, ls="--", lw=1.2)
+                ax.plot(frac, per_imp[imp]["mif"], color=colour, lw=2.2 if name == DEFAULT_METHOD else 1.2, label=f"{name} ({srg_v:.3f})")
+            ax.set_title(f"{imp} fill: MIF solid, LIF dashed")
+            ax.set_xlabel("fraction of regions removed")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("mean P(related)")
+        axes[0][-1].legend(fontsize=7, loc="best", title="method (SRG)", title_fontsize=7)
+        fig.tight_layout()
+        path = out / "faithfulness_srg.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    checks = {k: e["randomization"] for k, e in result["methods"].items() if e.get("randomization")}
+    if checks:
+        fig, ax = plt.subplots(figsize=(5.8, 3.8))
+        for k, (name, rnd) in enumerate(checks.items()):
+            ax.plot(range(1, len(rnd["spearman"]) + 1), rnd["spearman"], marker="o", color=f"C{k % 10}",
+                    lw=2.2 if name == DEFAULT_METHOD else 1.2, label=f"{name} ({'pass' if rnd['passed'] else 'FAIL'})")
+        first = next(iter(checks.values()))
+        ax.axhline(first["threshold"], color="k", ls=":", lw=1)
+        ax.set_xticks(range(1, len(first["layers"]) + 1), first["layers"], rotation=30, fontsize=7)
+        ax.set_xlabel("backbone layers randomized (cumulative, from the top)")
+        ax.set_ylabel("Spearman ρ to the trained model's maps")
+        ax.set_ylim(-0.2, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+        fig.tight_layout()
+        path = out / "faithfulness_randomization.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
     return files
 
 

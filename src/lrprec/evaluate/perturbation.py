@@ -14,7 +14,10 @@ in a seeded random permutation per image. Step k replaces the first k visited re
 (cumulatively: a replaced region keeps its replacement values) by uniform random values in
 the input's valid range — drawn once per image, so every order and every explanation
 method of the same image sees the same noise, which makes them directly comparable — or by
-a constant.
+a constant, or by any imputer of :mod:`lrprec.evaluate.imputers` (which sees the mask of the
+replaced pixels, as ROAD's linear imputation needs). A ``schedule`` replaces several regions
+per step and an explicit ``visit`` order replaces MoRF/LRF/random (symmetric relevance gain,
+:mod:`lrprec.evaluate.srg`, walks one ordering from both ends over the whole range).
 
 Speed. Nothing loops over images in Python: every pixel gets the *rank* of its region in
 the visiting order, and the perturbed copy for step k is ``where(rank < k, fill, x)``. All
@@ -162,6 +165,9 @@ def perturbation_curves(
     seed: int = 0,
     batch_size: int = 256,
     fill_values: torch.Tensor | None = None,
+    imputer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    visit: torch.Tensor | None = None,
+    schedule: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Scores of each image after 0..``steps`` region replacements: (N, steps + 1, ...).
 
@@ -172,37 +178,62 @@ def perturbation_curves(
     follows the step axis in the result. Column 0 is the unperturbed score. ``fill`` is
     ``"uniform"`` (noise in ``bounds``, see :func:`uniform_fill`, seeded by ``seed``) or a
     constant; ``fill_values`` (shaped like ``x``) overrides both. The random order is
-    seeded by ``seed`` too. Inputs are never modified. Raises ValueError for an empty
-    batch or more steps than regions.
+    seeded by ``seed`` too. ``imputer(x, replaced, rows)`` (see
+    :mod:`lrprec.evaluate.imputers`) overrides every fill: it is given the images and the
+    (B, 1, H, W) mask of replaced pixels and returns the filled images. ``visit`` (N,
+    n_regions) overrides ``order`` with an explicit visiting order of the regions (e.g. a
+    reversed MoRF order for symmetric relevance gain). ``schedule`` (length ``steps + 1``,
+    non-decreasing region counts starting at 0) says how many regions are replaced at each
+    column instead of 0, 1, ..., steps. Inputs are never modified. Raises ValueError for an
+    empty batch or more steps than regions.
     """
-    _check_inputs(x, relevance, steps, region)
+    total_regions = n_regions(x.shape[-2], x.shape[-1], region) if x.dim() == 4 else 0
+    if schedule is not None:
+        counts = torch.as_tensor(list(schedule), dtype=torch.int64)
+        if counts.numel() == 0 or int(counts[0]) != 0 or bool((counts[1:] < counts[:-1]).any()) or int(counts[-1]) > total_regions:
+            raise ValueError(f"a schedule must start at 0, never decrease and end at most at the {total_regions} regions")
+        steps = counts.numel() - 1
+        _check_inputs(x, relevance, 0, region)
+    else:
+        _check_inputs(x, relevance, steps, region)
+        counts = torch.arange(steps + 1)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n, _, h, w = x.shape
-    if relevance is None:
-        if order != "random":
-            raise ValueError(f"order {order!r} needs a relevance map")
-        scores = torch.zeros(n, n_regions(h, w, region), dtype=torch.float64, device=x.device)
+    if visit is not None:
+        if tuple(visit.shape) != (n, total_regions):
+            raise ValueError(f"visit must be (pairs, regions) = ({n}, {total_regions}), got {tuple(visit.shape)}")
+        ranks = pixel_ranks(visit.to(x.device), h, w, region)
     else:
-        scores = region_relevance(relevance.detach().to(x.device), region)
-    ranks = pixel_ranks(region_order(scores, order, seed), h, w, region)  # (N, H, W)
-    if fill_values is None:
-        fill_values = make_fill(x, fill, bounds, seed)
-    elif fill_values.shape != x.shape:
-        raise ValueError(f"fill_values of shape {tuple(fill_values.shape)} do not match inputs of shape {tuple(x.shape)}")
-    fill_values = fill_values.to(device=x.device, dtype=x.dtype)
+        if relevance is None:
+            if order != "random":
+                raise ValueError(f"order {order!r} needs a relevance map")
+            scores = torch.zeros(n, total_regions, dtype=torch.float64, device=x.device)
+        else:
+            scores = region_relevance(relevance.detach().to(x.device), region)
+        ranks = pixel_ranks(region_order(scores, order, seed), h, w, region)  # (N, H, W)
+    if imputer is None:
+        if fill_values is None:
+            fill_values = make_fill(x, fill, bounds, seed)
+        elif fill_values.shape != x.shape:
+            raise ValueError(f"fill_values of shape {tuple(fill_values.shape)} do not match inputs of shape {tuple(x.shape)}")
+        fv = fill_values.to(device=x.device, dtype=x.dtype)
+
+        def imputer(xb: torch.Tensor, replaced: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return torch.where(replaced, fv[rows], xb)
     xd = x.detach()
+    counts = counts.to(x.device)
 
     total = n * (steps + 1)
     out: torch.Tensor | None = None
     with torch.no_grad():
         for start in range(0, total, batch_size):
             flat = torch.arange(start, min(start + batch_size, total), device=x.device)
-            rows, k = flat // (steps + 1), flat % (steps + 1)
+            rows, k = flat // (steps + 1), counts[flat % (steps + 1)]
             replaced = (ranks[rows] < k[:, None, None]).unsqueeze(1)  # (B, 1, H, W)
-            xb = torch.where(replaced, fill_values[rows], xd[rows])
+            xb = imputer(xd[rows], replaced, rows)
             s = score_fn(xb, rows)
             if s.shape[0] != flat.shape[0]:
                 raise ValueError(f"score_fn returned {s.shape[0]} scores for a batch of {flat.shape[0]} images")

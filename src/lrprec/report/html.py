@@ -200,16 +200,38 @@ def _faithfulness_section(run: Path) -> Section | None:
     def f(x: float | None, d: int = 3) -> str:
         return "–" if x is None else f"{x:.{d}f}"
 
+    imputers = list(res.get("imputers") or [])
+    first = imputers[0] if imputers else None
+
+    def key(kv: tuple[str, dict]) -> float:
+        m = kv[1]
+        v = (m.get("srg") or {}).get(first) if first else None
+        return -(v if v is not None else (m["aopc"].get("morf") or -1e9))
+
     rows = []
-    for name, m in sorted(res["methods"].items(), key=lambda kv: -(kv[1]["aopc"].get("morf") or -1e9)):
+    for name, m in sorted(res["methods"].items(), key=key):
         ci = m.get("aopc_ci95", {}).get("morf") or [None, None]
         gap = None if m["aopc"].get("morf") is None or m["aopc"].get("random") is None else m["aopc"]["morf"] - m["aopc"]["random"]
-        rows.append([html.escape(name), f(m["aopc"].get("morf")), f"[{f(ci[0])}, {f(ci[1])}]", f(m["aopc"].get("lrf")), f(m["aopc"].get("random")), f(gap), f(m.get("relevance_mass")), f(m.get("pointing_game"))])
-    body = (f"<p>Pixel perturbation [Samek et al. 2017] on {res['pairs']} correctly predicted positive test pairs: {res['steps']} steps, "
-            f"{res['region']}×{res['region']} regions replaced by uniform noise. AOPC is the mean drop of P(related); larger MoRF AOPC and a larger "
-            f"MoRF − random gap mean a more faithful explanation. Relevance mass: share of positive relevance inside the ground-truth mask "
+        srg_cells = []
+        for imp in imputers:
+            lo, hi = (m.get("srg_ci95") or {}).get(imp) or [None, None]
+            srg_cells.append(f"{f((m.get('srg') or {}).get(imp))} [{f(lo)}, {f(hi)}]")
+        rnd = m.get("randomization") or {}
+        check = "–" if not rnd.get("spearman") else f"{'pass' if rnd['passed'] else 'FAIL'} (ρ {rnd['spearman'][-1]:.2f})"
+        rows.append([html.escape(name), *srg_cells, check, f(m["aopc"].get("morf")), f"[{f(ci[0])}, {f(ci[1])}]", f(m["aopc"].get("lrf")),
+                     f(m["aopc"].get("random")), f(gap), f(m.get("relevance_mass")), f(m.get("pointing_game"))])
+    taus = res.get("ranking_tau_pairs") or {}
+    body = (f"<p>{res['pairs']} correctly predicted positive {html.escape(str(res.get('split', 'test')))} pairs, image {html.escape(str(res.get('image', 'a')))}. "
+            f"Headline: symmetric relevance gain [Blücher et al. 2024], SRG = AUC(LIF) − AUC(MIF) of P(related) as the least / most relevant "
+            f"{res['region']}×{res['region']} regions of one ordering are removed, from none to all, under each imputer "
+            f"({html.escape(', '.join(imputers) or 'uniform')}); larger is more faithful, a random map scores about 0. "
+            + (f"Kendall τ of the method ranking between imputers: {html.escape(', '.join(f'{k} {v:.2f}' for k, v in taus.items() if v is not None))}. " if taus else "")
+            + "Randomization: the backbone's layers are randomized from the top; a method passes when the Spearman correlation of its maps "
+            f"with the trained model's falls below {(res.get('randomization') or {}).get('threshold', 0.5)}. "
+            f"AOPC [Samek et al. 2017]: mean drop of P(related) over {res['steps']} steps ({html.escape(first or 'uniform')} fill). Relevance mass: share of positive relevance inside the ground-truth mask "
             f"(a uniform map scores the mask's area fraction, {f(res.get('mask_area_fraction'))}).</p>")
-    body += _table(["method", "MoRF AOPC", "95% CI", "LRF AOPC", "random AOPC", "gap", "relevance mass", "pointing game"], rows)
+    body += _table(["method", *[f"SRG {html.escape(imp)} [95% CI]" for imp in imputers], "randomization", "MoRF AOPC", "95% CI", "LRF AOPC",
+                    "random AOPC", "gap", "relevance mass", "pointing game"], rows)
     for p in res.get("files", []):
         if p.endswith(".png"):
             body += f'<div class="fig"><img src="{_rel(run, p)}" width="520"></div>'

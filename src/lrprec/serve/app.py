@@ -905,18 +905,22 @@ def api_endpoints(schema: dict) -> list[dict]:
 
 
 def _leaderboard(result: dict | None) -> list[dict]:
-    """Faithfulness rows, most faithful first (largest MoRF − random gap, else MoRF AOPC), as the CLI orders them."""
+    """Faithfulness rows, most faithful first (largest SRG under the first imputer, else MoRF − random gap), as the CLI orders them."""
     if not result or not isinstance(result.get("methods"), dict):
         return []
+    imputers = list(result.get("imputers") or [])
     rows = []
     for name, e in result["methods"].items():
         aopc = e.get("aopc", {})
+        rnd = e.get("randomization") or {}
         rows.append({"method": name, "morf": aopc.get("morf"), "lrf": aopc.get("lrf"), "random": aopc.get("random"),
                      "morf_ci": (e.get("aopc_ci95") or {}).get("morf"), "gap": e.get("gap"),
-                     "mass": e.get("relevance_mass"), "pointing": e.get("pointing_game")})
+                     "mass": e.get("relevance_mass"), "pointing": e.get("pointing_game"),
+                     "srg": [((e.get("srg") or {}).get(i), (e.get("srg_ci95") or {}).get(i)) for i in imputers],
+                     "randomization": None if not rnd.get("spearman") else {"passed": rnd.get("passed"), "rho": rnd["spearman"][-1]}})
 
     def key(r: dict) -> float:
-        v = r["gap"] if r["gap"] is not None else r["morf"]
+        v = r["srg"][0][0] if r["srg"] and r["srg"][0][0] is not None else (r["gap"] if r["gap"] is not None else r["morf"])
         return -(v if v is not None else -math.inf)
 
     return sorted(rows, key=key)
