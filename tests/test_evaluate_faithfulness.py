@@ -21,10 +21,11 @@ def run(tmp_path_factory) -> Run:
     cat = Catalog(generate(root / "catalog", SynthConfig(items=60, users=3, image_size=16, pairs_per_relation=40, seed=0), progress=False))
     config = {"backbone": "small", "backbone_config": {"channels": [4, 8, 8, 8], "out_dim": 16}, "dim": 4,
               "relations": list(RELATIONS), "catalog": str(cat.root), "catalog_fingerprint": cat.fingerprint,
-              "seed": 0, "personalize": True, "input_size": None}
+              "seed": 0, "personalize": True, "input_size": None, "head": "auto"}
     model = build_model(config, n_users=len(cat.user_ids))
     with torch.no_grad():
         model.E.mul_(5)
+        model.F.copy_(model.E + torch.randn(model.F.shape, generator=torch.Generator().manual_seed(0)))  # complements: asymmetric
         model.c.fill_(3.0)  # a mix of correct and wrong positives on an untrained model
     path = root / "run"
     path.mkdir()
@@ -60,8 +61,13 @@ def test_pair_scorer_matches_the_model(run):
         direct = model(xa, xb, rel, usr)
         allheads = model.head_logits(xa, xb, usr)
         scored = pair_scorer(model, xb, usr)(xa, torch.arange(6))
+        # perturbing the partner image b instead: it takes the partner projection (F_r of the asymmetric heads)
+        scored_b = pair_scorer(model, xa, usr, side=torch.ones(6, dtype=torch.bool))(xb, torch.arange(6))
+        swapped = model.head_logits(xb, xa, usr)
     assert torch.allclose(allheads[torch.arange(6), rel], direct, atol=1e-5)
     assert torch.allclose(scored, allheads, atol=1e-5)
+    assert torch.allclose(scored_b, allheads, atol=1e-5)
+    assert not torch.allclose(swapped[:, 2:], allheads[:, 2:], atol=1e-3)  # the complements' heads are not symmetric
 
 
 def test_result_shape_views_and_localization(run, tmp_path):

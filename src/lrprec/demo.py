@@ -24,6 +24,8 @@ class DemoConfig:
     train: TrainConfig
     faithfulness_pairs: int = 48
     faithfulness_steps: int = 24
+    faithfulness_imputers: tuple[str, ...] = ("uniform", "linear")
+    randomization_pairs: int = 8
     # the explanation-guided training section: a shortcut catalog, trained without and with guidance
     guidance_synth: SynthConfig | None = None
     guidance_train: TrainConfig | None = None
@@ -35,6 +37,7 @@ class DemoConfig:
         guide = {"dim": 10, "head": "metric", "negatives": "category", "rank_weight": 0.0}
         if quick:
             return cls(SynthConfig(items=600, pairs_per_relation=500, seed=seed), TrainConfig(epochs=3, seed=seed), faithfulness_pairs=16, faithfulness_steps=12,
+                       faithfulness_imputers=("uniform",), randomization_pairs=2,
                        guidance_synth=SynthConfig(items=400, pairs_per_relation=400, seed=seed, spurious=0.9),
                        guidance_train=TrainConfig(epochs=2, seed=seed, **guide))
         return cls(SynthConfig(seed=seed), TrainConfig(seed=seed),
@@ -221,7 +224,8 @@ def _faithfulness_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) 
     from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, write_result
     from lrprec.run import Run
 
-    result = faithfulness(Run.load(run), pairs=cfg.faithfulness_pairs, steps=cfg.faithfulness_steps, seed=cfg.train.seed)
+    result = faithfulness(Run.load(run), pairs=cfg.faithfulness_pairs, steps=cfg.faithfulness_steps, seed=cfg.train.seed,
+                          imputers=cfg.faithfulness_imputers, randomization_pairs=cfg.randomization_pairs)
     write_result(result, run / "faithfulness")
     log(leaderboard_table(result))
 

@@ -175,20 +175,27 @@ def _explain(explainer: Explainer, model: PairModel, x_a: torch.Tensor, x_b: tor
 
 
 # ---- scoring ------------------------------------------------------------------------------
-def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, batch_size: int = 256) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def pair_scorer(model: PairModel, x_other: torch.Tensor, user: torch.Tensor, batch_size: int = 256,
+                side: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``score_fn`` for :func:`perturbation_curves`: logits of all relation heads, (B, R).
 
     Row n of a batch is paired with ``x_other[n]`` and ``user[n]``; the other image's
     projections and the θs are computed once here, so each perturbed image costs one
-    backbone pass. The distance is symmetric, so which side is perturbed does not matter.
+    backbone pass. ``side[n]`` says which image of the pair row n perturbs: 0 the query
+    (projected by E_r), 1 the partner (by F_r under an asymmetric head); default 0. For a
+    metric head both sides project alike and the side does not matter.
     """
+    side_t = torch.zeros(x_other.shape[0], dtype=torch.bool) if side is None else torch.as_tensor(side).bool()
     with torch.no_grad():
-        a_other = torch.cat([model.project_all(model.embed(x_other[s:s + batch_size])) for s in range(0, x_other.shape[0], batch_size)])
+        feats = torch.cat([model.embed(x_other[s:s + batch_size]) for s in range(0, x_other.shape[0], batch_size)])
+        as_query, as_partner = model.project_all(feats), model.project_partner_all(feats)
+        other = torch.where(side_t.view(-1, 1, 1), as_query, as_partner)  # the unperturbed image takes the other role
         theta = model.theta_all(user)
 
     def score(xb: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        a = model.project_all(model.embed(xb))
-        return model.logits_all(a, a_other[rows], theta[rows])
+        f = model.embed(xb)
+        a = torch.where(side_t[rows].view(-1, 1, 1), model.project_partner_all(f), model.project_all(f))
+        return model.logits_all(a, other[rows], theta[rows])  # (a − b)² is symmetric: the order of the two is free
 
     return score
 
@@ -371,7 +378,8 @@ def faithfulness(
     bounds = model.backbone.input_bounds()
     imps = {name: make_imputer(name, x, bounds, seed) for name in imputers}  # the same noise for every method and order
     primary = imputers[0]
-    score = pair_scorer(model, x_other, usr_all, batch_size)
+    side_all = torch.cat([torch.full((len(sel),), s == "b", dtype=torch.bool) for s in sides])
+    score = pair_scorer(model, x_other, usr_all, batch_size, side=side_all)
 
     masks = None
     if run.catalog.masks is not None:
