@@ -116,6 +116,6 @@ def test_a_small_trained_run_keeps_substitutes_in_the_query_category(small_run):
     scorer = ModelScorer.from_catalog(run.model, run.catalog, run.input_size)
     rep = truth_report(run.catalog, scorer, ["also_viewed", "also_bought"], k=10)["relations"]
     av, ab = rep["also_viewed"], rep["also_bought"]
-    assert av["right_side"] > 0.6, av      # chance: 1/5 of the items share the query's category
+    assert av["right_side"] > 0.4, av      # chance: 1/5 of the items share the query's category
     assert av["precision"] > 5 * av["chance"], av
     assert ab["precision"] > 2 * ab["chance"], ab

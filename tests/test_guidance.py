@@ -145,21 +145,15 @@ def _cfg(**kw):
 def test_weight_zero_reproduces_unguided_training(shortcut_catalog, tmp_path):
     from safetensors.torch import load_file
 
-    # the paper's objective alone: byte-identical weights
-    train(shortcut_catalog, tmp_path / "plain", _cfg(rank_weight=0.0), progress=False, log=_quiet)
+    train(shortcut_catalog, tmp_path / "plain", _cfg(), progress=False, log=_quiet)
     plain = load_file(str(tmp_path / "plain" / "model.safetensors"))
     for guide, masks in (("lrp", "gt"), ("gradient", "gt"), ("lrp", "relevance")):
         out = tmp_path / f"{guide}-{masks}"
-        h = train(shortcut_catalog, out, _cfg(guide=guide, guide_weight=0.0, guide_masks=masks, rank_weight=0.0), progress=False, log=_quiet)
+        h = train(shortcut_catalog, out, _cfg(guide=guide, guide_weight=0.0, guide_masks=masks), progress=False, log=_quiet)
         zero = load_file(str(out / "model.safetensors"))
         assert all(torch.equal(plain[k], zero[k]) for k in plain), (guide, masks)
         assert h["epochs"][-1]["guide_loss"] > 0  # the loss was computed (and logged), with no effect
     assert (tmp_path / "lrp-relevance" / "guide_penalty.npy").exists()
-    # with the ranking loss (the default): equal up to float drift (about 5e-5 here after 16 steps), not byte-identical
-    train(shortcut_catalog, tmp_path / "plain-rank", _cfg(), progress=False, log=_quiet)
-    train(shortcut_catalog, tmp_path / "zero-rank", _cfg(guide="lrp", guide_weight=0.0), progress=False, log=_quiet)
-    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("plain-rank", "zero-rank"))
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-3
 
 
 def test_guidance_moves_relevance_into_the_mask(shortcut_catalog, tmp_path):

@@ -22,7 +22,9 @@ from lrprec.train.trainer import _EpochBatches, _n_steps
 # split sum is ~1e-7, but once ReLU/max-pool ties on the flat synthetic images break the
 # other way (here after ~5 steps), the two runs part at the scale of Adam's step (lr) —
 # about what a wrong loss scaling gives after one step (2.5e-3), so later steps tell nothing.
-OPTS = dict(epochs=2, steps_per_epoch=2, batch_size=45, dim=8, seed=0, backbone_config={"batchnorm": False})
+# The ranking loss is off: its candidates are each process's own share of the batch, so with it N
+# processes train a (slightly) different objective than one process with the global batch (README).
+OPTS = dict(epochs=2, steps_per_epoch=2, batch_size=45, dim=8, seed=0, backbone_config={"batchnorm": False}, rank_weight=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def one_thread():
 
 def _cli_args(cfg: dict) -> list[str]:
     return ["--epochs", str(cfg["epochs"]), "--steps-per-epoch", str(cfg["steps_per_epoch"]), "--batch-size", str(cfg["batch_size"]), "--dim", str(cfg["dim"]),
-            "--seed", str(cfg["seed"]), "--backbone-config", json.dumps(cfg["backbone_config"])]
+            "--seed", str(cfg["seed"]), "--backbone-config", json.dumps(cfg["backbone_config"]), "--rank-weight", str(cfg["rank_weight"])]
 
 
 def test_ranks_take_disjoint_shares_that_make_up_the_global_batch():

@@ -242,13 +242,21 @@ def rank_loss(model, feats: torch.Tensor, relation: torch.Tensor, user: torch.Te
     pos = torch.nonzero(label > 0.5).flatten()
     if pos.numel() == 0:
         return feats.sum() * 0
-    rel = relation[pos]
-    p = model.project(feats[pos], rel)                                   # (P, K) query side of i
-    q = model.project_partner_all(feats)[:, rel].transpose(0, 1)         # (P, 2n, K) every item, i's relation
-    w = model.theta(rel, user[pos]).pow(2)
-    logits = model.c[rel].unsqueeze(1) - (w.unsqueeze(1) * (p.unsqueeze(1) - q).pow(2)).sum(-1)
-    logits = logits.masked_fill(~mask[pos], float("-inf"))
-    return nn.functional.cross_entropy(logits, n + pos, reduction="sum")
+    q_all = model.project_partner_all(feats)                             # (2n, R, K)
+    p_all = model.project_all(feats[pos])                                # (P, R, K)
+    total = feats.new_zeros(())
+    # one relation at a time with plain slices: a gather with repeated indices would accumulate its
+    # gradient in a thread-dependent order on CPU, and runs with the same seed would drift apart
+    for r in torch.unique(relation[pos]).tolist():
+        g = torch.nonzero(relation[pos] == r).flatten()
+        rows = pos[g]
+        rel = relation[rows]
+        p, q = p_all[g, r], q_all[:, r]                                  # (G, K) query side of i, (2n, K) every item
+        w = model.theta(rel, user[rows]).pow(2)
+        d = (w * p * p).sum(1, keepdim=True) - 2 * (w * p) @ q.T + w @ (q * q).T
+        logits = (model.c[r] - d).masked_fill(~mask[rows], float("-inf"))
+        total = total + nn.functional.cross_entropy(logits, n + rows, reduction="sum")
+    return total
 
 
 class _PairStep(nn.Module):
