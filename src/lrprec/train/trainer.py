@@ -253,7 +253,7 @@ def rank_loss(model, feats: torch.Tensor, relation: torch.Tensor, user: torch.Te
         rel = relation[rows]
         p, q = p_all[g, r], q_all[:, r]                                  # (G, K) query side of i, (2n, K) every item
         w = model.theta(rel, user[rows]).pow(2)
-        d = (w * p * p).sum(1, keepdim=True) - 2 * (w * p) @ q.T + w @ (q * q).T
+        d = (w.unsqueeze(1) * (p.unsqueeze(1) - q.unsqueeze(0)).pow(2)).sum(-1)  # (G, 2n), no cancellation
         logits = (model.c[r] - d).masked_fill(~mask[rows], float("-inf"))
         total = total + nn.functional.cross_entropy(logits, n + rows, reduction="sum")
     return total
