@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: demo test venv test-deps bench clean
+.PHONY: demo test test-fast venv test-deps bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ browser:
 
 test: $(VENV)/.installed-test browser
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pytest -q
+
+# everything but the end-to-end (slow) and browser tests, for quick iterations; `make test` runs all
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 bench: $(VENV)/.installed-test
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from lrprec.evaluate.linkpred import predict_logits
+from lrprec.run import predict_logits
 from lrprec.explain.composites import COMPOSITES
 from lrprec.explain.targets import explain_pairs
 from lrprec.run import Run

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from lrprec.cli import load_commands
 from lrprec.cli._tables import Col, table_text
 from lrprec.cli.recommend import _results_text
-from lrprec.data.catalog import write_catalog
+from lrprec.data.writer import write_catalog
 
 TITLES = ['Women\'s "Luxe" Dress & Belt size', "中文标题 wide characters", "x" * 150, "[bold]not markup[/bold]", ""]
 CATEGORIES = ["Clothing, Shoes & Jewelry Extra Long Category Name", "短", "Toys", "Home", "Books"]

@@ -6,7 +6,7 @@ import pytest
 
 from lrprec.data.catalog import RELATIONS, SUBSTITUTES, Catalog, Pairs
 from lrprec.data.sampling import DEFAULT_MIX, NegativeSampler, parse_mix
-from lrprec.data.synthetic import catalog_truth_reject, related
+from lrprec.data.rules import catalog_truth_reject, related
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,14 @@
 """The one-shot demo end to end (quick settings): every stage runs and the report has every section."""
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from lrprec.demo import run_demo
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_a_complete_report(tmp_path):
     lines: list[str] = []
     report = run_demo(tmp_path / "demo", quick=True, log=lines.append)

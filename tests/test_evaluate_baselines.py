@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, write_catalog
+from lrprec.data.catalog import RELATIONS, Catalog, CatalogError
+from lrprec.data.writer import write_catalog
 from lrprec.evaluate.baselines import BASELINES, LazyFeatures, evaluate_baseline, random_logits
 from lrprec.evaluate.compare import compare_reports, compare_text
 

@@ -187,7 +187,7 @@ class _PairOnA(torch.nn.Module):
 
 @pytest.mark.parametrize("order", ["morf", "lrf"])
 def test_matches_quantus_region_perturbation(order):
-    quantus = pytest.importorskip("quantus")
+    import quantus
     from lrprec.evaluate.faithfulness import pair_scorer
     from lrprec.model import SmallCNN
     from lrprec.model.pair import PairModel

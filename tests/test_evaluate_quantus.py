@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-quantus = pytest.importorskip("quantus")
-
-from lrprec.evaluate.imputers import linear_imputation  # noqa: E402
-from lrprec.evaluate.perturbation import perturbation_curves, uniform_fill  # noqa: E402
+import quantus  # a test dependency (pyproject: test extra)
+from lrprec.evaluate.imputers import linear_imputation
+from lrprec.evaluate.perturbation import perturbation_curves, uniform_fill
 
 
 class Classifier(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lrprec.data.catalog import RELATIONS, Catalog, Pairs
-from lrprec.data.synthetic import related
+from lrprec.data.rules import related
 from lrprec.evaluate.ranking import ModelScorer, rank_metrics, ranking_report, target_ranks, top_k
 from lrprec.evaluate.truth import truth_report
 
@@ -108,6 +108,7 @@ def small_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_a_small_trained_run_keeps_substitutes_in_the_query_category(small_run):
     """Top-10 substitutes of a briefly trained model share the query's category and pattern far above chance."""
     from lrprec.run import Run

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from lrprec.data.catalog import Catalog, CatalogError
 from lrprec.data.sampling import NegativeSampler
-from lrprec.data.synthetic import SynthConfig, generate, shortcut_veto, train_reject, watermark_box
+from lrprec.data.rules import shortcut_veto, train_reject
+from lrprec.data.synthetic import SynthConfig, generate, watermark_box
 from lrprec.train import TrainConfig, train
 from lrprec.train.guidance import consistency_penalty, gradient_relevance, guidance_loss, lrp_relevance, outside_share
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrprec.data.catalog import RELATIONS, Catalog, write_catalog
+from lrprec.data.catalog import RELATIONS, Catalog
+from lrprec.data.writer import write_catalog
 from lrprec.recommend.recommender import (
     IndexMissingError,
     RecommendError,

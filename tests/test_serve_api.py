@@ -17,10 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from lrprec.run import Run  # noqa: E402
+from lrprec.run import Run
 
 SECRET = b"\x89PNG not really, but a file outside the served folders"
 

@@ -19,12 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from lrprec.data.amazon import feature_dtype, import_amazon2014  # noqa: E402
-from lrprec.data.tables import SOURCES_FILE  # noqa: E402
-from lrprec.run import Run  # noqa: E402
+from lrprec.data.amazon import feature_dtype, import_amazon2014
+from lrprec.data.tables import SOURCES_FILE
+from lrprec.run import Run
 
 FEATURE_DIM = 64
 N_ITEMS = 32

@@ -64,7 +64,35 @@ def test_roc_auc_known_values():
     assert roc_auc([1, 1], [0.1, 0.2]) is None
 
 
-@pytest.mark.parametrize("kw,match", [({"dim": 0}, "positive"), ({"relations": ["likes"]}, "unknown relation"), ({"category": "sofa"}, "unknown category")])
+def test_schedule_warm_up_cosine_and_rank_ramp():
+    from lrprec.train.trainer import schedule
+
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, rank_warmup_epochs=4)
+    assert schedule(cfg, 0.5) == (0.25, 0.125)
+    assert schedule(cfg, 2) == (1.0, 0.5) and schedule(cfg, 9) == (1.0, 1.0)
+    cos = TrainConfig(epochs=10, warmup_epochs=2, lr_schedule="cosine")
+    assert schedule(cos, 1)[0] == 0.5 and schedule(cos, 2)[0] == 1.0
+    assert schedule(cos, 6)[0] == pytest.approx(0.5) and schedule(cos, 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert schedule(TrainConfig(warmup_epochs=0), 0.0) == (1.0, 1.0)
+
+
+def test_warm_up_sets_the_optimizer_learning_rate(tiny_catalog, tmp_path, monkeypatch):
+    """The first step runs at lr / steps-per-epoch and the rate reaches lr at the end of epoch 1."""
+    seen = []
+    real = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    cfg = TrainConfig(epochs=2, batch_size=64, dim=8, seed=1, steps_per_epoch=4, lr=0.01, warmup_epochs=1)
+    train(tiny_catalog, tmp_path / "w", cfg, progress=False, log=_quiet)
+    assert seen == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("kw,match", [({"dim": 0}, "positive"), ({"warmup_epochs": -1}, "warmup"), ({"lr_schedule": "step"}, "lr-schedule"),
+                                      ({"clip_norm": 0.0}, "clip-norm"), ({"relations": ["likes"]}, "unknown relation"), ({"category": "sofa"}, "unknown category")])
 def test_bad_config_is_rejected_before_work(tiny_catalog, tmp_path, kw, match):
     with pytest.raises((ValueError, CatalogError), match=match):
         train(tiny_catalog, tmp_path / "r", TrainConfig(epochs=1, **kw), progress=False, log=_quiet)

@@ -45,8 +45,17 @@ def _env(**extra: str) -> dict:
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
-def _train_cmd(catalog, out, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "lrprec", "train", str(catalog), "--out", str(out), "--epochs", str(OPTS["epochs"]),
+# The CLI with every optimizer step slowed down, so a kill can land mid-epoch on tiny data:
+# the test patches the step in the child process; production code carries no test hook.
+_SLOW_CLI = ("import sys, time, torch; step = torch.optim.Adam.step\n"
+             "def slow(self, *a, **k):\n    time.sleep(0.25)\n    return step(self, *a, **k)\n"
+             "torch.optim.Adam.step = slow\n"
+             "from lrprec.cli import main; sys.argv[0] = 'lrprec'; main()")
+
+
+def _train_cmd(catalog, out, *extra: str, slow: bool = False) -> list[str]:
+    launcher = ["-c", _SLOW_CLI] if slow else ["-m", "lrprec"]
+    return [sys.executable, *launcher, "train", str(catalog), "--out", str(out), "--epochs", str(OPTS["epochs"]),
             "--batch-size", str(OPTS["batch_size"]), "--dim", str(OPTS["dim"]), "--seed", str(OPTS["seed"]),
             "--checkpoint-every", "3", "--augment", *extra]
 
@@ -57,10 +66,11 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth_catalog, tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    # slow steps (test hook) so the kill lands right after the first (mid-epoch) checkpoint
-    proc = subprocess.Popen(_train_cmd(synth_catalog, killed), env=_env(LRPREC_TEST_STEP_DELAY="0.25"),
+    # slow steps so the kill lands right after the first (mid-epoch) checkpoint
+    proc = subprocess.Popen(_train_cmd(synth_catalog, killed, slow=True), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = checkpoint_path(killed)
     deadline = time.monotonic() + 240

@@ -66,6 +66,7 @@ def test_ranks_take_disjoint_shares_that_make_up_the_global_batch():
     assert _n_steps(22, TrainConfig(batch_size=7), world=2) == 3 and _n_steps(22, TrainConfig(batch_size=7), world=1) == 4
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_with_the_global_batch(synth_catalog, tmp_path, one_thread):
     ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from lrprec.data.catalog import RELATIONS, Catalog, CatalogError
+from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs
+from lrprec.errors import LrprecError
 from lrprec.model.backbones import build_backbone, preprocess
 from lrprec.model.pair import PairModel
 
 
-class RunError(ValueError):
+class RunError(LrprecError):
     """A missing or inconsistent run directory."""
 
 
@@ -107,17 +109,32 @@ class Run:
         return item_inputs(self.catalog, self.model, rows, self.config.get("input_size"))
 
 
-@torch.inference_mode()
-def embed_items(model: PairModel, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-    """Backbone features of every item, (N, F), computed once in batches (eval mode, no autograd)."""
+def iter_item_features(model: PairModel, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False,
+                       desc: str = "embedding items"):
+    """Yield ``(rows, features)`` batch by batch over every catalog item: the one loop that runs
+    the backbone over a catalog (eval mode, no autograd; the model's training flag is restored).
+
+    Callers that keep only projections (the index, the ranking scorer) consume it batch by
+    batch, so memory stays at one batch of backbone features."""
+    from tqdm import tqdm
+
+    was_training = model.training
     model.eval()
-    rows = np.arange(len(catalog))
-    chunks = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="embedding items", unit="batch", leave=False)
-    dev = model.E.device
-    return torch.cat([model.embed(item_inputs(catalog, model, rows[s:s + batch_size], input_size).to(dev)) for s in chunks])
+    dev = next(model.parameters()).device
+    n = len(catalog)
+    try:
+        with torch.inference_mode(), tqdm(total=n, desc=desc, unit="item", disable=not progress, file=sys.stderr, leave=False) as bar:
+            for s in range(0, n, batch_size):
+                rows = np.arange(s, min(n, s + batch_size))
+                yield rows, model.embed(item_inputs(catalog, model, rows, input_size).to(dev))
+                bar.update(rows.size)
+    finally:
+        model.train(was_training)
+
+
+def embed_items(model: PairModel, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Backbone features of every item, (N, F), computed once in batches (see :func:`iter_item_features`)."""
+    return torch.cat([f for _, f in iter_item_features(model, catalog, input_size, batch_size, progress)])
 
 
 def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:
@@ -129,3 +146,22 @@ def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size
         raise CatalogError(f"{catalog.root} has no images; train with --mode features or import images")
     uniq, inv = np.unique(rows, return_inverse=True)
     return preprocess(images[uniq], model.backbone, input_size)[torch.from_numpy(inv)]
+
+
+@torch.inference_mode()
+def predict_logits(model: PairModel, catalog: Catalog, pairs: Pairs, batch_size: int = 256, input_size: int | None = None, features: torch.Tensor | None = None) -> np.ndarray:
+    """Logits c − d for every pair, batched; ``features`` (item rows × F) skips the backbone."""
+    model.eval()
+    out = np.empty(len(pairs), np.float32)
+    for s in range(0, len(pairs), batch_size):
+        sl = slice(s, s + batch_size)
+        rel = torch.from_numpy(pairs.relation[sl])
+        usr = torch.from_numpy(pairs.user[sl])
+        if features is not None:
+            fa, fb = features[torch.from_numpy(pairs.a[sl])], features[torch.from_numpy(pairs.b[sl])]
+            a_i, a_j = model.project(fa, rel), model.project_partner(fb, rel)
+            logit = model.logit_from_embeddings(a_i, a_j, rel, usr)
+        else:
+            logit = model(item_inputs(catalog, model, pairs.a[sl], input_size), item_inputs(catalog, model, pairs.b[sl], input_size), rel, usr)
+        out[sl] = logit.numpy()
+    return out

@@ -10,13 +10,11 @@ _COMMAND_MODULES = ("data", "train", "explain", "faithfulness", "recommend", "im
 
 
 def load_commands():
-    """Import every command module (each registers its commands) and return the Typer app."""
+    """Import every command module (each registers its commands) and return the Typer app.
+
+    A module that fails to import is an error, never a silently missing command."""
     for name in _COMMAND_MODULES:
-        try:
-            importlib.import_module(f"lrprec.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lrprec.cli.{name}":
-                raise
+        importlib.import_module(f"lrprec.cli.{name}")
     return app
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import traceback
 from typing import Any, Callable
 
+import click
 import typer
+
+from lrprec.errors import LrprecError
+from lrprec.jsonable import plain
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable visual recommendation with LRP.")
 
 # Errors a user can cause with bad input: shown as one line, exit code 2, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, PermissionError, NotADirectoryError, IsADirectoryError)
+# Anything else is a bug: "internal error", the traceback, exit code 1 (see lrprec.errors).
+USER_ERRORS: tuple[type[BaseException], ...] = (LrprecError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
+                                                IsADirectoryError)
+INTERNAL_ERROR_CODE = 1
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -22,18 +30,22 @@ def fail(message: str, code: int = 2) -> None:
 
 def command(*args: Any, target: typer.Typer | None = None, **kwargs: Any) -> Callable:
     """``app.command`` (or ``target.command`` for a sub-app) that turns user errors into a
-    one-line message and exit code 2."""
+    one-line message and exit code 2, and any other exception into "internal error" with its
+    traceback and exit code 1."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
             try:
                 return fn(*a, **kw)
-            except typer.Exit:
+            except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
                 raise
             except USER_ERRORS as exc:
-                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-                fail(str(msg))
+                fail(str(exc))
+            except Exception as exc:  # a bug: keep the traceback so it can be reported
+                traceback.print_exc(file=sys.stderr)
+                fail(f"internal error (a bug in lrprec; please report it with the traceback above): {type(exc).__name__}: {exc}",
+                     INTERNAL_ERROR_CODE)
 
         return (target or app).command(*args, **kwargs)(wrapper)
 
@@ -43,21 +55,6 @@ def command(*args: Any, target: typer.Typer | None = None, **kwargs: Any) -> Cal
 def emit(obj: Any, as_json: bool, text: Callable[[Any], str] | None = None) -> None:
     """Print ``obj`` as JSON (``--json``) or through ``text`` for people."""
     if as_json or text is None:
-        sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        sys.stdout.write(json.dumps(plain(obj), indent=2) + "\n")
     else:
         sys.stdout.write(text(obj).rstrip("\n") + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-    from pathlib import Path
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -8,7 +8,8 @@ import typer
 
 from lrprec.cli._app import command, emit
 from lrprec.cli._tables import Col, table_text
-from lrprec.data.catalog import RELATIONS, Catalog, relation_index
+from lrprec.data.catalog import RELATIONS, Catalog, relation_index, search_items
+from lrprec.errors import UsageError
 
 
 @command()
@@ -60,29 +61,13 @@ def items_cmd(
 ) -> None:
     """List items (item_id, category, title): how to find ids to explain or recommend from."""
     cat = Catalog(data)
-    rows = list_items(cat, category, search, limit)
+    rows = search_items(cat, category, search, limit)
     emit(rows, as_json, _items_text)
 
 
 def _items_text(rows: list[dict]) -> str:
     return table_text([Col("item_id"), Col("category", max_width=32), Col("title", max_width=90)],
                       [(r["item_id"], r["category"], r["title"]) for r in rows], empty="(no items match)")
-
-
-def list_items(cat: Catalog, category: str | None = None, search: str | None = None, limit: int = 20) -> list[dict]:
-    """Items filtered by category and a case-insensitive substring of id or title."""
-    if limit < 0:
-        raise ValueError("--limit must be >= 0")
-    sel = np.ones(len(cat), bool)
-    if category is not None:
-        sel &= cat.categories == cat.check_category(category)
-    if search:
-        s = search.lower()
-        sel &= np.asarray([s in i.lower() or s in (t or "").lower() for i, t in zip(cat.item_ids, cat.titles)], bool)
-    idx = np.flatnonzero(sel)
-    if limit:
-        idx = idx[:limit]
-    return [{"item_id": cat.item_ids[k], "category": cat.categories[k], "title": cat.titles[k]} for k in idx]
 
 
 @command()
@@ -100,7 +85,7 @@ def pairs(
     if relation is not None:
         idx = idx[p.relation == relation_index(relation)]
     if limit < 0:
-        raise ValueError("--limit must be >= 0")
+        raise UsageError("--limit must be >= 0")
     if limit:
         idx = idx[:limit]
     users = [""] + cat.user_ids

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from lrprec.cli._app import command, emit
+from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.errors import UsageError
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -15,7 +17,7 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
-        raise ValueError("an empty list was given")
+        raise UsageError("an empty list was given")
     return items
 
 
@@ -59,7 +61,7 @@ def faithfulness_cmd(
 def shortcut_cmd(
     run: Path = typer.Argument(..., help="Run trained on a shortcut catalog ('lrprec synth --spurious P')."),
     pairs: int = typer.Option(256, "--pairs", help="Validation pairs to explain (evenly spaced, positives and negatives)."),
-    composite: str = typer.Option("epsilon-gamma-box", "--composite", help="LRP composite of the explanations."),
+    composite: str = typer.Option(DEFAULT_COMPOSITE, "--composite", help="LRP composite of the explanations."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Shortcut reliance: LRP relevance share on the planted watermark, and test accuracy where it agrees / disagrees."""

@@ -10,6 +10,7 @@ import typer
 
 from lrprec.cli._app import command, emit
 from lrprec.cli._tables import Col, table_text
+from lrprec.errors import UsageError
 
 
 class Backend(str, Enum):
@@ -36,7 +37,7 @@ def index_cmd(
     from lrprec.run import Run
 
     if batch_size is not None and batch_size <= 0:
-        raise ValueError(f"--batch-size must be positive, got {batch_size}")
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
     r = Run.load(run)
     log = (lambda m: typer.echo(m, err=True))
     index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log)

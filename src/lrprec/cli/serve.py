@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from lrprec.cli._app import command
+from lrprec.errors import UsageError
 
 
 @command("serve")
@@ -19,5 +20,5 @@ def serve_cmd(
     from lrprec.serve.app import serve
 
     if log_level not in ("critical", "error", "warning", "info", "debug", "trace"):
-        raise ValueError(f"unknown --log-level {log_level!r}; choose critical, error, warning, info or debug")
+        raise UsageError(f"unknown --log-level {log_level!r}; choose critical, error, warning, info or debug")
     serve(run, host=host, port=port, log_level=log_level, echo=lambda m: typer.echo(m, err=True))

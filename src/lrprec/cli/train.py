@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from lrprec.cli._app import command, emit
+from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.errors import UsageError
 
 
 @command("train")
@@ -21,6 +23,10 @@ def train_cmd(
     negatives: str = typer.Option("mixed", help="Negatives of the pairwise loss: mixed (default), random (whole catalog), category (partner's category) or contrast."),
     negative_mix: str = typer.Option(None, help="Shares of --negatives mixed, e.g. random=1,category=1,contrast=1 (the default)."),
     rank_weight: float = typer.Option(1.0, help="Weight of the in-batch ranking loss added to the paper's objective (0: the paper's objective alone)."),
+    warmup_epochs: float = typer.Option(1.0, help="Linear learning-rate warm-up over this many epochs (0: none; 1, the default, keeps runs from stalling; README)."),
+    lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0 at the last epoch, after the warm-up)."),
+    rank_warmup_epochs: float = typer.Option(0.0, help="Ramp the ranking loss's weight up from 0 over this many epochs."),
+    clip_norm: float = typer.Option(None, help="Clip the gradients' global L2 norm to this value."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -42,7 +48,7 @@ def train_cmd(
     guide_weight: float = typer.Option(1.0, help="λ of the guidance loss (0: train unguided, only log the loss)."),
     guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks) or relevance (outer loop over validation relevance)."),
     guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
-    guide_rule: str = typer.Option("epsilon-gamma-box", help="LRP composite of the guidance relevance (--guide lrp)."),
+    guide_rule: str = typer.Option(DEFAULT_COMPOSITE, help="LRP composite of the guidance relevance (--guide lrp)."),
     guide_val_pairs: int = typer.Option(512, help="Validation pairs explained per outer step (--guide-masks relevance)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (same options; --epochs may grow)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -58,7 +64,7 @@ def train_cmd(
     from lrprec.train import TrainConfig, train
 
     if mode not in ("images", "features"):
-        raise ValueError(f"--mode must be images or features, got {mode!r}")
+        raise UsageError(f"--mode must be images or features, got {mode!r}")
     cfg = TrainConfig(
         backbone="features" if mode == "features" else backbone, weights=str(weights) if weights else None, dim=dim, epochs=epochs,
         batch_size=batch_size, lr=lr, relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,
@@ -67,14 +73,15 @@ def train_cmd(
         device=device, sync_batchnorm=sync_batchnorm, guide=guide, guide_weight=guide_weight, guide_masks=guide_masks,
         guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
         head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
     )
     if backbone_config:
         try:
             cfg.backbone_config = json.loads(backbone_config)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"--backbone-config is not valid JSON: {exc}") from None
+            raise UsageError(f"--backbone-config is not valid JSON: {exc}") from None
         if not isinstance(cfg.backbone_config, dict):
-            raise ValueError("--backbone-config must be a JSON object")
+            raise UsageError("--backbone-config must be a JSON object")
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     result = train(data, out, cfg, log=log, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -101,5 +108,5 @@ def evaluate(
         emit(compare_reports(runs, split, catalog=catalog), as_json, compare_text)
         return
     if len(runs) > 1:
-        raise ValueError("several runs given: add --compare to lay them side by side")
+        raise UsageError("several runs given: add --compare to lay them side by side")
     emit(evaluate_run(runs[0], split), as_json, evaluation_text)

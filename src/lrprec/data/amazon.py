@@ -57,6 +57,8 @@ from lrprec.data.tables import (
     iter_lines,
 )
 
+from lrprec.errors import UsageError
+
 FEATURE_DIM = 4096
 ASIN_BYTES = 10
 META2014_FIELDS = ("categories", "related", "imUrl", "salesRank")  # "title" is in both years
@@ -215,13 +217,13 @@ class _KindProbe:
 
     def fail(self) -> None:
         extra = f"; {self.first_bad}" if self.first_bad else ""
-        raise ValueError(f"{self.path} does not look like {self.what}: none of its first {self.seen} records has {self.hint}{extra}")
+        raise UsageError(f"{self.path} does not look like {self.what}: none of its first {self.seen} records has {self.hint}{extra}")
 
     def finish(self, report: ImportReport, kind: str) -> None:
         if self.seen == 0:
             notes = report.notes.get(f"{kind}_malformed_lines", "")
             detail = f" (malformed lines, {notes})" if notes else ""
-            raise ValueError(f"{self.path} holds no readable {self.what} records{detail}{self.unreadable_hint}")
+            raise UsageError(f"{self.path} holds no readable {self.what} records{detail}{self.unreadable_hint}")
         if not self.ok:
             self.fail()
 
@@ -377,7 +379,7 @@ def scan_features(path: Path, builder: CatalogBuilder, *, dim: int = FEATURE_DIM
             bar.update(count)
     report.count("features_records", n_rec)
     if matched == 0:
-        raise ValueError(f"no record of {path} matches an item of the metadata (first ASINs: "
+        raise UsageError(f"no record of {path} matches an item of the metadata (first ASINs: "
                          f"{', '.join(repr(a) for a in _first_asins(path, dt))}); is it the features file of this category?")
 
     def write(out: Path, records: np.ndarray) -> None:
@@ -398,18 +400,18 @@ def check_features_file(path: Path, dim: int = FEATURE_DIM) -> tuple[int, int]:
     records that start with printable ASCII ASINs. Returns (complete records, tail bytes)."""
     dt = feature_dtype(dim)
     if is_gzip(path):
-        raise ValueError(f"{path} is gzip-compressed; the image-features file is read raw (gunzip it first)")
+        raise UsageError(f"{path} is gzip-compressed; the image-features file is read raw (gunzip it first)")
     size = path.stat().st_size
     n_rec, tail = divmod(size, dt.itemsize)
     if n_rec == 0:
-        raise ValueError(f"{path} holds no complete feature record ({size} bytes; a record is {dt.itemsize} bytes: "
+        raise UsageError(f"{path} holds no complete feature record ({size} bytes; a record is {dt.itemsize} bytes: "
                          f"{ASIN_BYTES}-byte ASIN + {dim} float32)")
     mm = _window(path, dt, 0, min(16, n_rec))
     head = np.array(mm["asin"]).tolist()
     del mm
     printable = sum(1 for a in head if a and all(32 < c < 127 for c in a.rstrip(b"\0 ")))
     if printable * 2 < len(head):
-        raise ValueError(f"{path} does not look like an Amazon image-features file: its records do not start with "
+        raise UsageError(f"{path} does not look like an Amazon image-features file: its records do not start with "
                          f"a {ASIN_BYTES}-byte ASCII ASIN (record = {ASIN_BYTES} bytes + {dim} float32)")
     return n_rec, tail
 
@@ -425,7 +427,7 @@ def write_features(path: Path, records: np.ndarray, out: Path, *, dim: int = FEA
     dt = feature_dtype(dim)
     records = np.asarray(records, dtype=np.int64)
     if records.size > 1 and not (np.diff(records) > 0).all():
-        raise ValueError("write_features needs strictly ascending record numbers")
+        raise UsageError("write_features needs strictly ascending record numbers")
     with open(out, "wb") as f, tqdm(total=int(records.size), desc="copy features", unit="rec", disable=None if progress is None else not progress) as bar:
         f.write(npy_header("<f4", (int(records.size), dim)))
         k = 0
@@ -490,13 +492,13 @@ def import_amazon(
     the catalog appears at ``out`` only when complete.
     """
     if year not in (2014, 2018):
-        raise ValueError(f"year must be 2014 or 2018, got {year}")
+        raise UsageError(f"year must be 2014 or 2018, got {year}")
     if features is not None and year != 2014:
-        raise ValueError("the 2018 data has no .b image features; --features is for amazon2014")
+        raise UsageError("the 2018 data has no .b image features; --features is for amazon2014")
     if personal_relation not in RELATIONS:
-        raise ValueError(f"unknown relation {personal_relation!r} for personalized pairs; known: {', '.join(RELATIONS)}")
+        raise UsageError(f"unknown relation {personal_relation!r} for personalized pairs; known: {', '.join(RELATIONS)}")
     if category_level < 0:
-        raise ValueError(f"--category-level must be >= 0, got {category_level}")
+        raise UsageError(f"--category-level must be >= 0, got {category_level}")
     meta_p = check_input(meta, "--meta")
     reviews_p = check_input(reviews, "--reviews") if reviews is not None else None
     features_p = check_input(features, "--features") if features is not None else None

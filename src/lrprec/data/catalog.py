@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lrprec.errors import LrprecError
 
 RELATIONS: tuple[str, ...] = ("also_viewed", "buy_after_viewing", "also_bought", "bought_together")
 SUBSTITUTES = ("also_viewed", "buy_after_viewing")
@@ -37,7 +37,7 @@ NEGATIVE_PROTOCOLS = ("category", "random")  # the fixed validation/test negativ
 FORMAT = "lrprec-catalog"
 
 
-class CatalogError(ValueError):
+class CatalogError(LrprecError):
     """Raised for a missing, malformed or inconsistent catalog, or an unknown name in it."""
 
 
@@ -288,65 +288,19 @@ def pairs_table(catalog_ids: np.ndarray, pairs: Pairs, user_ids: list[str], with
     return pa.table(cols)
 
 
-def write_catalog(
-    out: str | os.PathLike,
-    *,
-    items: dict[str, list],
-    relations: pa.Table,
-    users: list[str],
-    meta: dict,
-    arrays: dict[str, np.ndarray] | None = None,
-    files: dict[str, Path] | None = None,
-    split_seed: int = 0,
-    overwrite: bool = False,
-    reject: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
-    split_assignment: np.ndarray | None = None,
-) -> Path:
-    """Write a complete catalog atomically: build it in a temporary sibling directory, then rename.
+def search_items(cat: Catalog, category: str | None = None, search: str | None = None, limit: int = 20) -> list[dict]:
+    """Items (id, category, title) filtered by category and a case-insensitive substring of id or title.
 
-    ``items`` has the columns item_id, category, title, image; ``relations`` the columns
-    item_a, item_b, relation, user. ``arrays`` are saved as ``<name>.npy`` (images, masks,
-    features); ``files`` are moved into the catalog under their key. The splits are made
-    here (seeded), so every importer gets the same protocol; ``reject`` vetoes negatives that
-    the data's ground truth knows to be related; ``split_assignment`` (0/1/2 per relation row)
-    fixes the split instead of the seeded cut. A failure leaves nothing behind.
-    """
-    from lrprec.data.splits import make_splits  # local: splits imports this module
-
-    out = Path(out)
-    occupied = any(out.iterdir()) if out.is_dir() else out.exists()
-    if occupied and not overwrite:
-        raise CatalogError(f"{out} exists and is not empty; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        n = len(items["item_id"])
-        if len(set(items["item_id"])) != n:
-            raise CatalogError("duplicate item ids in the items table")
-        pq.write_table(pa.table({
-            "item_id": pa.array(items["item_id"], pa.string()),
-            "category": pa.array(items["category"], pa.string()),
-            "title": pa.array(items.get("title", [""] * n), pa.string()),
-            "image": pa.array(items.get("image", [""] * n), pa.string()),
-        }), tmp / "items.parquet")
-        pq.write_table(relations, tmp / "relations.parquet")
-        pq.write_table(pa.table({"user_id": pa.array(users, pa.string())}), tmp / "users.parquet")
-        for name, arr in (arrays or {}).items():
-            np.save(tmp / f"{name}.npy", arr)
-        for name, src in (files or {}).items():
-            dst = tmp / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(src), dst)
-        meta = {"format": FORMAT, "version": 1, **meta}
-        meta.setdefault("relations", sorted(set(relations.column("relation").to_pylist()), key=RELATIONS.index))
-        meta["fingerprint"] = meta.get("fingerprint") or os.urandom(8).hex()
-        meta["split_seed"] = split_seed
-        (tmp / "catalog.json").write_text(json.dumps(meta, indent=2))
-        make_splits(Catalog(tmp), seed=split_seed, reject=reject, assignment=split_assignment)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    The CLI's ``items`` and the web app's item search both use it. ``limit`` 0: all."""
+    if limit < 0:
+        raise CatalogError(f"limit must be >= 0, got {limit}")
+    sel = np.ones(len(cat), bool)
+    if category is not None:
+        sel &= cat.categories == cat.check_category(category)
+    if search:
+        s = search.lower()
+        sel &= np.asarray([s in i.lower() or s in (t or "").lower() for i, t in zip(cat.item_ids, cat.titles)], bool)
+    idx = np.flatnonzero(sel)
+    if limit:
+        idx = idx[:limit]
+    return [{"item_id": cat.item_ids[k], "category": cat.categories[k], "title": cat.titles[k]} for k in idx]

@@ -7,6 +7,8 @@ import os
 import numpy as np
 import torch
 
+from lrprec.errors import LrprecError, UsageError
+
 
 class LazyFeatures:
     """Rows of an (N, F) feature matrix, gathered on demand without keeping the file resident.
@@ -24,7 +26,7 @@ class LazyFeatures:
     def __init__(self, array: np.ndarray | torch.Tensor):
         self.shape = tuple(int(s) for s in array.shape)
         if len(self.shape) != 2:
-            raise ValueError(f"features must be a 2-d (items, dims) array, got shape {self.shape}")
+            raise UsageError(f"features must be a 2-d (items, dims) array, got shape {self.shape}")
         self._file: tuple[str, int, np.dtype] | None = None
         self._array = None
         self._fd: int | None = None
@@ -77,7 +79,7 @@ class LazyFeatures:
             for k, r in enumerate(idx.tolist()):  # straight into place: no second copy
                 got = pread(fd, [view[k * row_bytes:(k + 1) * row_bytes]], offset + r * row_bytes)
                 if got != row_bytes:
-                    raise CatalogError(f"{path}: feature row {r} is truncated ({got} of {row_bytes} bytes)")
+                    raise LrprecError(f"{path}: feature row {r} is truncated ({got} of {row_bytes} bytes)")
         return buf if buf.dtype == np.float32 else buf.astype(np.float32)
 
     def __getitem__(self, idx):

@@ -26,12 +26,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from lrprec.errors import LrprecError, UsageError
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
 PLACEHOLDER_VALUE = 128  # gray, for items kept without a usable image
 PAD_VALUE = 255  # white, like the background of product photos
 _BATCH = 256
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(LrprecError):
     """An image file that exists but cannot be decoded."""
 
 
@@ -167,7 +169,7 @@ def decode_images(
     from tqdm import tqdm
 
     if size < 8:
-        raise ValueError(f"--image-size must be at least 8, got {size}")
+        raise UsageError(f"--image-size must be at least 8, got {size}")
     n = len(paths)
     names = list(names) if names is not None else [str(p) for p in paths]
     ok = np.zeros(n, dtype=bool)

@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS, SUBSTITUTES, Pairs
+from lrprec.errors import UsageError
 
 RejectFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -33,7 +34,7 @@ def check_protocol(name: str, *, evaluation: bool = False) -> str:
     """The protocol name, or a ValueError naming the known ones."""
     known = EVAL_PROTOCOLS if evaluation else PROTOCOLS
     if name not in known:
-        raise ValueError(f"unknown negative protocol {name!r}; known: {', '.join(known)}")
+        raise UsageError(f"unknown negative protocol {name!r}; known: {', '.join(known)}")
     return name
 
 
@@ -46,19 +47,19 @@ def parse_mix(text: str | Mapping[str, float] | None) -> dict[str, float]:
         for part in str(text).split(","):
             name, sep, value = part.partition("=")
             if not sep:
-                raise ValueError(f"--negative-mix takes name=weight pairs such as random=1,category=1, got {part!r}")
+                raise UsageError(f"--negative-mix takes name=weight pairs such as random=1,category=1, got {part!r}")
             try:
                 items[name.strip()] = float(value)
             except ValueError:
-                raise ValueError(f"--negative-mix weight of {name.strip()!r} is not a number: {value!r}") from None
+                raise UsageError(f"--negative-mix weight of {name.strip()!r} is not a number: {value!r}") from None
     for name, w in items.items():
         if name not in ("random", "category", "contrast"):
-            raise ValueError(f"unknown negative protocol {name!r} in the mix; known: random, category, contrast")
+            raise UsageError(f"unknown negative protocol {name!r} in the mix; known: random, category, contrast")
         if not np.isfinite(w) or w < 0:
-            raise ValueError(f"--negative-mix weights must be >= 0, got {name}={w}")
+            raise UsageError(f"--negative-mix weights must be >= 0, got {name}={w}")
     total = sum(items.values())
     if total <= 0:
-        raise ValueError("--negative-mix needs at least one positive weight")
+        raise UsageError("--negative-mix needs at least one positive weight")
     return {k: items.get(k, 0.0) / total for k in ("random", "category", "contrast")}
 
 

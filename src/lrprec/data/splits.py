@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 
 from lrprec.data.catalog import RELATIONS, SPLITS, Catalog, Pairs, pairs_table, split_file
 from lrprec.data.sampling import EVAL_PROTOCOLS, NegativeSampler, RejectFn
+from lrprec.errors import UsageError
 
 RATIOS = (0.8, 0.1, 0.1)
 
@@ -43,7 +44,7 @@ def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None,
     else:
         assignment = np.asarray(assignment)
         if assignment.shape != (len(pos),) or not np.isin(assignment, (0, 1, 2)).all():
-            raise ValueError(f"split assignment needs one value in {{0, 1, 2}} per relation row ({len(pos)})")
+            raise UsageError(f"split assignment needs one value in {{0, 1, 2}} per relation row ({len(pos)})")
         splits = {name: pos.take(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLITS)}
     sampler = NegativeSampler(pos, catalog.category_codes)
     (catalog.root / "splits").mkdir(exist_ok=True)

@@ -46,7 +46,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from lrprec.data.catalog import RELATIONS, Catalog, write_catalog
+from lrprec.data.catalog import RELATIONS
+from lrprec.data.rules import RELATION_ATTRIBUTE, SAME_CATEGORY, SHORTCUT_TAGS, truth_reject
+from lrprec.data.writer import write_catalog
+from lrprec.errors import UsageError
 
 CATEGORIES = ("shirt", "trousers", "shoe", "bag", "hat")
 COLORS = {
@@ -56,13 +59,8 @@ COLORS = {
 PATTERNS = ("plain", "stripes", "checks", "dots")
 BRANDS = ("square", "circle", "triangle", "cross")
 ATTRIBUTES = ("category", "color", "pattern", "brand")
-# Which attribute decides each relation (column of the attribute table).
-# Colour decides no relation by itself: a shared backbone trained on colour-keyed relations
-# learns colour (which random features already see) and starves pattern and brand.
-RELATION_ATTRIBUTE = {"also_viewed": 2, "buy_after_viewing": 3, "also_bought": 2, "bought_together": 3}
-SAME_CATEGORY = {"also_viewed": True, "buy_after_viewing": True, "also_bought": False, "bought_together": False}
+# Which attribute decides each relation, and the shortcut tags: lrprec.data.rules.
 USER_ATTRIBUTES = (1, 2, 3)  # a user's co-purchases follow colour, pattern or brand
-SHORTCUT_TAGS = 2  # tag 1: the item carries the watermark; tag 0: it does not
 WATERMARK_RGB = (255, 0, 255)  # magenta: no product, pattern, brand mark or background has it
 
 
@@ -251,85 +249,6 @@ def _sample_pairs(attrs: np.ndarray, rel: str, n: int, key_attr: np.ndarray, use
     return out
 
 
-def related(attributes: np.ndarray, user_attribute: np.ndarray, a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """True where item b is related to item a by relation r (for user u, or -1) under the catalog's rules.
-
-    Exactly the table above: the relation's category condition (same category for a
-    substitute, another category for a complement) *and* equal key attribute — the
-    relation's own, or the user's attribute where the pair carries a user. Arrays broadcast.
-    """
-    a, b, r, u = np.broadcast_arrays(*(np.asarray(x, np.int64) for x in (a, b, r, u)))
-    rel_attr = np.asarray([RELATION_ATTRIBUTE[x] for x in RELATIONS])
-    same_cat_rule = np.asarray([SAME_CATEGORY[x] for x in RELATIONS])
-    col = rel_attr[r]
-    if user_attribute.size:
-        col = np.where(u >= 0, user_attribute[np.clip(u, 0, user_attribute.size - 1)], col)
-    same_cat = attributes[a, 0] == attributes[b, 0]
-    return (same_cat == same_cat_rule[r]) & (attributes[a, col] == attributes[b, col]) & (a != b)
-
-
-def truth_reject(attributes: np.ndarray, user_attribute: np.ndarray):
-    """A negative-sampling veto: True where (a, b) are related by the catalog's own rules (:func:`related`)."""
-
-    def reject(a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
-        return related(attributes, user_attribute, a, b, r, u)
-
-    return reject
-
-
-def synthetic_rules(catalog: Catalog) -> tuple[np.ndarray, np.ndarray] | None:
-    """(attributes, user attribute per user row) of a catalog made by :func:`generate`, else None."""
-    if catalog.meta.get("source") != "synthetic" or not (catalog.root / "attributes.npy").exists():
-        return None
-    return np.load(catalog.root / "attributes.npy"), np.asarray(catalog.meta["user_attribute"], np.int64)
-
-
-def catalog_truth_reject(catalog: Catalog):
-    """The veto for a catalog made by :func:`generate`, or None for any other catalog."""
-    rules = synthetic_rules(catalog)
-    return None if rules is None else truth_reject(*rules)
-
-
-def _pair_uniform(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """A fixed pseudo-random number in [0, 1) per ordered pair (a splitmix64-style hash)."""
-    z = (a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (b.astype(np.uint64) + np.uint64(0xBF58476D1CE4E5B9))
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def shortcut_veto(tags: np.ndarray, p: float):
-    """A negative-sampling veto under which a negative's tags differ with probability ``p``.
-
-    Uniform tags differ w.p. b = 1 − 1/T. To reach p ≥ b, equal-tag candidates are vetoed
-    w.p. 1 − (1 − p)(T − 1)/p; to reach p < b, different-tag ones w.p. 1 − p/((T − 1)(1 − p)).
-    The coin of each candidate pair is fixed (a hash), so sampling stays deterministic.
-    """
-    t = SHORTCUT_TAGS
-    base = 1 - 1 / t
-    if p >= base:
-        veto_equal, veto_differ = (1 - (1 - p) * (t - 1) / p) if p > 0 else 0.0, 0.0
-    else:
-        veto_equal, veto_differ = 0.0, 1 - p / ((t - 1) * (1 - p))
-
-    def reject(a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
-        equal = tags[a] == tags[b]
-        return _pair_uniform(a, b) < np.where(equal, veto_equal, veto_differ)
-
-    return reject
-
-
-def train_reject(catalog: Catalog):
-    """The veto for *training* negatives: the truth veto, plus the shortcut's tag veto on a shortcut catalog."""
-    truth = catalog_truth_reject(catalog)
-    p = float(catalog.meta.get("config", {}).get("spurious", 0.0)) if truth is not None else 0.0
-    if p <= 0:
-        return truth
-    veto = shortcut_veto(np.load(catalog.root / "shortcut_tags.npy"), p)
-    return lambda a, b, r, u: truth(a, b, r, u) | veto(a, b, r, u)
-
-
 def _write_with_pngs(images: np.ndarray, ids: list[str], out: str | os.PathLike, **kwargs) -> Path:
     """``write_catalog`` with one PNG per item under ``images/``, written to a temporary folder
     that is removed on every path (success, error, KeyboardInterrupt)."""
@@ -347,9 +266,9 @@ def _write_with_pngs(images: np.ndarray, ids: list[str], out: str | os.PathLike,
 def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwrite: bool = False, progress: bool = True) -> Path:
     """Generate a synthetic catalog into ``out`` (atomically). Same config ⇒ byte-identical files."""
     if config.items < 20 or config.image_size < 16 or config.users < 0 or config.pairs_per_relation < 10:
-        raise ValueError("synth needs at least 20 items, image size >= 16, users >= 0 and 10 pairs per relation")
+        raise UsageError("synth needs at least 20 items, image size >= 16, users >= 0 and 10 pairs per relation")
     if not 0.0 <= config.spurious <= 1.0:
-        raise ValueError(f"--spurious is a fraction of training pairs in [0, 1], got {config.spurious}")
+        raise UsageError(f"--spurious is a fraction of training pairs in [0, 1], got {config.spurious}")
     shortcut = config.spurious > 0
     rng = np.random.default_rng(config.seed)
     n, s = config.items, config.image_size

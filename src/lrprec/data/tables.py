@@ -3,7 +3,7 @@
 Every importer streams its source once into a :class:`CatalogBuilder`, which keeps items and
 relations as integer codes (not raw lines), counts every skipped input in an
 :class:`ImportReport`, and finally :func:`assemble` filters, decodes images / copies features
-and writes the catalog atomically with :func:`~lrprec.data.catalog.write_catalog`.
+and writes the catalog atomically with :func:`~lrprec.data.writer.write_catalog`.
 
 The generic form (SPEC §6)::
 
@@ -46,8 +46,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lrprec.data.catalog import RELATIONS, write_catalog
+from lrprec.data.catalog import RELATIONS
 from lrprec.data.images import ImageFolder, decode_images
+from lrprec.data.writer import write_catalog
+from lrprec.errors import UsageError
 
 UNKNOWN_CATEGORY = "unknown"
 RELATION_ALIASES: dict[str, str] = {"also_buy": "also_bought", "also_view": "also_viewed"}
@@ -148,7 +150,7 @@ def check_input(path: str | os.PathLike, what: str) -> Path:
     if p.is_dir():
         raise IsADirectoryError(f"{what} must be a file, got a folder: {p}")
     if p.stat().st_size == 0:
-        raise ValueError(f"{what} file is empty: {p}")
+        raise UsageError(f"{what} file is empty: {p}")
     return p
 
 
@@ -187,7 +189,7 @@ def iter_lines(path: Path, report: ImportReport, kind: str, progress: bool | Non
                         break
                     lineno += 1
                     if lineno == 1 and b"\0" in bline:
-                        raise ValueError(f"{path} is a binary file, not text lines (is it the wrong file for this option?)")
+                        raise UsageError(f"{path} is a binary file, not text lines (is it the wrong file for this option?)")
                     if lineno % 4096 == 0:
                         pos = raw.tell()
                         bar.update(pos - last)
@@ -209,7 +211,7 @@ def iter_lines(path: Path, report: ImportReport, kind: str, progress: bool | Non
             except EOFError:
                 report.skip(f"{kind}_truncated_gzip", 1, f"{path}: gzip stream ends early after line {lineno} (incomplete download?); earlier lines kept")
             except (gzip.BadGzipFile, zlib.error) as exc:
-                raise ValueError(f"{path}: corrupt gzip data after line {lineno}: {exc}") from None
+                raise UsageError(f"{path}: corrupt gzip data after line {lineno}: {exc}") from None
             bar.update(size - last)
     finally:
         stream.close()
@@ -386,9 +388,9 @@ def check_out(out: str | os.PathLike, overwrite: bool) -> Path:
     """Fail before any work when ``--out`` is taken (write_catalog checks again at the end)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
+        raise UsageError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty; choose another --out or remove it")
+        raise UsageError(f"{out} exists and is not empty; choose another --out or remove it")
     return out
 
 
@@ -417,7 +419,7 @@ def assemble(
     n = len(builder)
     report.count("items_declared", n)
     if n == 0:
-        raise ValueError("no items found in the input; nothing to import")
+        raise UsageError("no items found in the input; nothing to import")
     rows = np.arange(n, dtype=np.int64)
     if features is not None:
         rec = features.record
@@ -432,7 +434,7 @@ def assemble(
     try:
         files: dict[str, Path] = {}
         if locate_images is not None and _relations(builder, rows, record=False)[0].num_rows == 0:
-            raise ValueError(f"no relations between the {rows.size} items: {_nonzero(report.skipped)}")  # before decoding images
+            raise UsageError(f"no relations between the {rows.size} items: {_nonzero(report.skipped)}")  # before decoding images
         if locate_images is not None:
             paths = locate_images(rows)
             img_path = workdir / "images.npy"
@@ -448,14 +450,14 @@ def assemble(
                 rows = rows[stats.ok]
             files["images.npy"] = img_path
         if rows.size == 0:
-            raise ValueError(f"no items left to import after filtering: {_nonzero(report.skipped)}")
+            raise UsageError(f"no items left to import after filtering: {_nonzero(report.skipped)}")
         if features is not None:
             feat_path = workdir / "features.npy"
             features.write(feat_path, features.record[rows])
             files["features.npy"] = feat_path
         table, users = _relations(builder, rows)
         if table.num_rows == 0:
-            raise ValueError(f"no relations left between the {rows.size} imported items: {_nonzero(report.skipped)}")
+            raise UsageError(f"no relations left between the {rows.size} imported items: {_nonzero(report.skipped)}")
         rel_counts = {r: 0 for r in RELATIONS}
         for r in table.column("relation").to_pylist():
             rel_counts[r] += 1
@@ -610,7 +612,7 @@ def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...],
         try:
             pf = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for non-parquet input
-            raise ValueError(f"{what} {path} is not a readable parquet file: {exc}") from None
+            raise UsageError(f"{what} {path} is not a readable parquet file: {exc}") from None
         names = pf.schema_arrow.names
         _require(path, what, names, columns_needed)
         batches = (pa.Table.from_batches([bt]) for bt in pf.iter_batches(batch_size=batch_rows))
@@ -623,7 +625,7 @@ def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...],
                                     read_options=pacsv.ReadOptions(block_size=1 << 22),
                                     convert_options=pacsv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=False))
         except pa.ArrowInvalid as exc:
-            raise ValueError(f"{what} {path} is not a readable csv file: {exc}") from None
+            raise UsageError(f"{what} {path} is not a readable csv file: {exc}") from None
         names = reader.schema.names
         _require(path, what, names, columns_needed)
         # read every column as string (ids like 0001 must keep their zeros): re-open with types
@@ -632,7 +634,7 @@ def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...],
                                 convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names}, strings_can_be_null=True))
         batches = (pa.Table.from_batches([bt]) for bt in reader)
     else:
-        raise ValueError(f"{what} must be a .csv, .tsv or .parquet file (optionally .csv.gz): {path}")
+        raise UsageError(f"{what} must be a .csv, .tsv or .parquet file (optionally .csv.gz): {path}")
     start = 1
     try:
         for t in batches:
@@ -640,13 +642,13 @@ def _batches(path: Path, what: str, columns_needed: tuple[tuple[str, ...], ...],
             yield start, cols
             start += t.num_rows
     except pa.ArrowInvalid as exc:
-        raise ValueError(f"{what} {path}: cannot parse after data row {start - 1}: {exc}") from None
+        raise UsageError(f"{what} {path}: cannot parse after data row {start - 1}: {exc}") from None
 
 
 def _require(path: Path, what: str, names: list[str], needed: tuple[tuple[str, ...], ...]) -> None:
     for alts in needed:
         if not any(a in names for a in alts):
-            raise ValueError(f"{what} {path} has no {' or '.join(repr(a) for a in alts)} column; columns: {', '.join(names) or '(none)'}")
+            raise UsageError(f"{what} {path} has no {' or '.join(repr(a) for a in alts)} column; columns: {', '.join(names) or '(none)'}")
 
 
 def _pick(cols: dict[str, list], alts: tuple[str, ...]) -> list | None:
@@ -702,7 +704,7 @@ def import_table(
         bar.update(len(ids))
     bar.close()
     if len(builder) == 0:
-        raise ValueError(f"--items {items_p} holds no items")
+        raise UsageError(f"--items {items_p} holds no items")
     unknown_names: dict[str, tuple[int, int]] = {}
     bar = tqdm(desc="relations", unit="row", disable=None if progress is None else not progress)
     for start, cols in _batches(rel_p, "--relations", (REL_A_COLUMNS, REL_B_COLUMNS, ("relation",))):
@@ -725,7 +727,7 @@ def import_table(
     if unknown_names:
         listed = ", ".join(f"{n!r} ({c} rows, first at data row {f})" for n, (f, c) in sorted(unknown_names.items(), key=lambda kv: kv[1][0])[:_EXAMPLES])
         if not skip_unknown_relations:
-            raise ValueError(f"--relations {rel_p}: unknown relation names {listed}; known: {', '.join(RELATIONS)} "
+            raise UsageError(f"--relations {rel_p}: unknown relation names {listed}; known: {', '.join(RELATIONS)} "
                              "(aliases also_buy, also_view); pass --skip-unknown-relations to skip them")
         report.skip("relations_unknown_name", sum(c for _, c in unknown_names.values()), f"unknown relation names skipped: {listed}")
     locate = None

@@ -12,12 +12,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lrprec.errors import UsageError
+
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     """Kendall's τ-b of two score lists (tie-corrected; NaN when either list is constant)."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"kendall_tau needs two lists of the same length, got {x.shape} and {y.shape}")
+        raise UsageError(f"kendall_tau needs two lists of the same length, got {x.shape} and {y.shape}")
     i, j = np.triu_indices(x.size, k=1)
     sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
     concordant_minus_discordant = float((sx * sy).sum())

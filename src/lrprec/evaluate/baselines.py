@@ -38,6 +38,7 @@ import torch
 
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs, relation_index
 from lrprec.data.features import LazyFeatures
+from lrprec.errors import UsageError
 
 BASELINES: tuple[str, ...] = ("random", "popularity", "category-tree", "wnn")
 ALIASES = {"ct": "category-tree", "category_tree": "category-tree", "categorytree": "category-tree", "rand": "random",
@@ -50,7 +51,7 @@ def baseline_name(name: str) -> str:
     key = str(name).strip().lower()
     key = ALIASES.get(key, key)
     if key not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} "
+        raise UsageError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)} "
                          "(the low-rank model at K = 10/100 is 'lrprec train DATA --mode features --dim K')")
     return key
 
@@ -74,16 +75,10 @@ def run_features(run_path: str | os.PathLike, catalog: Catalog | None = None, ba
     """Backbone features (N, F) of every catalog item under a trained run's (frozen) backbone.
 
     Held in memory, so meant for image catalogs of moderate size (N × F float32)."""
-    from lrprec.run import Run
+    from lrprec.run import Run, embed_items
 
     run = Run.load(run_path, catalog=catalog.root if catalog is not None else None)
-    cat = run.catalog
-    model = run.model.eval()
-    rows = np.arange(len(cat))
-    out = np.empty((len(cat), model.backbone.out_dim), np.float32)
-    for s in range(0, len(rows), batch_size):
-        out[s:s + batch_size] = model.embed(run.inputs(rows[s:s + batch_size])).numpy()
-    return LazyFeatures(out)
+    return LazyFeatures(embed_items(run.model, run.catalog, run.input_size, batch_size).float().cpu().numpy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +226,11 @@ def wnn_logits(model: WNN, feats: LazyFeatures, pairs: Pairs, batch_size: int = 
 def train_wnn(catalog: Catalog, feats: LazyFeatures, relations: list[str], cfg: WNNConfig = WNNConfig(), log=None) -> tuple[WNN, dict]:
     """Fit WNN on the train split (negatives resampled per epoch), keep the best validation epoch."""
     from lrprec.data.sampling import NegativeSampler
-    from lrprec.data.synthetic import catalog_truth_reject
+    from lrprec.data.rules import catalog_truth_reject
     from lrprec.data.splits import protocol_pairs
 
     if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
-        raise ValueError("WNN epochs, batch size and learning rate must be positive")
+        raise UsageError("WNN epochs, batch size and learning rate must be positive")
     if len(feats) != len(catalog):
         raise CatalogError(f"features hold {len(feats)} rows for {len(catalog)} items")
     rng = np.random.default_rng(cfg.seed)
@@ -336,11 +331,11 @@ def evaluate_baseline(
 
     method = baseline_name(name)
     if split not in EVAL_SPLITS:
-        raise ValueError(f"split must be validation or test, got {split!r}")
+        raise UsageError(f"split must be validation or test, got {split!r}")
     catalog = catalog_path if isinstance(catalog_path, Catalog) else Catalog(catalog_path)
     rels = _relations(catalog, relations)
     if run is not None and method != "wnn":
-        raise ValueError("a run's features apply to the wnn baseline only")
+        raise UsageError("a run's features apply to the wnn baseline only")
     extra: dict = {}
     t0 = time.perf_counter()
     if method == "random":

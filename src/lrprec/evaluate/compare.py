@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from lrprec.data.catalog import RELATIONS
+from lrprec.errors import UsageError
 
 _NAME_MAX = 28
 
@@ -151,7 +152,7 @@ def compare_reports(
     from lrprec.evaluate.linkpred import evaluate_run
 
     if not items:
-        raise ValueError("nothing to compare: give run folders, report files or baseline names")
+        raise UsageError("nothing to compare: give run folders, report files or baseline names")
     kinds: list[tuple[str, object]] = []
     for it in items:
         s = str(it)
@@ -160,7 +161,7 @@ def compare_reports(
             kinds.append(("baseline", baseline_name(s.split(":", 1)[1])))
         elif p.is_dir():
             if not (p / "config.json").is_file():
-                raise ValueError(f"{p} is not an lrprec run (no config.json)")
+                raise UsageError(f"{p} is not an lrprec run (no config.json)")
             kinds.append(("run", p))
         elif p.is_file():
             kinds.append(("file", p))
@@ -168,15 +169,15 @@ def compare_reports(
             try:
                 kinds.append(("baseline", baseline_name(s)))
             except ValueError:
-                raise ValueError(f"{s!r} is neither a run folder, a report file nor a baseline "
+                raise UsageError(f"{s!r} is neither a run folder, a report file nor a baseline "
                                  f"(random, category-tree, wnn)") from None
     run_cfgs = {p: json.loads((p / "config.json").read_text()) for k, p in kinds if k == "run"}
     if any(k == "baseline" for k, _ in kinds) and catalog is None:
         roots = sorted({str(c.get("catalog")) for c in run_cfgs.values() if c.get("catalog")})
         if not roots:
-            raise ValueError("baselines need a catalog: give --catalog DATA (or a run trained on it)")
+            raise UsageError("baselines need a catalog: give --catalog DATA (or a run trained on it)")
         if len(roots) > 1:
-            raise ValueError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
+            raise UsageError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
         catalog = roots[0]
     if relations is None and run_cfgs:
         trained = {r for c in run_cfgs.values() for r in c.get("relations", [])}
@@ -191,11 +192,11 @@ def compare_reports(
             try:
                 rep = json.loads(Path(obj).read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{obj} is not a readable report JSON: {exc}") from None
+                raise UsageError(f"{obj} is not a readable report JSON: {exc}") from None
             if isinstance(rep, dict) and split in rep and "relations" not in rep:  # a run's metrics.json
                 rep = rep[split]
             if not isinstance(rep, dict) or "relations" not in rep or "overall" not in rep:
-                raise ValueError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
+                raise UsageError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
             out[_unique(Path(obj).stem, out)] = rep
         else:
             if log:

@@ -33,18 +33,19 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import RELATIONS, Pairs
-from lrprec.evaluate.localization import mask_area_fraction, pointing_game, relevance_mass, resize_masks
+from lrprec.evaluate.agreement import ranking_agreement
 from lrprec.evaluate.imputers import DEFAULT_IMPUTERS, IMPUTERS, make_imputer
+from lrprec.evaluate.localization import mask_area_fraction, pointing_game, relevance_mass, resize_masks
 from lrprec.evaluate.perturbation import ORDERS, aopc, bootstrap_ci, n_regions, perturbation_curves
 from lrprec.evaluate.randomization import DEFAULT_THRESHOLD, randomization_check
-from lrprec.evaluate.agreement import ranking_agreement
 from lrprec.evaluate.srg import srg, srg_curves
+from lrprec.errors import UsageError
+from lrprec.explain.composites import DEFAULT_COMPOSITE
+from lrprec.jsonable import plain
 from lrprec.model.pair import PairModel
 
 if TYPE_CHECKING:
     from lrprec.run import Run
-
-from lrprec.explain.composites import DEFAULT_COMPOSITE  # noqa: E402  (the explained default is the CLI's default)
 
 DEFAULT_METHOD = "lrp"
 BASELINE_METHODS: tuple[str, ...] = ("saliency", "gradxinput", "integrated_gradients", "random")
@@ -143,21 +144,21 @@ def resolve_methods(methods: Sequence[str] | str | None, explainers: Mapping[str
             by_reason: dict[str, list[str]] = {}
             for k, v in unavailable.items():
                 by_reason.setdefault(v, []).append(k)
-            raise ValueError("no explanation method is available: " + "; ".join(f"{', '.join(ks)}: {v}" for v, ks in by_reason.items()))
+            raise UsageError("no explanation method is available: " + "; ".join(f"{', '.join(ks)}: {v}" for v, ks in by_reason.items()))
         return names
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     if not methods:
-        raise ValueError("no methods given")
+        raise UsageError("no methods given")
     out: list[str] = []
     for m in methods:
         if m in explainers:
             if m not in out:
                 out.append(m)
         elif m in unavailable:
-            raise ValueError(f"method {m!r} is not available: {unavailable[m]}")
+            raise UsageError(f"method {m!r} is not available: {unavailable[m]}")
         else:
-            raise ValueError(f"unknown method {m!r}; available methods: {', '.join(explainers) or '(none)'}")
+            raise UsageError(f"unknown method {m!r}; available methods: {', '.join(explainers) or '(none)'}")
     return out
 
 
@@ -168,7 +169,7 @@ def _explain(explainer: Explainer, model: PairModel, x_a: torch.Tensor, x_b: tor
         sl = slice(s, s + batch_size)
         ra, rb = explainer(model, x_a[sl].clone(), x_b[sl].clone(), relation[sl].clone(), user[sl].clone())
         if tuple(ra.shape[-2:]) != tuple(x_a.shape[-2:]) or tuple(rb.shape[-2:]) != tuple(x_b.shape[-2:]):
-            raise ValueError(f"an explainer returned relevance of shape {tuple(ra.shape)} for inputs {tuple(x_a[sl].shape)}")
+            raise UsageError(f"an explainer returned relevance of shape {tuple(ra.shape)} for inputs {tuple(x_a[sl].shape)}")
         ras.append(ra.detach().float().cpu())
         rbs.append(rb.detach().float().cpu())
     return torch.cat(ras), torch.cat(rbs)
@@ -207,7 +208,7 @@ def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 
     time and stops once ``n`` correct ones are found. Raises ValueError when there are none.
     """
     if n <= 0:
-        raise ValueError(f"--pairs must be positive, got {n}")
+        raise UsageError(f"--pairs must be positive, got {n}")
     test = run.catalog.pairs(split)
     trained = [RELATIONS.index(r) for r in run.relations]
     pos = test.take(np.flatnonzero((test.label == 1) & np.isin(test.relation, trained)))
@@ -230,7 +231,7 @@ def correct_positive_pairs(run: "Run", n: int, seed: int = 0, batch_size: int = 
                 break
     idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
     if idx.size == 0:
-        raise ValueError(f"no correctly predicted positive {split} pairs to evaluate ({len(pos)} positive {split} pairs of the trained relations, none with P > 0.5)")
+        raise UsageError(f"no correctly predicted positive {split} pairs to evaluate ({len(pos)} positive {split} pairs of the trained relations, none with P > 0.5)")
     return pos.take(idx), np.concatenate(probs)
 
 
@@ -323,34 +324,34 @@ def faithfulness(
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
     if image not in IMAGES:
-        raise ValueError(f"unknown image {image!r}; choose a, b or both")
+        raise UsageError(f"unknown image {image!r}; choose a, b or both")
     orders = list(dict.fromkeys(orders))
     for o in orders:
         if o not in ORDERS:
-            raise ValueError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
+            raise UsageError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
     if not orders:
-        raise ValueError("no orders given")
+        raise UsageError("no orders given")
     imputers = list(dict.fromkeys(imputers))
     if not imputers:
-        raise ValueError("no imputers given")
+        raise UsageError("no imputers given")
     for name in imputers:
         if name not in IMPUTERS:
-            raise ValueError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
+            raise UsageError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
     if srg_steps <= 0:
-        raise ValueError(f"--srg-steps must be positive, got {srg_steps}")
+        raise UsageError(f"--srg-steps must be positive, got {srg_steps}")
     if randomization_pairs < 0:
-        raise ValueError(f"--randomization-pairs must be >= 0, got {randomization_pairs}")
+        raise UsageError(f"--randomization-pairs must be >= 0, got {randomization_pairs}")
     model: PairModel = run.model
     if model.backbone.kind != "image":
-        raise ValueError("pixel perturbation needs an image model; this run reads precomputed features")
+        raise UsageError("pixel perturbation needs an image model; this run reads precomputed features")
     # Check the geometry before any model work, so bad arguments fail fast.
     size = run.input_size or run.catalog.image_size
     if size is None:
-        raise ValueError("the run's catalog has no images")
+        raise UsageError("the run's catalog has no images")
     region = default_region(int(size)) if region is None else int(region)
     total_regions = n_regions(int(size), int(size), region)
     if region <= 0 or steps < 0 or steps > total_regions:
-        raise ValueError(f"--steps {steps} must be between 0 and the {total_regions} regions of {region}x{region} pixels in a {size}x{size} image")
+        raise UsageError(f"--steps {steps} must be between 0 and the {total_regions} regions of {region}x{region} pixels in a {size}x{size} image")
     if explainers is None:
         explainers, unavailable = default_explainers(target=target, seed=seed, batch_size=explain_batch_size)
     else:
@@ -533,17 +534,7 @@ def faithfulness(
 
 def to_json(result: Mapping[str, Any]) -> dict[str, Any]:
     """The result without private keys and with NaN/inf as null, ready for ``json.dumps``."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, Mapping):
-            return {k: clean(x) for k, x in v.items() if not (isinstance(k, str) and k.startswith("_"))}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (float, np.floating)):
-            return _finite(float(v))
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-    return clean(result)
+    return plain(result, drop_private=True)
 
 
 # ---- presentation -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from lrprec.errors import UsageError
 from lrprec.evaluate.perturbation import uniform_fill
 
 IMPUTERS: tuple[str, ...] = ("uniform", "linear", "mean")
@@ -59,7 +60,7 @@ class LinearImputer:
 
     def __init__(self, shape: tuple[int, ...], noise: float = 0.01, seed: int = 0):
         if noise < 0:
-            raise ValueError(f"the noise of the linear imputer must be >= 0, got {noise}")
+            raise UsageError(f"the noise of the linear imputer must be >= 0, got {noise}")
         self.name = "linear"
         self.noise = float(noise)
         g = torch.Generator().manual_seed(int(seed) + 104729)  # own stream, independent of the uniform noise
@@ -144,4 +145,4 @@ def make_imputer(name: str, x: torch.Tensor, bounds: tuple[torch.Tensor | float,
         return LinearImputer(tuple(x.shape), noise=noise, seed=seed)
     if name == "mean":
         return FillImputer("mean", x.detach().mean(dim=(0, 2, 3), keepdim=True).expand_as(x))
-    raise ValueError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
+    raise UsageError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")

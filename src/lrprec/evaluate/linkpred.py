@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS, Catalog, Pairs
-from lrprec.model.pair import PairModel
-from lrprec.run import item_inputs
+from lrprec.errors import UsageError
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -23,25 +21,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     avg = first + (counts - 1) / 2.0 + 1.0
     ranks[order] = np.repeat(avg, counts)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-@torch.inference_mode()
-def predict_logits(model: PairModel, catalog: Catalog, pairs: Pairs, batch_size: int = 256, input_size: int | None = None, features: torch.Tensor | None = None) -> np.ndarray:
-    """Logits c − d for every pair, batched; ``features`` (item rows × F) skips the backbone."""
-    model.eval()
-    out = np.empty(len(pairs), np.float32)
-    for s in range(0, len(pairs), batch_size):
-        sl = slice(s, s + batch_size)
-        rel = torch.from_numpy(pairs.relation[sl])
-        usr = torch.from_numpy(pairs.user[sl])
-        if features is not None:
-            fa, fb = features[torch.from_numpy(pairs.a[sl])], features[torch.from_numpy(pairs.b[sl])]
-            a_i, a_j = model.project(fa, rel), model.project_partner(fb, rel)
-            logit = model.logit_from_embeddings(a_i, a_j, rel, usr)
-        else:
-            logit = model(item_inputs(catalog, model, pairs.a[sl], input_size), item_inputs(catalog, model, pairs.b[sl], input_size), rel, usr)
-        out[sl] = logit.numpy()
-    return out
 
 
 def _scores(label: np.ndarray, logit: np.ndarray) -> dict:
@@ -129,7 +108,7 @@ def evaluate_run(path, split: str = "test") -> dict:
     from lrprec.run import Run, atomic_write_text
 
     if split not in ("validation", "test"):
-        raise ValueError(f"--split must be validation or test, got {split!r}")
+        raise UsageError(f"--split must be validation or test, got {split!r}")
     run = Run.load(path)
     cat = run.catalog
     scorer = ModelScorer.from_catalog(run.model, cat, run.input_size)

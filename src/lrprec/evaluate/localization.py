@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lrprec.errors import UsageError
 from lrprec.evaluate.perturbation import pixel_relevance
 
 
@@ -35,7 +36,7 @@ def _mask(mask: torch.Tensor | np.ndarray, shape: tuple[int, int, int]) -> torch
         m = m.unsqueeze(0)
     m = m.bool()
     if m.shape[0] != shape[0]:
-        raise ValueError(f"{m.shape[0]} masks for {shape[0]} relevance maps")
+        raise UsageError(f"{m.shape[0]} masks for {shape[0]} relevance maps")
     if tuple(m.shape[1:]) != tuple(shape[1:]):
         m = resize_masks(m, shape[1], shape[2])
     return m

@@ -32,6 +32,8 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
+from lrprec.errors import UsageError
+
 ORDERS: tuple[str, ...] = ("morf", "lrf", "random")
 Order = Literal["morf", "lrf", "random"]
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -42,7 +44,7 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def region_grid(height: int, width: int, region: int) -> tuple[int, int]:
     """Regions per column and per row: ``ceil(H / S), ceil(W / S)``."""
     if region <= 0:
-        raise ValueError(f"the region size must be a positive number of pixels, got {region}")
+        raise UsageError(f"the region size must be a positive number of pixels, got {region}")
     return math.ceil(height / region), math.ceil(width / region)
 
 
@@ -66,7 +68,7 @@ def pixel_relevance(relevance: torch.Tensor) -> torch.Tensor:
         return relevance.sum(1)
     if relevance.dim() == 3:
         return relevance
-    raise ValueError(f"relevance must be (N, H, W) or (N, C, H, W), got shape {tuple(relevance.shape)}")
+    raise UsageError(f"relevance must be (N, H, W) or (N, C, H, W), got shape {tuple(relevance.shape)}")
 
 
 def region_relevance(relevance: torch.Tensor, region: int) -> torch.Tensor:
@@ -93,7 +95,7 @@ def region_order(region_scores: torch.Tensor, order: str, seed: int = 0) -> torc
         g = torch.Generator().manual_seed(int(seed) + 7919)  # own stream: independent of the fill noise
         keys = torch.rand(region_scores.shape, generator=g, dtype=torch.float64)
         return keys.argsort(dim=1).to(region_scores.device)
-    raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    raise UsageError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
 
 
 def pixel_ranks(order: torch.Tensor, height: int, width: int, region: int) -> torch.Tensor:
@@ -129,7 +131,7 @@ def make_fill(x: torch.Tensor, fill: str | float, bounds: tuple[torch.Tensor | f
     """The replacement image for every input: uniform noise (``"uniform"``) or a constant."""
     if isinstance(fill, str):
         if fill != "uniform":
-            raise ValueError(f"unknown fill {fill!r}; use 'uniform' or a number")
+            raise UsageError(f"unknown fill {fill!r}; use 'uniform' or a number")
         return uniform_fill(x, bounds, seed)
     return torch.full_like(x, float(fill))
 
@@ -137,19 +139,19 @@ def make_fill(x: torch.Tensor, fill: str | float, bounds: tuple[torch.Tensor | f
 # ---- curves -------------------------------------------------------------------------------
 def _check_inputs(x: torch.Tensor, relevance: torch.Tensor | None, steps: int, region: int) -> int:
     if x.dim() != 4:
-        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+        raise UsageError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
-        raise ValueError("no pairs to perturb (the batch is empty)")
+        raise UsageError("no pairs to perturb (the batch is empty)")
     h, w = x.shape[-2:]
     total = n_regions(h, w, region)
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise UsageError(f"steps must be >= 0, got {steps}")
     if steps > total:
-        raise ValueError(f"{steps} steps exceed the {total} regions of {region}x{region} pixels in a {h}x{w} image; use at most {total} steps or smaller regions")
+        raise UsageError(f"{steps} steps exceed the {total} regions of {region}x{region} pixels in a {h}x{w} image; use at most {total} steps or smaller regions")
     if relevance is not None:
         r = pixel_relevance(relevance)
         if tuple(r.shape) != (x.shape[0], h, w):
-            raise ValueError(f"relevance of shape {tuple(relevance.shape)} does not match inputs of shape {tuple(x.shape)}")
+            raise UsageError(f"relevance of shape {tuple(relevance.shape)} does not match inputs of shape {tuple(x.shape)}")
     return total
 
 
@@ -191,25 +193,25 @@ def perturbation_curves(
     if schedule is not None:
         counts = torch.as_tensor(list(schedule), dtype=torch.int64)
         if counts.numel() == 0 or int(counts[0]) != 0 or bool((counts[1:] < counts[:-1]).any()) or int(counts[-1]) > total_regions:
-            raise ValueError(f"a schedule must start at 0, never decrease and end at most at the {total_regions} regions")
+            raise UsageError(f"a schedule must start at 0, never decrease and end at most at the {total_regions} regions")
         steps = counts.numel() - 1
         _check_inputs(x, relevance, 0, region)
     else:
         _check_inputs(x, relevance, steps, region)
         counts = torch.arange(steps + 1)
     if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+        raise UsageError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise UsageError(f"batch_size must be positive, got {batch_size}")
     n, _, h, w = x.shape
     if visit is not None:
         if tuple(visit.shape) != (n, total_regions):
-            raise ValueError(f"visit must be (pairs, regions) = ({n}, {total_regions}), got {tuple(visit.shape)}")
+            raise UsageError(f"visit must be (pairs, regions) = ({n}, {total_regions}), got {tuple(visit.shape)}")
         ranks = pixel_ranks(visit.to(x.device), h, w, region)
     else:
         if relevance is None:
             if order != "random":
-                raise ValueError(f"order {order!r} needs a relevance map")
+                raise UsageError(f"order {order!r} needs a relevance map")
             scores = torch.zeros(n, total_regions, dtype=torch.float64, device=x.device)
         else:
             scores = region_relevance(relevance.detach().to(x.device), region)
@@ -218,7 +220,7 @@ def perturbation_curves(
         if fill_values is None:
             fill_values = make_fill(x, fill, bounds, seed)
         elif fill_values.shape != x.shape:
-            raise ValueError(f"fill_values of shape {tuple(fill_values.shape)} do not match inputs of shape {tuple(x.shape)}")
+            raise UsageError(f"fill_values of shape {tuple(fill_values.shape)} do not match inputs of shape {tuple(x.shape)}")
         fv = fill_values.to(device=x.device, dtype=x.dtype)
 
         def imputer(xb: torch.Tensor, replaced: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -236,7 +238,7 @@ def perturbation_curves(
             xb = imputer(xd[rows], replaced, rows)
             s = score_fn(xb, rows)
             if s.shape[0] != flat.shape[0]:
-                raise ValueError(f"score_fn returned {s.shape[0]} scores for a batch of {flat.shape[0]} images")
+                raise UsageError(f"score_fn returned {s.shape[0]} scores for a batch of {flat.shape[0]} images")
             if out is None:
                 out = torch.empty((total, *s.shape[1:]), dtype=s.dtype, device=s.device)
             out[start:start + flat.shape[0]] = s.detach()
@@ -259,7 +261,7 @@ def aopc(curves: torch.Tensor | np.ndarray) -> np.ndarray:
     """
     c = _as_numpy(curves)
     if c.ndim != 2 or c.shape[1] == 0:
-        raise ValueError(f"curves must be (pairs, steps + 1), got shape {c.shape}")
+        raise UsageError(f"curves must be (pairs, steps + 1), got shape {c.shape}")
     return (c[:, :1] - c).mean(axis=1)
 
 
@@ -268,9 +270,9 @@ def bootstrap_ci(values: torch.Tensor | np.ndarray | Sequence[float], level: flo
     v = _as_numpy(values).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
-        raise ValueError("no values to bootstrap")
+        raise UsageError("no values to bootstrap")
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise UsageError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrprec.errors import UsageError
+
 DEFAULT_THRESHOLD = 0.5
 
 Explain = Callable[[nn.Module], torch.Tensor]
@@ -32,7 +34,7 @@ def backbone_layers(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
     """The backbone's convolution and linear layers, top (nearest the output) first."""
     layers = [(name, m) for name, m in backbone.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not layers:
-        raise ValueError("the backbone has no convolution or linear layer to randomize")
+        raise UsageError("the backbone has no convolution or linear layer to randomize")
     return layers[::-1]
 
 
@@ -66,7 +68,7 @@ def _pixel_maps(maps: torch.Tensor) -> np.ndarray:
     if m.dim() == 4:
         m = m.sum(1)
     if m.dim() != 3:
-        raise ValueError(f"maps must be (N, H, W) or (N, C, H, W), got shape {tuple(maps.shape)}")
+        raise UsageError(f"maps must be (N, H, W) or (N, C, H, W), got shape {tuple(maps.shape)}")
     return m.numpy()
 
 
@@ -107,9 +109,9 @@ def ssim(a: np.ndarray, b: np.ndarray, win_size: int = 7, k1: float = 0.01, k2: 
     x = torch.as_tensor(np.asarray(a, np.float64))[:, None]
     y = torch.as_tensor(np.asarray(b, np.float64))[:, None]
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"ssim needs two (N, H, W) stacks of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise UsageError(f"ssim needs two (N, H, W) stacks of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < win_size:
-        raise ValueError(f"maps of {tuple(x.shape[-2:])} pixels are smaller than the {win_size}-pixel SSIM window")
+        raise UsageError(f"maps of {tuple(x.shape[-2:])} pixels are smaller than the {win_size}-pixel SSIM window")
     data_range = (torch.maximum(x.amax((1, 2, 3)), y.amax((1, 2, 3))) - torch.minimum(x.amin((1, 2, 3)), y.amin((1, 2, 3))))[:, None, None, None]
 
     def filt(v: torch.Tensor) -> torch.Tensor:

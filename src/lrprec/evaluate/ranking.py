@@ -101,16 +101,12 @@ class ModelScorer:
     @torch.inference_mode()
     def from_catalog(cls, model, catalog: Catalog, input_size: int | None = None, batch_size: int = 256) -> "ModelScorer":
         """Run the backbone once per item (batched, eval mode) and keep both projections (float64)."""
-        from lrprec.run import item_inputs
+        from lrprec.run import iter_item_features
 
-        model.eval()
         n = len(catalog)
         query = np.empty((n, model.n_relations, model.dim))
         partner = np.empty_like(query)
-        dev = model.E.device
-        for s in range(0, n, batch_size):
-            rows = np.arange(s, min(n, s + batch_size))
-            f = model.embed(item_inputs(catalog, model, rows, input_size).to(dev))
+        for rows, f in iter_item_features(model, catalog, input_size, batch_size):
             query[rows] = model.project_all(f).double().cpu().numpy()
             partner[rows] = model.project_partner_all(f).double().cpu().numpy()
         return cls(model, query, partner)

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
-from lrprec.evaluate.linkpred import predict_logits
+from lrprec.errors import UsageError
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import bootstrap_ci, pixel_relevance
 from lrprec.explain.composites import DEFAULT_COMPOSITE
 from lrprec.explain.targets import explain_catalog_pairs
+from lrprec.run import predict_logits
 
 
 def shortcut_arrays(catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -51,10 +52,10 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     from lrprec.run import Run, atomic_write_text
 
     if pairs <= 0:
-        raise ValueError("--pairs must be positive")
+        raise UsageError("--pairs must be positive")
     run = Run.load(run_path)
     if run.model.backbone.kind == "features":
-        raise ValueError("the shortcut report explains images; this run reads precomputed features")
+        raise UsageError("the shortcut report explains images; this run reads precomputed features")
     cat = run.catalog
     tags, marks = shortcut_arrays(cat)
     sel = cat.pairs("validation").spread(pairs)

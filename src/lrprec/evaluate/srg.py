@@ -20,15 +20,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from lrprec.errors import UsageError
 from lrprec.evaluate.perturbation import ScoreFn, n_regions, perturbation_curves, region_order, region_relevance
 
 
 def fraction_schedule(total_regions: int, steps: int) -> list[int]:
     """Region counts removed at the fractions 0, 1/steps, ..., 1 (rounded, from 0 to all regions)."""
     if steps <= 0:
-        raise ValueError(f"SRG needs at least one step, got {steps}")
+        raise UsageError(f"SRG needs at least one step, got {steps}")
     if total_regions <= 0:
-        raise ValueError("no regions to remove")
+        raise UsageError("no regions to remove")
     steps = min(steps, total_regions)
     return [int(round(j * total_regions / steps)) for j in range(steps + 1)]
 
@@ -38,7 +39,7 @@ def curve_auc(curves: torch.Tensor | np.ndarray, counts: Sequence[int], total_re
     c = curves.detach().cpu().double().numpy() if isinstance(curves, torch.Tensor) else np.asarray(curves, dtype=np.float64)
     frac = np.asarray(counts, dtype=np.float64) / float(total_regions)
     if c.shape[1] != frac.size:
-        raise ValueError(f"{c.shape[1]} curve points for {frac.size} fractions")
+        raise UsageError(f"{c.shape[1]} curve points for {frac.size} fractions")
     widths = np.diff(frac).reshape((1, -1) + (1,) * (c.ndim - 2))
     return (0.5 * (c[:, 1:] + c[:, :-1]) * widths).sum(axis=1)
 

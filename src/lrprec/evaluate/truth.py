@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lrprec.data.catalog import RELATIONS, SUBSTITUTES, Catalog
-from lrprec.data.synthetic import related, synthetic_rules
+from lrprec.data.rules import related, synthetic_rules
 from lrprec.evaluate.ranking import Scorer, top_k
 
 

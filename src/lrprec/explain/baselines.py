@@ -16,6 +16,7 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import Tensor, nn
 
+from lrprec.errors import UsageError
 from lrprec.explain.targets import IndexLike, as_index, check_target, target_from_embeddings
 
 METHODS: tuple[str, ...] = ("saliency", "gradxinput", "integrated_gradients", "random")
@@ -46,7 +47,7 @@ def attribute(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: IndexL
               target: str = "similarity", seed: int = 0) -> tuple[Tensor, Tensor]:
     """(rel_a, rel_b), each shaped like its input, for ``method`` in METHODS explaining ``target``."""
     if method not in METHODS:
-        raise ValueError(f"unknown attribution method {method!r}; known: {', '.join(METHODS)}")
+        raise UsageError(f"unknown attribution method {method!r}; known: {', '.join(METHODS)}")
     check_target(target)
     if method == "random":
         g = torch.Generator().manual_seed(seed)

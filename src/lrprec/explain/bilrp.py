@@ -23,16 +23,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lrprec.errors import UsageError
 from lrprec.explain.composites import DEFAULT_COMPOSITE, Composite
 from lrprec.explain.engine import LRPNet
-from lrprec.explain.targets import IndexLike, as_index, explain_pairs, head_seed
+from lrprec.explain.targets import IndexLike, as_index, head_seed
 
 
 def grid_pool(rel: Tensor, grid: int) -> Tensor:
     """Sum (..., H, W) relevance into (..., grid·grid) patches; every pixel lands in exactly one patch."""
     H, W = rel.shape[-2:]
     if grid <= 0 or grid > min(H, W):
-        raise ValueError(f"grid must be in 1..{min(H, W)} for {H}x{W} images, got {grid}")
+        raise UsageError(f"grid must be in 1..{min(H, W)} for {H}x{W} images, got {grid}")
     ph = torch.nn.functional.one_hot(torch.arange(H) * grid // H, grid).to(rel)
     pw = torch.nn.functional.one_hot(torch.arange(W) * grid // W, grid).to(rel)
     return torch.einsum("...hw,hg,wq->...gq", rel, ph, pw).flatten(-2)
@@ -48,11 +49,11 @@ def bilrp(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: IndexLike 
     docstring; ``seed`` fixes its random directions).
     """
     if target != "similarity":
-        raise ValueError(f"BiLRP explains the similarity only (a sum of products), not {target!r}")
+        raise UsageError(f"BiLRP explains the similarity only (a sum of products), not {target!r}")
     if x_a.dim() != 4 or x_a.shape != x_b.shape:
-        raise ValueError("BiLRP needs two image batches of the same shape (B, C, H, W); features mode has no patches")
+        raise UsageError("BiLRP needs two image batches of the same shape (B, C, H, W); features mode has no patches")
     if rank is not None and rank <= 0:
-        raise ValueError(f"rank must be positive (or None for the exact matrix), got {rank}")
+        raise UsageError(f"rank must be positive (or None for the exact matrix), got {rank}")
     n = x_a.shape[0]
     rel_t, user_t = as_index(relation, n, "relation", x_a.device), as_index(user, n, "user", x_a.device)
     net = LRPNet(model.backbone, composite)
@@ -110,7 +111,7 @@ def _bilrp_batch(model, net: LRPNet, x_a: Tensor, x_b: Tensor, relation: Tensor,
 def top_links(matrix: Tensor, n: int) -> list[tuple[int, int, float]]:
     """The n strongest links (p, p', value) of one (P, P') BiLRP matrix, by |value|, strongest first."""
     if matrix.dim() != 2:
-        raise ValueError(f"top_links takes one (P, P') matrix, got shape {tuple(matrix.shape)}")
+        raise UsageError(f"top_links takes one (P, P') matrix, got shape {tuple(matrix.shape)}")
     flat = matrix.flatten()
     n = max(0, min(n, flat.numel()))
     idx = flat.abs().topk(n).indices
@@ -132,7 +133,7 @@ def marginals(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: IndexL
     first-order similarity map ``explain_pairs(..., target="similarity")``.
     """
     if x_a.dim() != 4 or x_a.shape != x_b.shape:
-        raise ValueError("BiLRP marginals need two image batches of the same shape (B, C, H, W)")
+        raise UsageError("BiLRP marginals need two image batches of the same shape (B, C, H, W)")
     n = x_a.shape[0]
     rel_t, user_t = as_index(relation, n, "relation", x_a.device), as_index(user, n, "user", x_a.device)
     net = LRPNet(model.backbone, composite)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrprec.errors import UsageError
 from lrprec.model.backbones import Backbone, FeatureBackbone
 
 
@@ -53,7 +54,7 @@ Layer = ParamLayer | PassLayer
 def folded_conv_params(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """(w', b') of the convolution followed by BatchNorm in eval mode, differentiable in both modules' parameters."""
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError(f"cannot fold {bn}: it tracks no running statistics")
+        raise UsageError(f"cannot fold {bn}: it tracks no running statistics")
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight

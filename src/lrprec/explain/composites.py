@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lrprec.errors import UsageError
 from lrprec.explain import rules
 from lrprec.explain.rules import Rule
 
@@ -25,7 +26,7 @@ class Composite:
     def __post_init__(self) -> None:
         for role, rule in (("conv", self.conv), ("dense", self.dense)):
             if rule.input_layer_only:
-                raise ValueError(f"composite {self.name!r}: rule {rule.name!r} is for the input layer only, not for {role}")
+                raise UsageError(f"composite {self.name!r}: rule {rule.name!r} is for the input layer only, not for {role}")
 
     def rule_for(self, kind: str, is_first: bool) -> Rule:
         """The rule for a layer of ``kind`` ('conv2d' or 'linear'); ``is_first``: the backbone's input layer."""
@@ -52,7 +53,7 @@ COMPOSITES: dict[str, Composite] = {
 # Chosen by measurement (BENCHMARKS.md, "Which LRP composite is the default"): on the demo
 # run it has the largest MoRF − LRF AOPC separation of the composites (0.490 vs 0.007),
 # MoRF AOPC within the confidence interval of the best, and 83% of relevance in the mask.
-DEFAULT_COMPOSITE = "epsilon-gamma-box"
+from lrprec.defaults import DEFAULT_COMPOSITE  # noqa: E402 (one source: torch-free, read by the CLI)
 
 
 def get_composite(name: str | Composite) -> Composite:
@@ -62,4 +63,4 @@ def get_composite(name: str | Composite) -> Composite:
     try:
         return COMPOSITES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown composite/rule {name!r}; known: {', '.join(COMPOSITES)}") from None
+        raise UsageError(f"unknown composite/rule {name!r}; known: {', '.join(COMPOSITES)}") from None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lrprec.errors import UsageError
 from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, canonize
 from lrprec.explain.composites import Composite, get_composite
 from lrprec.explain.rules import LayerContext, Rule
@@ -176,7 +177,7 @@ class LRPNet:
     def forward(self, x: Tensor, exact: bool = False) -> Trace:
         """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
         if not x.requires_grad:
-            raise ValueError("LRPNet.forward needs an input that requires grad")
+            raise UsageError("LRPNet.forward needs an input that requires grad")
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
         hp = h if exact else None
         nonneg, first, sources = False, True, []

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lrprec.errors import UsageError
+
 
 def _plt():
     import matplotlib
@@ -103,7 +105,7 @@ def contact_sheet(paths: list[Path], out: Path, columns: int = 1) -> Path:
 
     ims = [Image.open(p).convert("RGB") for p in paths]
     if not ims:
-        raise ValueError("nothing to put on a contact sheet")
+        raise UsageError("nothing to put on a contact sheet")
     w = max(i.width for i in ims)
     rows = [ims[k:k + columns] for k in range(0, len(ims), columns)]
     heights = [max(i.height for i in r) for r in rows]

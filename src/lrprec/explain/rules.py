@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from lrprec.errors import UsageError
+
 #: Stabilizer used where a rule has no ε of its own: only keeps 0/0 finite.
 TINY = 1e-9
 
@@ -62,7 +64,7 @@ def _negative(x: Tensor, ctx: LayerContext) -> Tensor | None:
 def _bound(index: int) -> Callable[[Tensor, LayerContext], Tensor]:
     def fn(x: Tensor, ctx: LayerContext) -> Tensor:
         if ctx.bounds is None:
-            raise ValueError("the zB (box) rule needs input bounds; it applies to the first layer of an image backbone only")
+            raise UsageError("the zB (box) rule needs input bounds; it applies to the first layer of an image backbone only")
         bound = ctx.bounds[index].to(dtype=x.dtype, device=x.device)
         return bound.expand_as(x)
     return fn
@@ -197,7 +199,7 @@ def zbox(low: Tensor | None = None, high: Tensor | None = None) -> Rule:
     if low is None and high is None:
         return rule
     if low is None or high is None:
-        raise ValueError("zbox needs both low and high bounds, or neither")
+        raise UsageError("zbox needs both low and high bounds, or neither")
     lo, hi = torch.as_tensor(low), torch.as_tensor(high)
     fixed = (InputModifier("low", lambda x, ctx: lo.to(x).expand_as(x), source=True),
              InputModifier("high", lambda x, ctx: hi.to(x).expand_as(x), source=True))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import RELATIONS
+from lrprec.errors import UsageError
 from lrprec.run import Run
 
 
@@ -43,11 +44,11 @@ def explain_ids(
     from lrprec.explain.targets import TARGETS, explain_pairs
 
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     rule = rule or DEFAULT_COMPOSITE
     get_composite(rule)  # validates the name with a clear message
     if bilrp and target != "similarity":
-        raise ValueError("BiLRP explains the similarity target only; drop --target or use --target similarity")
+        raise UsageError("BiLRP explains the similarity target only; drop --target or use --target similarity")
     cat = run.catalog
     a = np.asarray([cat.index_of(x) for x, _ in pairs], np.int64)
     b = np.asarray([cat.index_of(y) for _, y in pairs], np.int64)
@@ -104,7 +105,7 @@ def explain_recommendations(run: Run, result: dict, out_dir: Path) -> list[Path]
     from lrprec.explain.render import contact_sheet
 
     if run.catalog.images is None:
-        raise ValueError("heatmaps need images; this catalog holds precomputed features only")
+        raise UsageError("heatmaps need images; this catalog holds precomputed features only")
     out_dir = Path(out_dir)
     figures: list[Path] = []
     for rel, items in result["results"].items():
@@ -121,7 +122,7 @@ def explain_recommendations(run: Run, result: dict, out_dir: Path) -> list[Path]
 
 def example_pairs(run: Run, split: str = "test", per_kind: int = 2, seed: int = 0) -> list[dict]:
     """Pick, per trained relation, true positives, a false positive and a false negative to show."""
-    from lrprec.evaluate.linkpred import predict_logits
+    from lrprec.run import predict_logits
 
     cat = run.catalog
     pairs = cat.pairs(split)

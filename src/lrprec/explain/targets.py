@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from lrprec.errors import UsageError
 from lrprec.explain.canonizers import ParamLayer
 from lrprec.explain.composites import DEFAULT_COMPOSITE, Composite
 from lrprec.explain.engine import LRPNet, apply_rule
@@ -58,7 +59,7 @@ class PairExplanation:
 def check_target(target: str) -> str:
     """``target`` itself if known, else ValueError naming the known targets."""
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+        raise UsageError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
     return target
 
 
@@ -68,7 +69,7 @@ def as_index(value: IndexLike, n: int, what: str, device: torch.device | str | N
     if t.numel() == 1:
         return t.expand(n).clone()
     if t.numel() != n:
-        raise ValueError(f"{what} has {t.numel()} entries for {n} pairs")
+        raise UsageError(f"{what} has {t.numel()} entries for {n} pairs")
     return t
 
 
@@ -82,7 +83,7 @@ def target_from_embeddings(model, a_i: Tensor, a_j: Tensor, relation: Tensor, us
         return d
     if target == "logit":
         return model.c[relation] - d
-    raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    raise UsageError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
 
 
 def _select(z: Tensor, relation: Tensor, n_rel: int, dim: int) -> Tensor:
@@ -190,9 +191,9 @@ def explain_pairs(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: In
     """
     check_target(target)
     if x_a.shape != x_b.shape:
-        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+        raise UsageError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     if batch_size <= 0:
-        raise ValueError("batch_size must be positive")
+        raise UsageError("batch_size must be positive")
     n = x_a.shape[0]
     relation_t, user_t = as_index(relation, n, "relation", x_a.device), as_index(user, n, "user", x_a.device)
     net = LRPNet(model.backbone, composite)

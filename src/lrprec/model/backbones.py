@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrprec.errors import UsageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -77,7 +79,7 @@ class SmallCNN(Backbone):
         super().__init__()
         norm = {True: "batch", False: "none"}.get(batchnorm, batchnorm) if isinstance(batchnorm, bool) else batchnorm
         if norm not in NORMS:
-            raise ValueError(f"batchnorm must be true, false or one of {', '.join(NORMS)}; got {batchnorm!r}")
+            raise UsageError(f"batchnorm must be true, false or one of {', '.join(NORMS)}; got {batchnorm!r}")
         c1, c2, c3, c4 = channels
         layers: list[nn.Module] = []
 
@@ -101,7 +103,7 @@ class SmallCNN(Backbone):
         # Global max pooling (default) finds a small mark anywhere in the image; average
         # pooling dilutes it by the image area. (The attribute keeps torchvision's name.)
         if pool not in ("max", "avg"):
-            raise ValueError(f"pool must be max or avg, got {pool!r}")
+            raise UsageError(f"pool must be max or avg, got {pool!r}")
         self.avgpool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(c4, out_dim, bias=bias), nn.ReLU())
         self.out_dim = out_dim
@@ -161,10 +163,10 @@ class VGG16(Backbone):
         ignored = [k for k in state if k not in own]
         missing = [k for k in own if k not in state]
         if missing:
-            raise ValueError(f"{path} is not a torchvision VGG-16 state dict (missing {missing[:3]}...)")
+            raise UsageError(f"{path} is not a torchvision VGG-16 state dict (missing {missing[:3]}...)")
         for k in own:
             if tuple(state[k].shape) != tuple(own[k].shape):
-                raise ValueError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+                raise UsageError(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
         self.load_state_dict({k: state[k] for k in own})
         return ignored
 
@@ -201,7 +203,7 @@ def build_backbone(name: str, **config) -> Backbone:
         return VGG16(**config)
     if name == "features":
         return FeatureBackbone(**config)
-    raise ValueError(f"unknown backbone {name!r}; choose small, vgg16 or features")
+    raise UsageError(f"unknown backbone {name!r}; choose small, vgg16 or features")
 
 
 def preprocess(images: np.ndarray | torch.Tensor, backbone: Backbone, size: int | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lrprec.data.catalog import COMPLEMENTS, RELATIONS
+from lrprec.errors import UsageError
 from lrprec.model.backbones import Backbone
 
 HEADS = ("metric", "asymmetric", "auto")
@@ -27,7 +28,7 @@ DEFAULT_HEAD = "auto"
 def asymmetric_relations(head: str, n_relations: int) -> list[bool]:
     """Which relation heads project the partner with their own F_r under a head choice."""
     if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
+        raise UsageError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
     if head == "auto":
         return [r < len(RELATIONS) and RELATIONS[r] in COMPLEMENTS for r in range(n_relations)]
     return [head == "asymmetric"] * n_relations
@@ -42,7 +43,7 @@ class PairModel(nn.Module):
         self.head = head
         self.asymmetric = asymmetric_relations(head, n_relations)
         if dim <= 0:
-            raise ValueError(f"the embedding dimension K must be positive, got {dim}")
+            raise UsageError(f"the embedding dimension K must be positive, got {dim}")
         self.backbone = backbone
         self.dim = dim
         self.n_relations = n_relations

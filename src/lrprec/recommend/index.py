@@ -37,6 +37,8 @@ from typing import Iterator
 import faiss
 import numpy as np
 
+from lrprec.errors import LrprecError
+
 #: Catalog size from which ``auto`` chooses the IVF backend: below it an exact scan of a
 #: 100-dimensional catalog takes ≲ 10 ms per query on one core, so exactness is free.
 AUTO_IVF_MIN_ITEMS = 200_000
@@ -79,7 +81,7 @@ def faiss_threads(work: float) -> Iterator[None]:
         faiss.omp_set_num_threads(old)
 
 
-class IndexDataError(ValueError):
+class IndexDataError(LrprecError):
     """Inconsistent arrays given to an index (shapes, dtypes, sizes)."""
 
 

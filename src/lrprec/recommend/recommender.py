@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,15 +41,16 @@ from lrprec.recommend.index import (
     load_index_state,
     save_state,
 )
+from lrprec.errors import LrprecError, UsageError
 from lrprec.recommend.index import build_index as build_vector_index
-from lrprec.run import Run
+from lrprec.run import Run, iter_item_features
 
 INDEX_DIR = "index"
 INDEX_FORMAT = "lrprec-index"
 INDEX_FORMAT_VERSION = 1
 
 
-class RecommendError(ValueError):
+class RecommendError(LrprecError):
     """Bad input to a recommendation (k out of range, ...)."""
 
 
@@ -98,9 +98,7 @@ def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: 
     once (batched, no autograd); all relations' projections come from the same features.
     """
     if side not in ("query", "partner", "both"):
-        raise ValueError(f"side must be query, partner or both, got {side!r}")
-    from tqdm import tqdm
-
+        raise UsageError(f"side must be query, partner or both, got {side!r}")
     rels = list(relations) if relations is not None else run.relations
     r_idx = [run.check_relation(r) for r in rels]
     model = run.model
@@ -108,21 +106,11 @@ def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: 
     bs = int(batch_size or default_batch_size(run))
     sides = ("query", "partner") if side == "both" else (side,)
     out = {sd: {r: np.empty((n, model.dim), np.float32) for r in rels} for sd in sides}
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), tqdm(total=n, desc="embedding items", unit="item", disable=not progress, file=sys.stderr) as bar:
-            for s in range(0, n, bs):
-                rows = np.arange(s, min(n, s + bs))
-                f = model.embed(run.inputs(rows).to(device))
-                for sd in sides:
-                    a = (model.project_all(f) if sd == "query" else model.project_partner_all(f)).float().cpu().numpy()
-                    for r, ri in zip(rels, r_idx):
-                        out[sd][r][s:s + rows.size] = a[:, ri]
-                bar.update(rows.size)
-    finally:
-        model.train(was_training)
+    for rows, f in iter_item_features(model, run.catalog, run.input_size, bs, progress):
+        for sd in sides:
+            a = (model.project_all(f) if sd == "query" else model.project_partner_all(f)).float().cpu().numpy()
+            for r, ri in zip(rels, r_idx):
+                out[sd][r][rows] = a[:, ri]
     return out if side == "both" else out[side]  # type: ignore[return-value]
 
 

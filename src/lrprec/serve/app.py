@@ -39,6 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lrprec.data.catalog import RELATIONS, CatalogError
 from lrprec.data.tables import read_item_sources
+from lrprec.errors import LrprecError, UsageError
+from lrprec.jsonable import plain
 from lrprec.run import Run
 from lrprec.serve import heatmap
 
@@ -75,7 +77,7 @@ class NotFound(LookupError):
     """An unknown id or file: answered with 404."""
 
 
-class BadParam(ValueError):
+class BadParam(LrprecError):
     """A parameter the model or catalog cannot take: answered with 422."""
 
 
@@ -121,24 +123,6 @@ def safe_file(root: Path, relative: str, suffixes: frozenset[str]) -> Path:
     if not path.is_relative_to(base) or path.suffix.lower() not in suffixes or not path.is_file():
         raise NotFound("no such file")
     return path
-
-
-def plain(obj: Any) -> Any:
-    """JSON-ready copy: numpy scalars/arrays to Python, non-finite floats to None, Paths to str."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return plain(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 # ---- URLs the templates and the JSON use ----------------------------------------------------------
@@ -247,7 +231,7 @@ class ServeState:
         name = name or self.default_rule
         try:
             get_composite(name)
-        except ValueError:
+        except LrprecError:
             from lrprec.explain.composites import COMPOSITES
 
             raise BadParam(f"unknown rule {name!r}; known rules: {', '.join(COMPOSITES)}") from None
@@ -360,7 +344,7 @@ class ServeState:
         try:
             e = explain_pairs(self.run.model, self.run.inputs(a), self.run.inputs(b), torch.full((n,), rel, dtype=torch.long),
                               torch.full((n,), user, dtype=torch.long), target=target, composite=rule, batch_size=32)
-        except ValueError as exc:
+        except LrprecError as exc:
             raise BadParam(str(exc)) from None
         ra = e.relevance_a.detach().float().sum(1).numpy()
         rb = e.relevance_b.detach().float().sum(1).numpy()
@@ -395,7 +379,7 @@ class ServeState:
                     try:
                         m = bilrp(self.run.model, self.run.inputs(np.array([a])), self.run.inputs(np.array([b])),
                                   torch.tensor([rel]), torch.tensor([user]), composite=rule, grid=grid)[0].detach().float().numpy()
-                    except ValueError as exc:
+                    except LrprecError as exc:
                         raise BadParam(str(exc)) from None
                     self.bilrp_cache.put(key, m)
         return m
@@ -410,9 +394,7 @@ class ServeState:
             self.relation(relation)  # type: ignore[arg-type]
         try:
             return self.recommender.recommend(item, user=user or None, relations=relations, k=k, per_category=per_category)
-        except CatalogError as exc:
-            raise BadParam(str(exc)) from None
-        except ValueError as exc:
+        except LrprecError as exc:
             raise BadParam(str(exc)) from None
 
     # -- run artifacts -------------------------------------------------------------------------------------
@@ -650,10 +632,10 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         return _items(search, category, limit, offset)
 
     def _items(search: str | None, category: str | None, limit: int, offset: int) -> dict:
-        from lrprec.cli.data import list_items
+        from lrprec.data.catalog import search_items
 
         try:
-            rows = list_items(state.catalog, category or None, search or None, offset + limit + 1)
+            rows = search_items(state.catalog, category or None, search or None, offset + limit + 1)
         except CatalogError as exc:
             raise BadParam(str(exc)) from None
         more = len(rows) > offset + limit
@@ -933,7 +915,7 @@ def serve(run_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
 
     say = echo or (lambda m: print(m, file=sys.stderr))
     if not 0 < port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {port}")
+        raise UsageError(f"--port must be in 1..65535, got {port}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: binding {host}: the app will be reachable from other machines; it has no authentication")
     app = create_app(run_path, warmup=True)

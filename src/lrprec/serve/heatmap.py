@@ -15,6 +15,8 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lrprec.errors import UsageError
+
 #: Side, in pixels, of every rendered image (small catalog images are upscaled, blocky on purpose).
 DISPLAY = 192
 
@@ -58,7 +60,7 @@ def relevance_map(relevance: np.ndarray) -> np.ndarray:
     if r.ndim == 3:
         r = r.sum(0)
     if r.ndim != 2:
-        raise ValueError(f"a heatmap needs (C, H, W) or (H, W) relevance, got shape {r.shape}")
+        raise UsageError(f"a heatmap needs (C, H, W) or (H, W) relevance, got shape {r.shape}")
     return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
 
 

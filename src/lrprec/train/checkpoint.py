@@ -25,12 +25,14 @@ from typing import Any
 
 import torch
 
+from lrprec.errors import LrprecError
+
 CHECKPOINT_NAME = "checkpoint.ckpt"
 _HEADER_RE = re.compile(rb"lrprec-checkpoint v1 sha256=([0-9a-f]{64}) bytes=([0-9]{20})\n")
 _HEADER_LEN = len(b"lrprec-checkpoint v1 sha256=") + 64 + len(b" bytes=") + 20 + 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LrprecError):
     """A checkpoint that is missing, truncated, corrupt, or does not belong to this run."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lrprec.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -40,9 +42,9 @@ class DistContext:
 
 def _pick_device(preference: str, local_rank: int) -> torch.device:
     if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {preference!r}")
+        raise UsageError(f"--device must be auto, cpu or cuda, got {preference!r}")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available")
+        raise UsageError("--device cuda was asked for but CUDA is not available")
     if preference != "cpu" and torch.cuda.is_available():
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)

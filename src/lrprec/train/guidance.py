@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lrprec.errors import UsageError
+
 GUIDES: tuple[str, ...] = ("lrp", "gradient")
 MASK_SOURCES: tuple[str, ...] = ("gt", "relevance")
 BLOCK = 4  # pixels per side of the blocks the relevance map is scored on
@@ -54,11 +56,11 @@ BLOCK = 4  # pixels per side of the blocks the relevance map is scored on
 def check_guide(guide: str | None, masks: str, weight: float) -> None:
     """ValueError naming the choices for an unknown method, mask source or a negative weight."""
     if guide is not None and guide not in GUIDES:
-        raise ValueError(f"unknown --guide {guide!r}; choose one of: {', '.join(GUIDES)}")
+        raise UsageError(f"unknown --guide {guide!r}; choose one of: {', '.join(GUIDES)}")
     if masks not in MASK_SOURCES:
-        raise ValueError(f"unknown --guide-masks {masks!r}; choose one of: {', '.join(MASK_SOURCES)}")
+        raise UsageError(f"unknown --guide-masks {masks!r}; choose one of: {', '.join(MASK_SOURCES)}")
     if not weight >= 0:
-        raise ValueError(f"--guide-weight must be >= 0, got {weight}")
+        raise UsageError(f"--guide-weight must be >= 0, got {weight}")
 
 
 def pixel_sq(relevance: Tensor, guide: str) -> Tensor:
