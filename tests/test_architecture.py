@@ -15,7 +15,7 @@ ROOT = Path(lrprec.__file__).parent
 # Lower layers never import higher ones. Same-layer packages may not import each other either.
 LAYERS = {
     "errors": 0, "jsonable": 0, "defaults": 0, "data": 1, "model": 2, "run": 3, "explain": 4,
-    "evaluate": 5, "recommend": 5, "report": 5, "train": 6,
+    "evaluate": 5, "recommend": 5, "report": 6, "train": 6,
     "demo": 7, "serve": 7, "cli": 8, "__main__": 9,
 }
 

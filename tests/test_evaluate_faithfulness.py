@@ -9,7 +9,8 @@ import torch
 
 from lrprec.data.catalog import RELATIONS, Catalog
 from lrprec.evaluate import faithfulness as fm
-from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, pair_scorer, plot_curves, to_json
+from lrprec.evaluate.faithfulness import faithfulness, pair_scorer, to_json
+from lrprec.report.faithfulness import leaderboard_table, plot_curves
 from lrprec.run import Run, build_model, save_weights
 
 
@@ -184,7 +185,7 @@ def test_cli_writes_json_and_plots(run, tmp_path, monkeypatch):
     import shutil
 
     from lrprec.report.html import _faithfulness_section
-    from lrprec.serve.app import _leaderboard
+    from lrprec.report.faithfulness import leaderboard_rows as _leaderboard
 
     shutil.copytree(out, tmp_path / "r" / "faithfulness")
     section = _faithfulness_section(tmp_path / "r")

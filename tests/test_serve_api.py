@@ -438,7 +438,8 @@ def test_cli_serve_is_registered_and_binds_loopback_by_default(monkeypatch):
 
 
 def test_safe_file_unit(tmp_path):
-    from lrprec.serve.app import IMAGE_SUFFIXES, NotFound, safe_file
+    from lrprec.serve.params import IMAGE_SUFFIXES
+    from lrprec.serve.state import NotFound, safe_file
 
     (tmp_path / "root" / "sub").mkdir(parents=True)
     (tmp_path / "root" / "sub" / "a.png").write_bytes(b"x")

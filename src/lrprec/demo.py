@@ -221,7 +221,8 @@ def _explain_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> No
 
 
 def _faithfulness_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
-    from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, write_result
+    from lrprec.evaluate.faithfulness import faithfulness
+    from lrprec.report.faithfulness import leaderboard_table, write_result
     from lrprec.run import Run
 
     result = faithfulness(Run.load(run), pairs=cfg.faithfulness_pairs, steps=cfg.faithfulness_steps, seed=cfg.train.seed,

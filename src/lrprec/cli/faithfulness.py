@@ -41,7 +41,8 @@ def faithfulness_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Measure how faithful each explanation method is: SRG and AOPC per imputer, a randomization check, the paper's Figure 3 view, localization."""
-    from lrprec.evaluate.faithfulness import faithfulness, leaderboard_table, to_json, write_result
+    from lrprec.evaluate.faithfulness import faithfulness, to_json
+    from lrprec.report.faithfulness import leaderboard_table, write_result
     from lrprec.run import Run
 
     order_list = _split(orders)

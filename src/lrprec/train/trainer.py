@@ -33,7 +33,7 @@ from lrprec.errors import UsageError
 from lrprec.evaluate.localization import resize_masks
 from lrprec.explain.composites import DEFAULT_COMPOSITE
 from lrprec.model.backbones import hub_vgg16_weights, preprocess
-from lrprec.model.pair import DEFAULT_HEAD, HEADS
+from lrprec.model.pair import DEFAULT_HEAD, HEADS, THETA_NORMS
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
 from lrprec.train.checkpoint import CheckpointError, capture_rng, checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
@@ -84,6 +84,8 @@ class TrainConfig:
     negative_mix: dict | None = None
     # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
     rank_weight: float = 1.0
+    theta_norm: str = "free"  # users' θ: free (the paper's) or global (rescaled to the global θ's norm; pair.THETA_NORMS)
+    user_lr_scale: float = 1.0  # learning-rate factor of the users' θ offsets
     # Optimization schedule (functions of the step alone, so a --resume continues them exactly)
     # warm-up of 1 epoch: without it 1 run in 4 stalled for 12+ epochs at ~70% validation accuracy (README, chosen on validation)
     warmup_epochs: float = 1.0  # the learning rate rises linearly from 0 over this many epochs
@@ -139,6 +141,10 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise UsageError(f"unknown --lr-schedule {cfg.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
     if cfg.clip_norm is not None and cfg.clip_norm <= 0:
         raise UsageError(f"--clip-norm must be positive, got {cfg.clip_norm}")
+    if cfg.theta_norm not in THETA_NORMS:
+        raise UsageError(f"unknown --theta-norm {cfg.theta_norm!r}; known: {', '.join(THETA_NORMS)}")
+    if cfg.user_lr_scale <= 0:
+        raise UsageError(f"--user-lr-scale must be positive, got {cfg.user_lr_scale}")
     if cfg.head not in HEADS:
         raise UsageError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
     check_protocol(cfg.negatives)
@@ -488,9 +494,10 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         # features mode reads rows per batch (memory stays bounded on multi-GB feature files);
         # a frozen image backbone is run once over the catalog
         feats = LazyFeatures(catalog.features) if cfg.backbone == "features" else embed_items(model, catalog, config.get("input_size"), progress=progress)
-    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and n != "theta_delta"]
     body = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}] + ([{"params": body, "lr": cfg.lr}] if body else [])
+    groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}, {"params": [model.theta_delta], "lr": cfg.lr * cfg.head_lr_scale * cfg.user_lr_scale}]
+    groups += [{"params": body, "lr": cfg.lr}] if body else []
     # Large models (VGG-16: 138M parameters) get the fused Adam kernel: one pass over the
     # parameters, ~10x faster than the multi-tensor one on CPU, where it would otherwise take
     # a large part of a small-batch step. Small models keep the default (identical numerics).

@@ -1,0 +1,376 @@
+"""The loaded run behind the web app: model, catalog, index, caches, and the calls routes make.
+
+:class:`ServeState` holds what ``create_app`` loads once and answers the routes through the
+same Python API as the CLI; errors a client causes are :class:`NotFound` (404) and
+:class:`BadParam` (422).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Hashable
+from urllib.parse import quote
+
+import numpy as np
+import torch
+
+from lrprec.data.catalog import RELATIONS, CatalogError
+from lrprec.data.tables import read_item_sources
+from lrprec.errors import LrprecError
+from lrprec.jsonable import plain
+from lrprec.run import Run
+from lrprec.serve import heatmap
+from lrprec.serve.params import CACHE_ENTRIES, IMAGE_SUFFIXES, TARGETS, WARM_BATCH
+from lrprec.serve.urls import image_url
+
+log = logging.getLogger("lrprec.serve")
+
+
+class NotFound(LookupError):
+    """An unknown id or file: answered with 404."""
+
+
+class BadParam(LrprecError):
+    """A parameter the model or catalog cannot take: answered with 422."""
+
+
+class LRU:
+    """A thread-safe least-recently-used cache of at most ``maxsize`` entries."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = max(1, int(maxsize))
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def safe_file(root: Path, relative: str, suffixes: frozenset[str]) -> Path:
+    """``root/relative`` if it resolves (symlinks followed) to a file inside ``root`` with an allowed suffix, else NotFound."""
+    if not relative or "\x00" in relative or len(relative) > 1024:
+        raise NotFound("no such file")
+    base = root.resolve()
+    try:
+        path = (base / relative).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise NotFound("no such file") from None
+    if not path.is_relative_to(base) or path.suffix.lower() not in suffixes or not path.is_file():
+        raise NotFound("no such file")
+    return path
+
+
+class ServeState:
+    """The run, its recommender and the caches, shared by all requests (loaded once at start)."""
+
+    def __init__(self, run: Run, index: Any = None, cache_entries: int = CACHE_ENTRIES):
+        self.run = run
+        self.catalog = run.catalog
+        self.compute_lock = threading.Lock()  # one LRP computation at a time: bounded memory, no duplicate work
+        self.explanations = LRU(cache_entries)
+        self.bilrp_cache = LRU(max(8, cache_entries // 8))
+        self.pngs = LRU(cache_entries)
+        self.has_pixels = run.model.backbone.kind == "image"
+        self.sources = read_item_sources(self.catalog.root)  # raw titles, image URLs, placeholder flags
+        self._has_image: dict[int, bool] = {}
+        self.recommender: Any = None
+        self.index_note = ""
+        self._open_recommender(index)
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def _open_recommender(self, index: Any) -> None:
+        """Load ``RUN/index`` (or build one in memory when it is missing or stale) and warm its vector indexes."""
+        try:
+            from lrprec.recommend.recommender import IndexMissingError, Recommender, StaleIndexError, build_index, load_index
+        except ImportError as exc:  # pragma: no cover - the recommender ships with lrprec
+            self.index_note = f"recommendations unavailable: {exc}"
+            return
+        if index is None:
+            try:
+                index = load_index(self.run)
+                self.index_note = f"{index.backend} index loaded from {index.path}"
+            except (IndexMissingError, StaleIndexError) as exc:
+                log.warning("%s; building an in-memory index for this session", exc)
+                index = build_index(self.run, progress=False, save=False)
+                self.index_note = f"{exc}. Serving from an index ({index.backend}) built in memory at start."
+        else:
+            self.index_note = f"{index.backend} index given by the caller"
+        for rel in index.relations:  # build the per-relation search structures now, not inside concurrent requests
+            index.get(rel)
+        self.recommender = Recommender(self.run, index)
+
+    def warmup(self) -> None:
+        """Run one pair explanation (not cached) so torch's lazy initialisation happens before the first request."""
+        if self.has_pixels and len(self.catalog) >= 2:
+            from lrprec.explain.targets import explain_pairs
+
+            x = self.run.inputs(np.array([0, 1]))
+            explain_pairs(self.run.model, x[:1], x[1:], self.run.check_relation(self.run.relations[0]), -1, composite=self.default_rule)
+
+    @property
+    def default_rule(self) -> str:
+        from lrprec.explain.composites import DEFAULT_COMPOSITE
+
+        return DEFAULT_COMPOSITE
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def item_row(self, item_id: str) -> int:
+        try:
+            return self.catalog.index_of(item_id)
+        except CatalogError:
+            raise NotFound(f"unknown item id {item_id!r}") from None
+
+    def user_row(self, user: str | None) -> int:
+        if user in (None, ""):
+            return -1
+        row = self.catalog.user_index(user, strict=False)
+        if row < 0:
+            raise NotFound(f"unknown user id {user!r}")
+        return row
+
+    def relation(self, name: str) -> int:
+        try:
+            return self.run.check_relation(name)
+        except CatalogError as exc:
+            raise BadParam(str(exc)) from None
+
+    def rule(self, name: str | None) -> str:
+        from lrprec.explain.composites import get_composite
+
+        name = name or self.default_rule
+        try:
+            get_composite(name)
+        except LrprecError:
+            from lrprec.explain.composites import COMPOSITES
+
+            raise BadParam(f"unknown rule {name!r}; known rules: {', '.join(COMPOSITES)}") from None
+        return name
+
+    def rules(self) -> dict[str, str]:
+        from lrprec.explain.composites import COMPOSITES
+
+        return {k: c.description for k, c in COMPOSITES.items()}
+
+    def need_pixels(self) -> None:
+        if not self.has_pixels:
+            raise BadParam("this run reads precomputed features: there are no pixels to draw heatmaps on")
+
+    # -- images -----------------------------------------------------------------------------------------
+    def item_image(self, row: int) -> np.ndarray | None:
+        """uint8 (H, W, 3) image of an item: the catalog's decode cache, else its image file (inside the catalog)."""
+        images = self.catalog.images
+        if images is not None:
+            return np.asarray(images[row])
+        rel = str(self.catalog.image_paths[row] or "")
+        if not rel:
+            return None
+        try:
+            path = safe_file(self.catalog.root, rel, IMAGE_SUFFIXES)
+        except NotFound:
+            return None
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except OSError:
+            return None
+
+    def has_image(self, row: int) -> bool:
+        """Whether the item has a real image to show (not none, not the import's gray placeholder)."""
+        known = self._has_image.get(row)
+        if known is None:
+            item_id = str(self.catalog.item_ids[row])
+            if self.sources.get(item_id, {}).get("image_missing"):
+                known = False
+            elif self.catalog.images is not None:
+                known = True
+            else:
+                try:
+                    safe_file(self.catalog.root, str(self.catalog.image_paths[row] or ""), IMAGE_SUFFIXES)  # an image file inside the catalog
+                    known = True
+                except NotFound:
+                    known = False
+            self._has_image[row] = known
+        return known
+
+    def card(self, item_id: str) -> dict:
+        """What a page shows of an item: id, title, category, its image URL (None: draw a placeholder card)
+        and the image link of the source metadata, if any."""
+        row = self.item_row(item_id)
+        c = self.catalog
+        link = str(self.sources.get(item_id, {}).get("image_url") or "")
+        return {"item_id": item_id, "title": str(c.titles[row] or ""), "category": str(c.categories[row]),
+                "image": image_url(item_id) if self.has_image(row) else None,
+                "source_image": link if link.lower().startswith(("https://", "http://")) else None}  # never javascript: etc.
+
+    def thumbnail(self, row: int, size: int) -> bytes:
+        key = ("thumb", row, size)
+        png = self.pngs.get(key)
+        if png is None:
+            img = self.item_image(row) if self.has_image(row) else None
+            if img is None:
+                raise NotFound(f"item {self.catalog.item_ids[row]!r} has no image")
+            png = heatmap.item_png(img, size)
+            self.pngs.put(key, png)
+        return png
+
+    # -- model calls -------------------------------------------------------------------------------------
+    def pair_probabilities(self, a: int, b: int, user: int) -> dict[str, float]:
+        from lrprec.explain.service import pair_probabilities
+
+        probs = pair_probabilities(self.run, np.array([a]), np.array([b]), np.array([user]))
+        return {r: float(p[0]) for r, p in probs.items()}
+
+    def explain(self, pairs: list[tuple[int, int]], rel: int, user: int, rule: str, target: str) -> list[dict]:
+        """Explanation records (with both heatmap PNGs under ``_png``) for pairs of rows; one batched LRP pass for the misses."""
+        self.need_pixels()
+        keys = [(a, b, rel, user, rule, target) for a, b in pairs]
+        found = {k: self.explanations.get(k) for k in dict.fromkeys(keys)}
+        missing = [k for k, v in found.items() if v is None]
+        if missing:
+            with self.compute_lock:
+                todo = []
+                for k in missing:  # another request may have computed them meanwhile
+                    v = self.explanations.get(k)
+                    if v is None:
+                        todo.append(k)
+                    else:
+                        found[k] = v
+                for s in range(0, len(todo), WARM_BATCH):
+                    for k, v in zip(todo[s:s + WARM_BATCH], self._compute_explanations(todo[s:s + WARM_BATCH])):
+                        self.explanations.put(k, v)
+                        found[k] = v
+        return [found[k] for k in keys]
+
+    def _compute_explanations(self, keys: list[tuple]) -> list[dict]:
+        from lrprec.explain.targets import explain_pairs
+
+        a = np.array([k[0] for k in keys], np.int64)
+        b = np.array([k[1] for k in keys], np.int64)
+        _, _, rel, user, rule, target = keys[0]
+        n = len(keys)
+        try:
+            e = explain_pairs(self.run.model, self.run.inputs(a), self.run.inputs(b), torch.full((n,), rel, dtype=torch.long),
+                              torch.full((n,), user, dtype=torch.long), target=target, composite=rule, batch_size=32)
+        except LrprecError as exc:
+            raise BadParam(str(exc)) from None
+        ra = e.relevance_a.detach().float().sum(1).numpy()
+        rb = e.relevance_b.detach().float().sum(1).numpy()
+        users = [""] + list(self.catalog.user_ids)
+        out = []
+        for k in range(n):
+            scale = float(max(np.abs(ra[k]).max(), np.abs(rb[k]).max()))
+            out.append({
+                "item_a": str(self.catalog.item_ids[a[k]]), "item_b": str(self.catalog.item_ids[b[k]]),
+                "user": users[user + 1] or None, "relation": RELATIONS[rel], "rule": rule, "target": target,
+                "probability": float(e.probability[k]), "logit": float(e.logit[k]), "target_value": float(e.target_value[k]),
+                "relevance_sum": {"a": float(ra[k].sum()), "b": float(rb[k].sum())}, "absorbed": float(e.absorbed[k]), "conservation": float(e.conservation[k]),
+                "_png": {"a": heatmap.heatmap_png(ra[k], self.item_image(int(a[k])), scale),
+                         "b": heatmap.heatmap_png(rb[k], self.item_image(int(b[k])), scale)},
+            })
+        return out
+
+    def bilrp(self, a: int, b: int, rel: int, user: int, rule: str, grid: int) -> np.ndarray:
+        """BiLRP patch-to-patch relevance (grid², grid²) of one pair, cached."""
+        self.need_pixels()
+        key = (a, b, rel, user, rule, grid)
+        m = self.bilrp_cache.get(key)
+        if m is None:
+            from lrprec.explain.bilrp import bilrp
+
+            size = int(self.run.inputs(np.array([a])).shape[-1])
+            if grid > size:
+                raise BadParam(f"grid {grid} is larger than the {size}x{size} model input")
+            with self.compute_lock:
+                m = self.bilrp_cache.get(key)
+                if m is None:
+                    try:
+                        m = bilrp(self.run.model, self.run.inputs(np.array([a])), self.run.inputs(np.array([b])),
+                                  torch.tensor([rel]), torch.tensor([user]), composite=rule, grid=grid)[0].detach().float().numpy()
+                    except LrprecError as exc:
+                        raise BadParam(str(exc)) from None
+                    self.bilrp_cache.put(key, m)
+        return m
+
+    def recommend(self, item: str, user: str | None, relation: str | None, k: int, per_category: bool) -> dict:
+        if self.recommender is None:
+            raise BadParam(self.index_note or "recommendations are unavailable")
+        self.item_row(item)
+        self.user_row(user)
+        relations = None if relation in (None, "", "all") else [relation]
+        if relations:
+            self.relation(relation)  # type: ignore[arg-type]
+        try:
+            return self.recommender.recommend(item, user=user or None, relations=relations, k=k, per_category=per_category)
+        except LrprecError as exc:
+            raise BadParam(str(exc)) from None
+
+    # -- run artifacts -------------------------------------------------------------------------------------
+    def _json_file(self, path: Path) -> Any:
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return None
+
+    def figures(self, folder: str) -> list[str]:
+        """URLs of the PNG figures in ``RUN/folder`` (sorted)."""
+        root = self.run.path / folder
+        if not root.is_dir():
+            return []
+        order = ("probability", "logit", "still_related", "predicted_relation", "training")
+
+        def rank(p: Path) -> tuple[int, str]:
+            return next((k for k, word in enumerate(order) if word in p.stem), len(order)), p.name
+
+        return [f"/files/run/{quote(folder)}/{quote(p.name)}" for p in sorted(root.glob("*.png"), key=rank) if p.is_file()]
+
+    def run_summary(self) -> dict:
+        """Config, link-prediction metrics, faithfulness results and figures the run holds (read per request)."""
+        run = self.run
+        faith = self._json_file(run.path / "faithfulness" / "faithfulness.json")
+        if isinstance(faith, dict):
+            faith = {k: v for k, v in faith.items() if k not in ("files",)}
+        index_meta = getattr(getattr(self.recommender, "index", None), "meta", None)
+        return plain({
+            "run": run.path.name,
+            "version": run.version,
+            "config": {k: v for k, v in run.config.items() if k != "catalog"},
+            "catalog": {"name": self.catalog.name, "items": len(self.catalog), "users": len(self.catalog.user_ids),
+                        "categories": self.catalog.category_names, "image_size": self.catalog.image_size},
+            "relations": run.relations,
+            "rules": self.rules(),
+            "default_rule": self.default_rule,
+            "targets": list(TARGETS),
+            "heatmaps": self.has_pixels,
+            "index": {"note": self.index_note, "meta": index_meta},
+            "metrics": self._json_file(run.path / "metrics.json"),
+            "history": self._json_file(run.path / "history.json"),
+            "faithfulness": faith,
+            "figures": {"training": self.figures("figures"), "faithfulness": self.figures("faithfulness")},
+            "report": "/files/run/report.html" if (run.path / "report.html").is_file() else None,
+        })
