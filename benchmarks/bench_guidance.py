@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from lrprec.run import build_model
-from lrprec.train.trainer import TrainConfig, _PairStep
+from lrprec.train.step import _PairStep
+from lrprec.train.trainer import TrainConfig
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ def test_roc_auc_known_values():
 
 
 def test_schedule_warm_up_cosine_and_rank_ramp():
-    from lrprec.train.trainer import schedule
+    from lrprec.train.config import schedule
 
     cfg = TrainConfig(epochs=10, warmup_epochs=2, rank_warmup_epochs=4)
     assert schedule(cfg, 0.5) == (0.25, 0.125)

@@ -13,7 +13,7 @@ import torch
 from lrprec.data.catalog import Pairs
 from lrprec.train import TrainConfig, train
 from lrprec.train.checkpoint import CheckpointError, load_checkpoint
-from lrprec.train.trainer import _EpochBatches, _n_steps
+from lrprec.train.batches import _EpochBatches, _n_steps
 
 # Without BatchNorm: with it, each rank normalizes with its own half-batch statistics, so
 # DDP cannot equal one process exactly (SyncBatchNorm, the cure, is GPU-only in torch).
