@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lrprec.data.amazon import FEATURE_DIM, _read_meta, feature_dtype, parse_literal, scan_features
-from lrprec.data.tables import CatalogBuilder, ImportReport
+from lrprec.data.amazon import FEATURE_DIM, _read_meta, feature_dtype, scan_features
+from lrprec.data.pyliteral import parse_literal
+from lrprec.data.importing import CatalogBuilder, ImportReport
 
 WORDS = ["Men's", "Women's", "Classic", "Slim", "Fit", "Cotton", "T-Shirt", "Boot", 'Size 10"', "café", "–", "Jeans", "Dress", "Kids'", "Leather"]
 

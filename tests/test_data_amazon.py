@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import lrprec.cli.importers  # noqa: F401  (registers ``lrprec import``)
 from lrprec.cli._app import app
-from lrprec.data.amazon import FEATURE_DIM, feature_dtype, import_amazon2014, import_amazon2018, parse_literal
+from lrprec.data.amazon import FEATURE_DIM, feature_dtype, import_amazon2014, import_amazon2018
+from lrprec.data.pyliteral import parse_literal
 from lrprec.data.catalog import Catalog
 
 A = [f"B00000000{k}" for k in range(1, 7)]  # A[0] .. A[5]: six real-looking 10-character ASINs
@@ -305,7 +306,7 @@ def test_amazon2018_titles_are_cleaned_and_counted(tmp_path):
     assert list(cat.categories) == ["Clothing, Shoes & Jewelry", "Clothing, Shoes & Jewelry", "Home & Kitchen"]
     assert rep["cleaned"] == {"title": 2, "category": 3}  # per item whose value changed
     assert cat.meta["import_report"]["cleaned"] == rep["cleaned"]
-    from lrprec.data.tables import read_item_sources
+    from lrprec.data.importing import read_item_sources
 
     src = read_item_sources(tmp_path / "cat")
     assert src[A[0]] == {"title_raw": META_2018_HTML[0]["title"], "image_url": "https://m.media-amazon.com/images/I/1.jpg"}

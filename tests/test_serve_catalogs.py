@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lrprec.data.amazon import feature_dtype, import_amazon2014
-from lrprec.data.tables import SOURCES_FILE
+from lrprec.data.importing import SOURCES_FILE
 from lrprec.run import Run
 
 FEATURE_DIM = 64

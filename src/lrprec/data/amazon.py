@@ -22,18 +22,15 @@
   (features mode needs a vector for every item) and counted. The kept vectors are copied,
   in one sequential pass, into ``features.npy`` of the catalog (float32, catalog order).
 
-Everything skipped is counted in the import report (see :mod:`lrprec.data.tables`). Titles and
+Everything skipped is counted in the import report (see :mod:`lrprec.data.importing`). Titles and
 category names are cleaned there (real 2018 metadata carries HTML entities and tags); the
 report counts the cleaned values, and the raw title and the metadata's image URL are kept in
 the catalog's ``items_source.parquet``.
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
-import re
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,7 +38,7 @@ import numpy as np
 
 from lrprec.data.catalog import RELATIONS
 from lrprec.data.images import ImageFolder, npy_header
-from lrprec.data.tables import (
+from lrprec.data.importing import (
     FEATURE_SKIPS,
     IMAGE_SKIPS,
     ITEM_SKIPS,
@@ -56,7 +53,7 @@ from lrprec.data.tables import (
     is_gzip,
     iter_lines,
 )
-
+from lrprec.data.pyliteral import parse_literal
 from lrprec.errors import UsageError
 
 FEATURE_DIM = 4096
@@ -72,88 +69,6 @@ _WINDOW = 2048  # .b records mapped at a time
 META_SKIPS = ("meta_malformed_lines", "meta_not_a_dict", "meta_missing_asin", "meta_truncated_gzip", *ITEM_SKIPS)
 REVIEW_SKIPS = ("reviews_malformed_lines", "reviews_missing_field", "reviews_unknown_item", "reviews_truncated_gzip", "personal_pairs_same_item")
 B_SKIPS = ("features_truncated_records", "features_unknown_item", "features_duplicate_records")
-
-
-# ---------------------------------------------------------------------------------------------
-# Python literal lines, fast and exact
-# ---------------------------------------------------------------------------------------------
-class _Fallback(Exception):
-    """The fast path cannot vouch for this line; ask ast.literal_eval."""
-
-
-_SIMPLE = r"'[^'\"\\\n]*'"  # a single-quoted string with no " and no backslash
-_PREFIX = rf"(?:{_SIMPLE}|[^'\"A-Za-z_]|[eE])*"  # simple strings and structure (numbers, brackets)
-_HARD = r"""'[^'\\\n]*(?:\\.[^'\\\n]*)*'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\b(?:True|False|None|true|false|null|NaN|Infinity)\b"""
-_SCAN = re.compile(rf"({_PREFIX})(?:({_HARD})|\Z)")
-_WORDS = {"True": "true", "False": "false", "None": "null"}
-_WORD_RE = re.compile(r"True|False|None|true|false|null|NaN|Infinity")
-
-
-def _hard_to_json(tok: str) -> str:
-    """JSON text, free of ``'``, for a string literal or a Python constant (others: fall back)."""
-    q = tok[0]
-    if q == '"' or q == "'":
-        if "\\" not in tok:
-            value = tok[1:-1]  # without escapes the text is the value
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # invalid escapes warn, as they would for the whole line
-                value = ast.literal_eval(tok)  # a lone string literal
-        return json.dumps(value, ensure_ascii=False).replace("'", "\\u0027")
-    w = _WORDS.get(tok)
-    if w is None:  # true/false/null/NaN/Infinity are not Python literals
-        raise _Fallback
-    return w
-
-
-def _no_constants(name: str) -> Any:
-    raise _Fallback
-
-
-def _literal_to_json(line: str) -> str:
-    """Rewrite a Python literal line into JSON text with the same value, or raise _Fallback.
-
-    The scan must tile the whole line with (simple strings + structure)(hard token) steps;
-    a gap means something JSON-foreign (a ``u''`` prefix, a name, ...), so: fall back.
-    Hard tokens become JSON strings without ``'``; then every remaining ``'`` delimits a
-    simple string and becomes ``"``.
-    """
-    pos = 0
-
-    def repl(m: re.Match) -> str:
-        nonlocal pos
-        if m.start() != pos:
-            raise _Fallback
-        pos = m.end()
-        tok = m.group(2)
-        return m.group(1) if tok is None else m.group(1) + _hard_to_json(tok)
-
-    text = _SCAN.sub(repl, line)
-    if pos != len(line):
-        raise _Fallback
-    return text.replace("'", '"')
-
-
-def parse_literal(line: str) -> Any:
-    """``ast.literal_eval(line)`` for the dict/list/str/number lines of the 2014 meta files, fast.
-
-    All paths give the value ``ast.literal_eval`` gives: (1) no ``"``, backslash or constant
-    name in the line: every ``'`` delimits a string, so swapping it for ``"`` makes JSON;
-    (2) otherwise :func:`_literal_to_json` rewrites string literals and constants; (3) what
-    JSON rejects (tuples, ``u''``, int keys, trailing commas, ...) goes to ``ast.literal_eval``.
-    Raises ValueError/SyntaxError (and friends) exactly when ``ast.literal_eval`` does.
-    """
-    if "\0" in line:  # Python refuses source with NUL bytes; let it say so
-        return ast.literal_eval(line)
-    try:
-        if '"' not in line and "\\" not in line and _WORD_RE.search(line) is None:
-            return json.loads(line.replace("'", '"'), parse_constant=_no_constants)
-        return json.loads(_literal_to_json(line), parse_constant=_no_constants)
-    except (_Fallback, ValueError, SyntaxError, RecursionError):
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return ast.literal_eval(line)
 
 
 # ---------------------------------------------------------------------------------------------
