@@ -118,7 +118,7 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[2]))
 import lrprec.evaluate.linkpred as linkpred
-from lrprec.evaluate.linkpred import evaluate_run
+from lrprec.app.evaluation import evaluate_run
 if sys.argv[3] == "streamed":  # the fix proposed for run.item_inputs: rows read with pread, no map
     from lrprec.evaluate.baselines import LazyFeatures
     orig, lazy = linkpred.item_inputs, {}

@@ -38,7 +38,7 @@ def one_run(out: str, name: str, overrides: dict, seed: int, device: str, thread
     import torch
 
     torch.set_num_threads(threads)
-    from lrprec.evaluate.linkpred import evaluate_run
+    from lrprec.app.evaluation import evaluate_run
     from lrprec.train.trainer import TrainConfig, train
 
     out_p = Path(out)

@@ -16,7 +16,7 @@ ROOT = Path(lrprec.__file__).parent
 LAYERS = {
     "errors": 0, "jsonable": 0, "defaults": 0, "data": 1, "model": 2, "run": 3, "explain": 4,
     "evaluate": 5, "recommend": 5, "report": 6, "train": 6,
-    "demo": 7, "serve": 7, "cli": 8, "__main__": 9,
+    "app": 7, "demo": 8, "serve": 8, "cli": 9, "__main__": 10,
 }
 
 

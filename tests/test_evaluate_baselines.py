@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError
 from lrprec.data.writer import write_catalog
 from lrprec.evaluate.baselines import BASELINES, LazyFeatures, evaluate_baseline, random_logits
-from lrprec.evaluate.compare import compare_reports, compare_text
+from lrprec.app.evaluation import compare_reports
+from lrprec.evaluate.compare import compare_text
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +222,7 @@ def features_run(amazon_features, tmp_path_factory) -> Path:
 
 
 def test_features_mode_end_to_end(amazon_features, features_run):
-    from lrprec.evaluate.linkpred import evaluate_run
+    from lrprec.app.evaluation import evaluate_run
 
     cfg = json.loads((features_run / "config.json").read_text())
     assert cfg["backbone"] == "features" and cfg["backbone_config"] == {"out_dim": 4096}
@@ -232,7 +233,8 @@ def test_features_mode_end_to_end(amazon_features, features_run):
 
 
 def test_compare_runs_and_baselines(amazon_features, features_run, tmp_path):
-    from lrprec.evaluate.baselines import WNNConfig, write_report
+    from lrprec.app.evaluation import write_baseline_report as write_report
+    from lrprec.evaluate.baselines import WNNConfig
 
     wnn = evaluate_baseline(amazon_features, "wnn", wnn=WNNConfig(epochs=2))
     assert wnn["overall"]["accuracy"] > 0.6

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lrprec.data.catalog import CatalogError
-from lrprec.explain.service import example_pairs, explain_ids, explain_recommendations
+from lrprec.app.explanations import example_pairs, explain_ids, explain_recommendations
 from lrprec.run import Run
 
 

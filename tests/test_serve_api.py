@@ -26,7 +26,7 @@ SECRET = b"\x89PNG not really, but a file outside the served folders"
 
 def make_served_run(src: Path, dst: Path) -> Path:
     """Copy a trained run, evaluate it and add a small faithfulness result + curve PNG (what the run page shows)."""
-    from lrprec.evaluate.linkpred import evaluate_run
+    from lrprec.app.evaluation import evaluate_run
 
     shutil.copytree(src, dst)
     evaluate_run(dst, "test")
@@ -202,7 +202,7 @@ def test_recommend_requires_item(client):
 
 # ---- pair, explain, BiLRP ---------------------------------------------------------------------------------
 def test_pair_probabilities(client, state, ids):
-    from lrprec.explain.service import pair_probabilities
+    from lrprec.app.explanations import pair_probabilities
 
     r = client.get("/api/pair", params={"a": ids["a"], "b": ids["b"], "user": ids["user"]}).json()
     rows = [state.catalog.index_of(ids["a"])], [state.catalog.index_of(ids["b"])], [state.catalog.user_index(ids["user"])]

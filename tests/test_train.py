@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from lrprec.data.catalog import CatalogError
-from lrprec.evaluate.linkpred import evaluate_run, roc_auc
+from lrprec.app.evaluation import evaluate_run
+from lrprec.evaluate.linkpred import roc_auc
 from lrprec.train import TrainConfig, train
 
 FIRST = "backbone.features.0.weight"

@@ -56,7 +56,7 @@ def run_ablation(data: Path, run: Path, out: Path, cfg: DemoConfig, log: Callabl
     """Train the frozen-backbone and non-personalized variants beside ``run``; write RUN/comparison.json."""
     from dataclasses import replace
 
-    from lrprec.evaluate.linkpred import evaluate_run
+    from lrprec.app.evaluation import evaluate_run
 
     variants = {"end-to-end, personalized (default)": run}
     for name, change in (("frozen random backbone ([M15] setting)", {"freeze_backbone": True}), ("not personalized", {"personalize": False})):
@@ -96,8 +96,8 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
     """Shortcut catalog → unguided and LRP-guided training → shortcut reports; writes RUN/guidance.json."""
     from dataclasses import replace
 
-    from lrprec.evaluate.shortcut import shortcut_report
-    from lrprec.explain.service import explain_ids
+    from lrprec.app.evaluation import shortcut_report
+    from lrprec.app.explanations import explain_ids
     from lrprec.run import Run
 
     assert cfg.guidance_synth is not None and cfg.guidance_train is not None
@@ -175,7 +175,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, ablation: bool
         log(f"[2/5] trained model already in {run}")
     timings["train"] = time.perf_counter() - t
 
-    from lrprec.evaluate.linkpred import evaluate_run, evaluation_text
+    from lrprec.app.evaluation import evaluate_run
+    from lrprec.evaluate.linkpred import evaluation_text
 
     t = time.perf_counter()
     log("[3/5] evaluating on the test split: Table 1 under both negative protocols, ranking over the catalog, top-10 against the rules")
@@ -213,7 +214,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, ablation: bool
 
 
 def _explain_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
-    from lrprec.explain.service import explain_examples
+    from lrprec.app.explanations import explain_examples
     from lrprec.run import Run
 
     recs = explain_examples(Run.load(run), run / "explain" / "examples")
@@ -234,7 +235,7 @@ def _faithfulness_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) 
 def _recommend_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> None:
     import numpy as np
 
-    from lrprec.explain.service import explain_recommendations
+    from lrprec.app.explanations import explain_recommendations
     from lrprec.recommend.recommender import build_index, recommend
     from lrprec.run import Run
 

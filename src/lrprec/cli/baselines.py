@@ -25,7 +25,8 @@ def baseline_cmd(
     """Score a baseline on the catalog's split, in the same report shape as 'lrprec evaluate'.
 
     The low-rank model at K = 10 / 100 is 'lrprec train DATA --mode features --dim K'."""
-    from lrprec.evaluate.baselines import WNNConfig, baseline_name, evaluate_baseline, write_report
+    from lrprec.app.evaluation import write_baseline_report
+    from lrprec.evaluate.baselines import WNNConfig, baseline_name, evaluate_baseline
     from lrprec.evaluate.linkpred import evaluation_text
 
     name = baseline_name(method)
@@ -34,7 +35,7 @@ def baseline_cmd(
     wnn = WNNConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed) if name == "wnn" else None
     report = evaluate_baseline(data, name, split=split, seed=seed, relations=rels, run=run, wnn=wnn, log=log)
     if out is not None:
-        write_report(report, out)
+        write_baseline_report(report, out)
 
     def text(r: dict) -> str:
         lines = [f"baseline {r['method']} on {r['catalog']} ({r['split']} split)", evaluation_text(r)]

@@ -22,7 +22,7 @@ def explain(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Explain why the model relates two items, with relevance on both images."""
-    from lrprec.explain.service import explain_ids
+    from lrprec.app.explanations import explain_ids
     from lrprec.run import Run
 
     r = Run.load(run)

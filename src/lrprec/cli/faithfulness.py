@@ -66,6 +66,7 @@ def shortcut_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Shortcut reliance: LRP relevance share on the planted watermark, and test accuracy where it agrees / disagrees."""
-    from lrprec.evaluate.shortcut import shortcut_report, shortcut_text
+    from lrprec.app.evaluation import shortcut_report
+    from lrprec.evaluate.shortcut import shortcut_text
 
     emit(shortcut_report(run, pairs=pairs, composite=composite), as_json, shortcut_text)

@@ -94,7 +94,7 @@ def recommend_cmd(
         out.mkdir(parents=True, exist_ok=True)
         (out / "recommendations.json").write_text(json.dumps(result, indent=2))
     if explain:
-        from lrprec.explain.service import explain_recommendations
+        from lrprec.app.explanations import explain_recommendations
 
         name = f"recommend-{_safe(item)}" + (f"-{_safe(user)}" if user else "")
         target = out if out is not None else Path(run) / "explain" / name

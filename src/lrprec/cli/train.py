@@ -102,10 +102,12 @@ def evaluate(
     """Table 1 (accuracy at P > 0.5, ROC-AUC per relation and category) under both negative protocols,
     the ranking of held-out positives over the whole catalog, and on the synthetic catalog top-10 lists
     checked against its rules."""
-    from lrprec.evaluate.linkpred import evaluate_run, evaluation_text
+    from lrprec.app.evaluation import evaluate_run
+    from lrprec.evaluate.linkpred import evaluation_text
 
     if compare:
-        from lrprec.evaluate.compare import compare_reports, compare_text
+        from lrprec.app.evaluation import compare_reports
+        from lrprec.evaluate.compare import compare_text
 
         emit(compare_reports(runs, split, catalog=catalog), as_json, compare_text)
         return

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -374,15 +373,3 @@ def evaluate_baseline(
                    "truth": truth_report(catalog, scorer, rels) if scorer is not None else None,
                    "catalog": str(catalog.root), "seconds": round(time.perf_counter() - t0, 2), **extra})
     return report
-
-
-def write_report(report: dict, path: str | os.PathLike) -> Path:
-    """Store a baseline report as JSON (what ``compare_reports`` reads back)."""
-    import json
-
-    from lrprec.run import atomic_write_text
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(report, indent=2))
-    return path

@@ -14,12 +14,8 @@ names) on one split; :func:`compare_text` renders any ``{name: report}`` mapping
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 from lrprec.data.catalog import RELATIONS
-from lrprec.errors import UsageError
 
 _NAME_MAX = 28
 
@@ -129,77 +125,3 @@ def _unique(name: str, taken: dict) -> str:
     while f"{name}#{k}" in taken:
         k += 1
     return f"{name}#{k}"
-
-
-def compare_reports(
-    items: list[str | os.PathLike],
-    split: str = "test",
-    *,
-    catalog: str | os.PathLike | None = None,
-    seed: int = 0,
-    relations: list[str] | None = None,
-    log=None,
-) -> dict[str, dict]:
-    """Reports for each item, in order, named for display: ``{name: report}``.
-
-    An item is a run folder (evaluated on ``split`` with ``evaluate_run``), a stored report
-    JSON file (``lrprec baseline --out FILE`` / ``evaluate --json`` output), or a baseline name
-    (``random``, ``category-tree``/``ct``, ``wnn``; ``baseline:NAME`` when a folder of that
-    name exists). Baselines run on ``catalog``, by default the runs' catalog, over the runs'
-    relations (so the columns line up).
-    """
-    from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
-    from lrprec.evaluate.linkpred import evaluate_run
-
-    if not items:
-        raise UsageError("nothing to compare: give run folders, report files or baseline names")
-    kinds: list[tuple[str, object]] = []
-    for it in items:
-        s = str(it)
-        p = Path(s)
-        if s.lower().startswith("baseline:"):
-            kinds.append(("baseline", baseline_name(s.split(":", 1)[1])))
-        elif p.is_dir():
-            if not (p / "config.json").is_file():
-                raise UsageError(f"{p} is not an lrprec run (no config.json)")
-            kinds.append(("run", p))
-        elif p.is_file():
-            kinds.append(("file", p))
-        else:
-            try:
-                kinds.append(("baseline", baseline_name(s)))
-            except ValueError:
-                raise UsageError(f"{s!r} is neither a run folder, a report file nor a baseline "
-                                 f"(random, category-tree, wnn)") from None
-    run_cfgs = {p: json.loads((p / "config.json").read_text()) for k, p in kinds if k == "run"}
-    if any(k == "baseline" for k, _ in kinds) and catalog is None:
-        roots = sorted({str(c.get("catalog")) for c in run_cfgs.values() if c.get("catalog")})
-        if not roots:
-            raise UsageError("baselines need a catalog: give --catalog DATA (or a run trained on it)")
-        if len(roots) > 1:
-            raise UsageError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
-        catalog = roots[0]
-    if relations is None and run_cfgs:
-        trained = {r for c in run_cfgs.values() for r in c.get("relations", [])}
-        relations = [r for r in RELATIONS if r in trained] or None
-    out: dict[str, dict] = {}
-    for kind, obj in kinds:
-        if kind == "run":
-            rep = evaluate_run(obj, split)
-            rep.setdefault("catalog", run_cfgs[obj].get("catalog"))
-            out[_unique(Path(obj).name or str(obj), out)] = rep
-        elif kind == "file":
-            try:
-                rep = json.loads(Path(obj).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise UsageError(f"{obj} is not a readable report JSON: {exc}") from None
-            if isinstance(rep, dict) and split in rep and "relations" not in rep:  # a run's metrics.json
-                rep = rep[split]
-            if not isinstance(rep, dict) or "relations" not in rep or "overall" not in rep:
-                raise UsageError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
-            out[_unique(Path(obj).stem, out)] = rep
-        else:
-            if log:
-                log(f"baseline {obj} on {catalog} ({split})")
-            out[_unique(str(obj), out)] = evaluate_baseline(catalog, str(obj), split=split, seed=seed, relations=relations)
-    return out

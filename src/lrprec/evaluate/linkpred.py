@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS, Catalog, Pairs
-from lrprec.errors import UsageError
+from lrprec.data.catalog import RELATIONS, Catalog, Pairs
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -90,43 +89,3 @@ def evaluation_text(report: dict) -> str:
         parts.append(truth_text(report["truth"]))
     head = f"head {report.get('head', 'metric')}, trained on {report.get('train_negatives', 'category')} negatives"
     return head + "\n\n" + "\n\n".join(parts)
-
-
-def evaluate_run(path, split: str = "test") -> dict:
-    """Evaluate a run on a split and store the result in ``RUN/metrics.json`` (per split).
-
-    The report's top level is Table 1 under the ``category`` negatives (as before protocols
-    existed); ``protocols`` holds Table 1 under every stored protocol (``category``,
-    ``random``); ``ranking`` ranks each held-out positive among all catalog items
-    (:mod:`lrprec.evaluate.ranking`); ``truth`` grades top-10 lists against the synthetic
-    catalog's rules (None for other catalogs). Every item goes through the backbone once.
-    """
-    import json
-
-    from lrprec.evaluate.ranking import ModelScorer, ranking_report
-    from lrprec.evaluate.truth import truth_report
-    from lrprec.run import Run, atomic_write_text
-
-    if split not in ("validation", "test"):
-        raise UsageError(f"--split must be validation or test, got {split!r}")
-    run = Run.load(path)
-    cat = run.catalog
-    scorer = ModelScorer.from_catalog(run.model, cat, run.input_size)
-    protocols = {}
-    for neg in NEGATIVE_PROTOCOLS:
-        if neg == "category" or cat.has_protocol(neg):
-            pairs = cat.pairs(split, neg)
-            protocols[neg] = link_prediction_report(cat, pairs, scorer.pair_logits(pairs), run.relations)
-    report = dict(protocols["category"])
-    report.update({
-        "split": split, "dim": run.config["dim"], "backbone": run.config["backbone"], "negatives": "category",
-        "head": run.config.get("head", "metric"), "train_negatives": run.config.get("negatives", "category"),
-        "protocols": protocols,
-        "ranking": ranking_report(cat, cat.pairs(split), scorer, run.relations),
-        "truth": truth_report(cat, scorer, run.relations),
-    })
-    metrics_path = run.path / "metrics.json"
-    stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    stored[split] = report
-    atomic_write_text(metrics_path, json.dumps(stored, indent=2))
-    return report

@@ -15,19 +15,13 @@ signal in validation and test. The report gives
 """
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
-from lrprec.errors import UsageError
 from lrprec.evaluate.localization import resize_masks
-from lrprec.evaluate.perturbation import bootstrap_ci, pixel_relevance
-from lrprec.explain.composites import DEFAULT_COMPOSITE
-from lrprec.explain.targets import explain_catalog_pairs
-from lrprec.run import predict_logits
+from lrprec.evaluate.perturbation import pixel_relevance
 
 
 def shortcut_arrays(catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -45,46 +39,6 @@ def mark_share(relevance: torch.Tensor, mark: torch.Tensor) -> np.ndarray:
     total = r.flatten(1).sum(1)
     share = (r * m).flatten(1).sum(1) / total.clamp_min(1e-300)
     return torch.where(total > 0, share, torch.full_like(share, float("nan"))).numpy()
-
-
-def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str = DEFAULT_COMPOSITE, batch_size: int = 64) -> dict:
-    """Measure a run's reliance on its catalog's watermark; stored as ``RUN/shortcut.json``."""
-    from lrprec.run import Run, atomic_write_text
-
-    if pairs <= 0:
-        raise UsageError("--pairs must be positive")
-    run = Run.load(run_path)
-    if run.model.backbone.kind == "features":
-        raise UsageError("the shortcut report explains images; this run reads precomputed features")
-    cat = run.catalog
-    tags, marks = shortcut_arrays(cat)
-    sel = cat.pairs("validation").spread(pairs)
-    relevance = explain_catalog_pairs(run.model, cat, sel, run.input_size, "logit", composite, batch_size)
-    rows = np.concatenate([sel.a, sel.b])
-    marked = tags[rows] == 1  # only these images carry the watermark
-    mark_px = torch.from_numpy(np.asarray(marks[rows[marked]]))
-    shares = mark_share(relevance[torch.from_numpy(marked)], mark_px)
-    shares = shares[np.isfinite(shares)]
-    lo, hi = bootstrap_ci(shares) if shares.size > 1 else (float("nan"), float("nan"))
-
-    test = cat.pairs("test")
-    logits = predict_logits(run.model, cat, test, input_size=run.input_size)
-    correct = (logits > 0) == (test.label == 1)
-    agrees = (tags[test.a] == tags[test.b]) == (test.label == 1)
-
-    def acc(sel_: np.ndarray) -> float | None:
-        return float(correct[sel_].mean()) if sel_.any() else None
-
-    report = {
-        "run": str(run.path), "composite": composite, "n_images": int(shares.size),
-        "mark_share": float(shares.mean()) if shares.size else None, "mark_share_ci": [lo, hi],
-        "mark_area": float(mark_px.bool().float().mean()) if marked.any() else None,
-        "test_accuracy": float(correct.mean()), "test_accuracy_mark_agrees": acc(agrees), "test_accuracy_mark_disagrees": acc(~agrees),
-        "test_pairs_mark_agrees": int(agrees.sum()), "test_pairs": int(len(test)),
-        "guide": {k: run.config.get(k) for k in ("guide", "guide_weight", "guide_masks")},
-    }
-    atomic_write_text(run.path / "shortcut.json", json.dumps(report, indent=2))
-    return report
 
 
 def shortcut_text(r: dict) -> str:

@@ -53,7 +53,7 @@ COMPOSITES: dict[str, Composite] = {
 # Chosen by measurement (BENCHMARKS.md, "Which LRP composite is the default"): on the demo
 # run it has the largest MoRF − LRF AOPC separation of the composites (0.490 vs 0.007),
 # MoRF AOPC within the confidence interval of the best, and 83% of relevance in the mask.
-from lrprec.defaults import DEFAULT_COMPOSITE  # noqa: E402 (one source: torch-free, read by the CLI)
+from lrprec.defaults import DEFAULT_COMPOSITE  # noqa: E402,F401 (re-exported; one source, torch-free for the CLI)
 
 
 def get_composite(name: str | Composite) -> Composite:

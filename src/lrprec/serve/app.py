@@ -2,7 +2,7 @@
 
 :func:`create_app` loads the run (model + catalog) and its recommendation index once;
 requests then call the same Python API as the CLI — :class:`lrprec.recommend.recommender.Recommender`
-for recommendations, :func:`lrprec.explain.service.pair_probabilities` for pair scores,
+for recommendations, :func:`lrprec.app.explanations.pair_probabilities` for pair scores,
 :func:`lrprec.explain.targets.explain_pairs` and :func:`lrprec.explain.bilrp.bilrp` for
 relevance — and only render the results (PNG via :mod:`lrprec.serve.heatmap`, HTML via
 Jinja2). Heatmaps are computed on request, batched where a page needs many, and kept in

@@ -238,7 +238,7 @@ class ServeState:
 
     # -- model calls -------------------------------------------------------------------------------------
     def pair_probabilities(self, a: int, b: int, user: int) -> dict[str, float]:
-        from lrprec.explain.service import pair_probabilities
+        from lrprec.app.explanations import pair_probabilities
 
         probs = pair_probabilities(self.run, np.array([a]), np.array([b]), np.array([user]))
         return {r: float(p[0]) for r, p in probs.items()}

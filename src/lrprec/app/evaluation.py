@@ -1,0 +1,184 @@
+"""Evaluating runs and storing the results: RUN/metrics.json, baseline reports, comparisons, the shortcut report."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS
+from lrprec.errors import UsageError
+from lrprec.evaluate.compare import _unique
+from lrprec.evaluate.linkpred import link_prediction_report
+from lrprec.evaluate.perturbation import bootstrap_ci
+from lrprec.evaluate.shortcut import mark_share, shortcut_arrays
+from lrprec.explain.composites import DEFAULT_COMPOSITE
+from lrprec.explain.targets import explain_catalog_pairs
+from lrprec.run import predict_logits
+
+
+def evaluate_run(path, split: str = "test") -> dict:
+    """Evaluate a run on a split and store the result in ``RUN/metrics.json`` (per split).
+
+    The report's top level is Table 1 under the ``category`` negatives (as before protocols
+    existed); ``protocols`` holds Table 1 under every stored protocol (``category``,
+    ``random``); ``ranking`` ranks each held-out positive among all catalog items
+    (:mod:`lrprec.evaluate.ranking`); ``truth`` grades top-10 lists against the synthetic
+    catalog's rules (None for other catalogs). Every item goes through the backbone once.
+    """
+    import json
+
+    from lrprec.evaluate.ranking import ModelScorer, ranking_report
+    from lrprec.evaluate.truth import truth_report
+    from lrprec.run import Run, atomic_write_text
+
+    if split not in ("validation", "test"):
+        raise UsageError(f"--split must be validation or test, got {split!r}")
+    run = Run.load(path)
+    cat = run.catalog
+    scorer = ModelScorer.from_catalog(run.model, cat, run.input_size)
+    protocols = {}
+    for neg in NEGATIVE_PROTOCOLS:
+        if neg == "category" or cat.has_protocol(neg):
+            pairs = cat.pairs(split, neg)
+            protocols[neg] = link_prediction_report(cat, pairs, scorer.pair_logits(pairs), run.relations)
+    report = dict(protocols["category"])
+    report.update({
+        "split": split, "dim": run.config["dim"], "backbone": run.config["backbone"], "negatives": "category",
+        "head": run.config.get("head", "metric"), "train_negatives": run.config.get("negatives", "category"),
+        "protocols": protocols,
+        "ranking": ranking_report(cat, cat.pairs(split), scorer, run.relations),
+        "truth": truth_report(cat, scorer, run.relations),
+    })
+    metrics_path = run.path / "metrics.json"
+    stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    stored[split] = report
+    atomic_write_text(metrics_path, json.dumps(stored, indent=2))
+    return report
+
+
+def compare_reports(
+    items: list[str | os.PathLike],
+    split: str = "test",
+    *,
+    catalog: str | os.PathLike | None = None,
+    seed: int = 0,
+    relations: list[str] | None = None,
+    log=None,
+) -> dict[str, dict]:
+    """Reports for each item, in order, named for display: ``{name: report}``.
+
+    An item is a run folder (evaluated on ``split`` with ``evaluate_run``), a stored report
+    JSON file (``lrprec baseline --out FILE`` / ``evaluate --json`` output), or a baseline name
+    (``random``, ``category-tree``/``ct``, ``wnn``; ``baseline:NAME`` when a folder of that
+    name exists). Baselines run on ``catalog``, by default the runs' catalog, over the runs'
+    relations (so the columns line up).
+    """
+    from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
+
+    if not items:
+        raise UsageError("nothing to compare: give run folders, report files or baseline names")
+    kinds: list[tuple[str, object]] = []
+    for it in items:
+        s = str(it)
+        p = Path(s)
+        if s.lower().startswith("baseline:"):
+            kinds.append(("baseline", baseline_name(s.split(":", 1)[1])))
+        elif p.is_dir():
+            if not (p / "config.json").is_file():
+                raise UsageError(f"{p} is not an lrprec run (no config.json)")
+            kinds.append(("run", p))
+        elif p.is_file():
+            kinds.append(("file", p))
+        else:
+            try:
+                kinds.append(("baseline", baseline_name(s)))
+            except ValueError:
+                raise UsageError(f"{s!r} is neither a run folder, a report file nor a baseline "
+                                 f"(random, category-tree, wnn)") from None
+    run_cfgs = {p: json.loads((p / "config.json").read_text()) for k, p in kinds if k == "run"}
+    if any(k == "baseline" for k, _ in kinds) and catalog is None:
+        roots = sorted({str(c.get("catalog")) for c in run_cfgs.values() if c.get("catalog")})
+        if not roots:
+            raise UsageError("baselines need a catalog: give --catalog DATA (or a run trained on it)")
+        if len(roots) > 1:
+            raise UsageError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
+        catalog = roots[0]
+    if relations is None and run_cfgs:
+        trained = {r for c in run_cfgs.values() for r in c.get("relations", [])}
+        relations = [r for r in RELATIONS if r in trained] or None
+    out: dict[str, dict] = {}
+    for kind, obj in kinds:
+        if kind == "run":
+            rep = evaluate_run(obj, split)
+            rep.setdefault("catalog", run_cfgs[obj].get("catalog"))
+            out[_unique(Path(obj).name or str(obj), out)] = rep
+        elif kind == "file":
+            try:
+                rep = json.loads(Path(obj).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise UsageError(f"{obj} is not a readable report JSON: {exc}") from None
+            if isinstance(rep, dict) and split in rep and "relations" not in rep:  # a run's metrics.json
+                rep = rep[split]
+            if not isinstance(rep, dict) or "relations" not in rep or "overall" not in rep:
+                raise UsageError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
+            out[_unique(Path(obj).stem, out)] = rep
+        else:
+            if log:
+                log(f"baseline {obj} on {catalog} ({split})")
+            out[_unique(str(obj), out)] = evaluate_baseline(catalog, str(obj), split=split, seed=seed, relations=relations)
+    return out
+
+
+def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str = DEFAULT_COMPOSITE, batch_size: int = 64) -> dict:
+    """Measure a run's reliance on its catalog's watermark; stored as ``RUN/shortcut.json``."""
+    from lrprec.run import Run, atomic_write_text
+
+    if pairs <= 0:
+        raise UsageError("--pairs must be positive")
+    run = Run.load(run_path)
+    if run.model.backbone.kind == "features":
+        raise UsageError("the shortcut report explains images; this run reads precomputed features")
+    cat = run.catalog
+    tags, marks = shortcut_arrays(cat)
+    sel = cat.pairs("validation").spread(pairs)
+    relevance = explain_catalog_pairs(run.model, cat, sel, run.input_size, "logit", composite, batch_size)
+    rows = np.concatenate([sel.a, sel.b])
+    marked = tags[rows] == 1  # only these images carry the watermark
+    mark_px = torch.from_numpy(np.asarray(marks[rows[marked]]))
+    shares = mark_share(relevance[torch.from_numpy(marked)], mark_px)
+    shares = shares[np.isfinite(shares)]
+    lo, hi = bootstrap_ci(shares) if shares.size > 1 else (float("nan"), float("nan"))
+
+    test = cat.pairs("test")
+    logits = predict_logits(run.model, cat, test, input_size=run.input_size)
+    correct = (logits > 0) == (test.label == 1)
+    agrees = (tags[test.a] == tags[test.b]) == (test.label == 1)
+
+    def acc(sel_: np.ndarray) -> float | None:
+        return float(correct[sel_].mean()) if sel_.any() else None
+
+    report = {
+        "run": str(run.path), "composite": composite, "n_images": int(shares.size),
+        "mark_share": float(shares.mean()) if shares.size else None, "mark_share_ci": [lo, hi],
+        "mark_area": float(mark_px.bool().float().mean()) if marked.any() else None,
+        "test_accuracy": float(correct.mean()), "test_accuracy_mark_agrees": acc(agrees), "test_accuracy_mark_disagrees": acc(~agrees),
+        "test_pairs_mark_agrees": int(agrees.sum()), "test_pairs": int(len(test)),
+        "guide": {k: run.config.get(k) for k in ("guide", "guide_weight", "guide_masks")},
+    }
+    atomic_write_text(run.path / "shortcut.json", json.dumps(report, indent=2))
+    return report
+
+
+def write_baseline_report(report: dict, path: str | os.PathLike) -> Path:
+    """Store a baseline report as JSON (what ``compare_reports`` reads back)."""
+    import json
+
+    from lrprec.run import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=2))
+    return path
