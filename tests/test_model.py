@@ -71,3 +71,41 @@ def test_vgg16_loads_a_torchvision_state_dict(tmp_path):
 def test_nonpositive_dim_is_rejected():
     with pytest.raises(ValueError, match="positive"):
         PairModel(FeatureBackbone(3), dim=0, n_relations=4)
+
+
+def test_users_theta_free_and_normalized_to_the_global_norm():
+    from lrprec.model import PairModel, SmallCNN
+
+    free = PairModel(SmallCNN(), dim=4, n_relations=4, n_users=2)
+    glob = PairModel(SmallCNN(), dim=4, n_relations=4, n_users=2, theta_norm="global")
+    with torch.no_grad():
+        for m in (free, glob):
+            m.theta_delta[1, 0] = torch.tensor([-0.3, 0.5, 0.0, -0.1])  # user 0, relation 1
+    rel, usr = torch.tensor([1, 1, 1]), torch.tensor([-1, 0, 1])
+    g = free.theta_global[1].detach()
+    # free: θ_u = θ_global + δ_u; users without an offset and unknown users get θ_global
+    assert torch.allclose(free.theta(rel, usr), torch.stack([g, g + free.theta_delta[1, 0].detach(), g]))
+    # global: the user's θ keeps its direction and takes the global θ's norm (cannot shrink all dimensions)
+    th = glob.theta(rel, usr)
+    own = g + glob.theta_delta[1, 0].detach()
+    assert torch.allclose(th[1], own / own.norm() * g.norm()) and torch.allclose(th[[0, 2]], torch.stack([g, g]))
+    assert torch.allclose(th.norm(dim=1), g.norm().expand(3))
+    with pytest.raises(ValueError, match="theta_norm"):
+        PairModel(SmallCNN(), dim=4, n_relations=4, theta_norm="none")
+
+
+def test_user_lr_scale_sets_the_users_learning_rate(tiny_catalog, tmp_path, monkeypatch):
+    from lrprec.train import TrainConfig, train
+
+    lrs = {}
+    real = torch.optim.Adam.__init__
+
+    def spy(self, groups, *a, **k):
+        real(self, groups, *a, **k)
+        # θ_delta is the only (R, users, K) parameter: the tiny catalog has 3 users
+        lrs["theta_delta"] = [g["lr"] for g in self.param_groups if any(p.dim() == 3 and p.shape[1] == 3 for p in g["params"])]
+
+    monkeypatch.setattr(torch.optim.Adam, "__init__", spy)
+    train(tiny_catalog, tmp_path / "r", TrainConfig(epochs=1, batch_size=64, dim=8, steps_per_epoch=1, lr=0.01, user_lr_scale=0.1),
+          progress=False, log=lambda m: None)
+    assert lrs["theta_delta"] == [pytest.approx(0.001)]
