@@ -86,6 +86,14 @@ def leaderboard_table(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close one figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """PNG figures: P(related) and logit vs step per order, the paper's Figure 3 view, predicted relations."""
     import matplotlib
@@ -110,11 +118,7 @@ def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(f"mean {label}")
         axes[0][-1].legend(fontsize=7, loc="best")
-        fig.tight_layout()
-        path = out / f"faithfulness_{quantity}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(fig, plt, out / f"faithfulness_{quantity}.png"))
 
     ref = result.get("reference", {})
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -128,11 +132,7 @@ def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     ax.set_title(f"{ref.get('method')} ({ref.get('order')})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "faithfulness_still_related.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    files.append(path)
+    files.append(_save(fig, plt, out / "faithfulness_still_related.png"))
 
     files += _plot_srg_and_randomization(result, out, plt)
 
@@ -144,11 +144,7 @@ def plot_curves(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     ax.set_title(f"predicted relation after perturbation ({ref.get('method')}, {ref.get('order')})")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = out / "faithfulness_predicted_relation.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    files.append(path)
+    files.append(_save(fig, plt, out / "faithfulness_predicted_relation.png"))
     return files
 
 
@@ -173,11 +169,7 @@ def _plot_srg_and_randomization(result: Mapping[str, Any], out: Path, plt: Any) 
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("mean P(related)")
         axes[0][-1].legend(fontsize=7, loc="best", title="method (SRG)", title_fontsize=7)
-        fig.tight_layout()
-        path = out / "faithfulness_srg.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(fig, plt, out / "faithfulness_srg.png"))
     checks = {k: e["randomization"] for k, e in result["methods"].items() if e.get("randomization")}
     if checks:
         fig, ax = plt.subplots(figsize=(5.8, 3.8))
@@ -192,11 +184,7 @@ def _plot_srg_and_randomization(result: Mapping[str, Any], out: Path, plt: Any) 
         ax.set_ylim(-0.2, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        path = out / "faithfulness_randomization.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save(fig, plt, out / "faithfulness_randomization.png"))
     return files
 
 
