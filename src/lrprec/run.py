@@ -37,8 +37,7 @@ def build_model(config: dict, n_users: int) -> PairModel:
         backbone = build_backbone(config["backbone"], **config.get("backbone_config", {}))
     # runs from before heads existed have no "head" key: they are metric
     return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
-                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")),
-                     theta_norm=str(config.get("theta_norm", "free")))
+                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -27,8 +27,6 @@ def train_cmd(
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0 at the last epoch, after the warm-up)."),
     rank_warmup_epochs: float = typer.Option(0.0, help="Ramp the ranking loss's weight up from 0 over this many epochs."),
     clip_norm: float = typer.Option(None, help="Clip the gradients' global L2 norm to this value."),
-    theta_norm: str = typer.Option("free", help="Users' θ: free (the paper's) or global (rescaled to the global θ's norm: re-weights, cannot shrink)."),
-    user_lr_scale: float = typer.Option(1.0, help="Learning-rate factor of the users' θ offsets."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -75,7 +73,7 @@ def train_cmd(
         device=device, sync_batchnorm=sync_batchnorm, guide=guide, guide_weight=guide_weight, guide_masks=guide_masks,
         guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
         head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight,
-        theta_norm=theta_norm, user_lr_scale=user_lr_scale, warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
+        warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
     )
     if backbone_config:
         try:

@@ -23,9 +23,6 @@ from lrprec.model.backbones import Backbone
 
 HEADS = ("metric", "asymmetric", "auto")
 DEFAULT_HEAD = "auto"
-# How a user's θ relates to the global one: "free" (the paper's: any θ_u) or "global" (θ_u is
-# rescaled to the global θ's norm, so a user re-weights dimensions and cannot shrink them all)
-THETA_NORMS = ("free", "global")
 
 
 def asymmetric_relations(head: str, n_relations: int) -> list[bool]:
@@ -41,12 +38,9 @@ class PairModel(nn.Module):
     """Backbone + per-relation projection E_r (F×K), personal weights θ and shift c_r."""
 
     def __init__(self, backbone: Backbone, dim: int, n_relations: int, n_users: int = 0, personalize: bool = True, seed: int = 0,
-                 head: str = "metric", theta_norm: str = "free"):
+                 head: str = "metric"):
         super().__init__()
-        if theta_norm not in THETA_NORMS:
-            raise UsageError(f"unknown theta_norm {theta_norm!r}; known: {', '.join(THETA_NORMS)}")
         self.head = head
-        self.theta_norm = theta_norm
         self.asymmetric = asymmetric_relations(head, n_relations)
         if dim <= 0:
             raise UsageError(f"the embedding dimension K must be positive, got {dim}")
@@ -101,10 +95,7 @@ class PairModel(nn.Module):
         if self.n_users > 0:
             known = user >= 0
             delta = self.theta_delta[relation, user.clamp(min=0)]
-            own = th + delta
-            if self.theta_norm == "global":
-                own = own * (th.norm(dim=-1, keepdim=True) / own.norm(dim=-1, keepdim=True).clamp(min=1e-12))
-            th = torch.where(known.unsqueeze(-1), own, th)
+            th = torch.where(known.unsqueeze(-1), th + delta, th)
         return th
 
     def theta_all(self, user: torch.Tensor) -> torch.Tensor:

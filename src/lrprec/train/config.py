@@ -9,7 +9,7 @@ from lrprec.data.catalog import Catalog, CatalogError, relation_index
 from lrprec.data.sampling import check_protocol, parse_mix
 from lrprec.errors import UsageError
 from lrprec.explain.composites import DEFAULT_COMPOSITE
-from lrprec.model.pair import DEFAULT_HEAD, HEADS, THETA_NORMS
+from lrprec.model.pair import DEFAULT_HEAD, HEADS
 from lrprec.train.checkpoint import CheckpointError
 from lrprec.train.guidance import check_guide
 
@@ -55,8 +55,6 @@ class TrainConfig:
     negative_mix: dict | None = None
     # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
     rank_weight: float = 1.0
-    theta_norm: str = "free"  # users' θ: free (the paper's) or global (rescaled to the global θ's norm; pair.THETA_NORMS)
-    user_lr_scale: float = 1.0  # learning-rate factor of the users' θ offsets
     # Optimization schedule (functions of the step alone, so a --resume continues them exactly)
     # warm-up of 1 epoch: without it 1 run in 4 stalled for 12+ epochs at ~70% validation accuracy (README, chosen on validation)
     warmup_epochs: float = 1.0  # the learning rate rises linearly from 0 over this many epochs
@@ -105,10 +103,6 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise UsageError(f"unknown --lr-schedule {cfg.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
     if cfg.clip_norm is not None and cfg.clip_norm <= 0:
         raise UsageError(f"--clip-norm must be positive, got {cfg.clip_norm}")
-    if cfg.theta_norm not in THETA_NORMS:
-        raise UsageError(f"unknown --theta-norm {cfg.theta_norm!r}; known: {', '.join(THETA_NORMS)}")
-    if cfg.user_lr_scale <= 0:
-        raise UsageError(f"--user-lr-scale must be positive, got {cfg.user_lr_scale}")
     if cfg.head not in HEADS:
         raise UsageError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
     check_protocol(cfg.negatives)

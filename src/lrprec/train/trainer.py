@@ -169,10 +169,9 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         # features mode reads rows per batch (memory stays bounded on multi-GB feature files);
         # a frozen image backbone is run once over the catalog
         feats = LazyFeatures(catalog.features) if cfg.backbone == "features" else embed_items(model, catalog, config.get("input_size"), progress=progress)
-    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and n != "theta_delta"]
+    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     body = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}, {"params": [model.theta_delta], "lr": cfg.lr * cfg.head_lr_scale * cfg.user_lr_scale}]
-    groups += [{"params": body, "lr": cfg.lr}] if body else []
+    groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}] + ([{"params": body, "lr": cfg.lr}] if body else [])
     # Large models (VGG-16: 138M parameters) get the fused Adam kernel: one pass over the
     # parameters, ~10x faster than the multi-tensor one on CPU, where it would otherwise take
     # a large part of a small-batch step. Small models keep the default (identical numerics).
