@@ -201,6 +201,12 @@ def test_cli_guided_training_and_shortcut_report(shortcut_catalog, tiny_run, tmp
     assert rep["mark_area"] == pytest.approx((watermark_box(32)[1] / 32) ** 2)
     assert rep["test_pairs_mark_agrees"] > 0 and 0 <= rep["test_accuracy"] <= 1
     assert json.loads((run / "shortcut.json").read_text())["mark_share"] == rep["mark_share"]
+    cf = rep["counterfactual"]
+    assert cf["pairs"] == 40 and cf["sensitivity_ci"][0] <= cf["sensitivity"] <= cf["sensitivity_ci"][1]
+    assert set(cf["mean_p"]) == {"both", "neither", "one"} and all(0 <= v <= 1 for v in cf["mean_p"].values())
+    assert rep["independent"]["method"] == "integrated_gradients" and 0 <= rep["independent"]["mark_share"] <= 1
+    text = CliRunner().invoke(app, ["shortcut", str(run), "--pairs", "40"]).output
+    assert "shortcut sensitivity" in text and "integrated_gradients" in text
     bad = CliRunner().invoke(app, ["shortcut", str(tiny_run)])
     assert bad.exit_code == 2 and "--spurious" in bad.output
     bad = CliRunner().invoke(app, ["train", str(shortcut_catalog), "--out", str(tmp_path / "x"), "--guide", "nope"])
@@ -237,3 +243,46 @@ def test_resume_restores_the_outer_loop_map(shortcut_catalog, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     h = json.loads((tmp_path / "straight" / "history.json").read_text())["epochs"]
     assert h[0]["guide_loss"] is None and h[1]["guide_loss"] > 0 and 0 < h[0]["guide_penalized_area"] < 1
+
+
+# ---- behaviour: counterfactual marks (issue 14) ------------------------------------------------
+def _magenta(images: np.ndarray) -> np.ndarray:
+    return (images == np.array([255, 0, 255], np.uint8)).all(-1).any((1, 2))
+
+
+def test_counterfactual_images_stamp_and_remove_only_the_mark(shortcut_catalog):
+    from lrprec.data.synthetic import WATERMARK_RGB
+    from lrprec.evaluate.shortcut import counterfactual_images
+
+    cat = Catalog(shortcut_catalog)
+    tags = np.load(shortcut_catalog / "shortcut_tags.npy")
+    images = np.asarray(cat.images[:40])
+    fill = np.asarray(cat.images[int(np.flatnonzero(tags == 0)[0])])
+    o, m = watermark_box(images.shape[1])
+    on, off = counterfactual_images(images, True), counterfactual_images(images, False, fill)
+    assert (on[:, o:o + m, o:o + m] == np.array(WATERMARK_RGB, np.uint8)).all() and _magenta(on).all()
+    assert not _magenta(off).any() and (off[:, o:o + m, o:o + m] == fill[o:o + m, o:o + m]).all()
+    outside = np.ones(images.shape[1:3], bool)
+    outside[o:o + m, o:o + m] = False
+    assert (on[:, outside] == images[:, outside]).all() and (off[:, outside] == images[:, outside]).all()
+    assert (images == np.asarray(cat.images[:40])).all()  # the inputs are not modified
+
+
+def test_shortcut_sensitivity_separates_a_mark_reader_from_a_model_that_ignores_it(shortcut_catalog):
+    from lrprec.evaluate.shortcut import alarm, counterfactual_probabilities, shortcut_sensitivity
+
+    cat = Catalog(shortcut_catalog)
+    tags = np.load(shortcut_catalog / "shortcut_tags.npy")
+    a, b = np.asarray(cat.images[:30]), np.asarray(cat.images[30:60])
+    fill = np.asarray(cat.images[int(np.flatnonzero(tags == 0)[0])])
+    reader = lambda ia, ib: np.where(_magenta(ia) == _magenta(ib), 0.9, 0.1)  # noqa: E731 - "both or neither marked"
+    o, m = watermark_box(a.shape[1])
+    blind = lambda ia, ib: 1 / (1 + np.exp(-(ia[:, o + m:].mean((1, 2, 3)) - ib[:, o + m:].mean((1, 2, 3))) / 10))  # noqa: E731
+    s_reader = shortcut_sensitivity(counterfactual_probabilities(reader, a, b, fill))
+    s_blind = shortcut_sensitivity(counterfactual_probabilities(blind, a, b, fill))
+    assert s_reader == pytest.approx(np.full(30, 0.8)) and np.abs(s_blind).max() == 0
+    # the alarm: behaviour says shortcut, the explanation says no mark
+    assert "ALARM" in alarm(0.8, 0.99, 0.3, share=0.01, area=0.035)
+    assert alarm(0.8, 0.99, 0.3, share=0.5, area=0.035) is None  # the explanation shows it: no hiding
+    assert alarm(0.01, 0.7, 0.68, share=0.01, area=0.035) is None  # no shortcut in behaviour
+

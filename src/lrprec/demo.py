@@ -134,7 +134,8 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
             fig = explain_ids(r, [example], relation=result["example_relation"], target="logit", out=run / "guidance" / path.name)[0]
             rep["figure"] = next((f for f in fig["files"] if f.endswith("heatmaps.png")), None)
         result["variants"][name] = rep
-        log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}%  relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%")
+        log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}%  relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%  "
+            f"shortcut sensitivity {rep['counterfactual']['sensitivity']:+.3f}" + (f"\n      {rep['alarm']}" if rep.get('alarm') else ""))
     (run / "guidance.json").write_text(json.dumps(result, indent=2))
     return result
 

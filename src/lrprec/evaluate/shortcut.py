@@ -12,6 +12,14 @@ signal in validation and test. The report gives
 * test accuracy overall and split by whether the watermark happens to agree with the
   label (positive pair with equal tags, negative pair with different tags): a model that
   relies on the shortcut is right where it agrees and wrong where it does not.
+* counterfactual behaviour (issue 14): the same test pairs re-scored with the mark stamped
+  on both images, removed from both, and on image a only. The shortcut says "related" for
+  both/neither and "unrelated" for one, so the *shortcut sensitivity* ΔP = mean over pairs
+  of (P_both + P_neither) / 2 − P_one is ≈ 0 for a model that ignores the mark and up to 1
+  for one that decides by it — a measure no explanation can hide.
+* the mark's relevance share under a second, independent explainer (integrated gradients),
+  and an alarm when behaviour says "shortcut" while the explanation says "no mark" (a model
+  that learned to hide its shortcut from the explainer that guided it).
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
+from lrprec.data.synthetic import WATERMARK_RGB, watermark_box
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import pixel_relevance
 
@@ -41,16 +50,83 @@ def mark_share(relevance: torch.Tensor, mark: torch.Tensor) -> np.ndarray:
     return torch.where(total > 0, share, torch.full_like(share, float("nan"))).numpy()
 
 
+# Behaviour says "shortcut" above these; the explanation says "no mark" below ALARM_SHARE_FACTOR × the mark's area.
+ALARM_SENSITIVITY = 0.10
+ALARM_ACCURACY_GAP = 0.20
+ALARM_SHARE_FACTOR = 2.0
+VARIANTS = ("both", "neither", "one")
+
+
+def counterfactual_images(images: np.ndarray, mark: bool, fill: np.ndarray | None = None) -> np.ndarray:
+    """Copies of uint8 (n, H, W, 3) images with the watermark stamped (``mark``) or removed.
+
+    Removal pastes the watermark's box from ``fill`` (an unmarked catalog image: the same
+    cluttered background the generator draws there), so the removed image looks like one that
+    never carried the mark; the product pixels are never touched (the box is clear of them).
+    """
+    out = np.array(images, copy=True)
+    o, m = watermark_box(out.shape[1])
+    if mark:
+        out[:, o:o + m, o:o + m] = WATERMARK_RGB
+    else:
+        if fill is None:
+            raise ValueError("removing the mark needs an unmarked image to take the background from")
+        out[:, o:o + m, o:o + m] = fill[o:o + m, o:o + m]
+    return out
+
+
+def counterfactual_probabilities(score, images_a: np.ndarray, images_b: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
+    """P per pair under each variant: ``both`` marked, ``neither``, ``one`` (a marked, b not).
+
+    ``score(images_a, images_b) -> P`` takes uint8 image batches (the caller preprocesses and
+    runs the model), so the measure works for any scorer."""
+    on_a, on_b = counterfactual_images(images_a, True), counterfactual_images(images_b, True)
+    off_a, off_b = counterfactual_images(images_a, False, fill), counterfactual_images(images_b, False, fill)
+    return {"both": np.asarray(score(on_a, on_b), np.float64), "neither": np.asarray(score(off_a, off_b), np.float64),
+            "one": np.asarray(score(on_a, off_b), np.float64)}
+
+
+def shortcut_sensitivity(p: dict[str, np.ndarray]) -> np.ndarray:
+    """Per pair (P_both + P_neither) / 2 − P_one: how much "both or neither marked" raises P."""
+    return (p["both"] + p["neither"]) / 2 - p["one"]
+
+
+def alarm(sensitivity: float | None, acc_agree: float | None, acc_disagree: float | None, share: float | None,
+          area: float | None) -> str | None:
+    """A warning when behaviour shows the shortcut but the explanation puts (almost) nothing on the mark."""
+    gap = None if acc_agree is None or acc_disagree is None else acc_agree - acc_disagree
+    behaves = (sensitivity is not None and sensitivity > ALARM_SENSITIVITY) or (gap is not None and gap > ALARM_ACCURACY_GAP)
+    hidden = share is not None and area is not None and share < ALARM_SHARE_FACTOR * area
+    if behaves and hidden:
+        return (f"ALARM: the model behaves as if it used the watermark (sensitivity {sensitivity:+.2f}, accuracy gap "
+                f"{'n/a' if gap is None else f'{100 * gap:.0f} points'}) while the explanation puts {100 * share:.1f}% of its "
+                f"relevance on it (the mark covers {100 * area:.1f}%): the shortcut is hidden from the explainer, not gone")
+    return None
+
+
 def shortcut_text(r: dict) -> str:
     """The report as a few terminal lines."""
     g = r["guide"]
     how = "unguided" if not g.get("guide") else f"guided: {g['guide']}, λ = {g['guide_weight']}, masks {g['guide_masks']}"
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lo, hi = r["mark_share_ci"]
-    return "\n".join([
+    lines = [
         f"shortcut report for {r['run']} ({how})",
         f"relevance on the watermark  {pct(r['mark_share'])}  [95% CI {pct(lo)}, {pct(hi)}] over {r['n_images']} watermarked validation images "
         f"(the mark covers {pct(r['mark_area'])} of an image)",
         f"test accuracy               {pct(r['test_accuracy'])}  (where the mark agrees with the label: {pct(r['test_accuracy_mark_agrees'])}, "
         f"{r['test_pairs_mark_agrees']} pairs; where it disagrees: {pct(r['test_accuracy_mark_disagrees'])})",
-    ])
+    ]
+    cf = r.get("counterfactual")
+    if cf:
+        lo, hi = cf["sensitivity_ci"]
+        lines += [f"shortcut sensitivity        {cf['sensitivity']:+.3f}  [95% CI {lo:+.3f}, {hi:+.3f}] over {cf['pairs']} test pairs "
+                  f"(mean P: both marked {cf['mean_p']['both']:.2f}, neither {cf['mean_p']['neither']:.2f}, one {cf['mean_p']['one']:.2f}; "
+                  "0 = the mark does not matter)"]
+    ind = r.get("independent")
+    if ind:
+        lines.append(f"relevance on the watermark  {pct(ind['mark_share'])} under {ind['method']} (an explainer no training penalized; "
+                     f"{ind['n_images']} images)")
+    if r.get("alarm"):
+        lines.append(r["alarm"])
+    return "\n".join(lines)

@@ -263,11 +263,15 @@ def _guidance_section(run: Path) -> Section | None:
         return None
     g = json.loads(path.read_text())
     cat, tr = g["catalog"], g["train"]
-    rows = []
+    rows, alarms = [], []
     for name, r in g["variants"].items():
         lo, hi = r["mark_share_ci"]
+        cf, ind = r.get("counterfactual") or {}, r.get("independent") or {}
         rows.append([html.escape(name), _pct(r["test_accuracy"]), _pct(r["test_accuracy_mark_agrees"]), _pct(r["test_accuracy_mark_disagrees"]),
-                     f"{_pct(r['mark_share'])} <span class='muted'>[{_pct(lo)}, {_pct(hi)}]</span>"])
+                     "–" if not cf else f"{cf['sensitivity']:+.3f}",
+                     f"{_pct(r['mark_share'])} <span class='muted'>[{_pct(lo)}, {_pct(hi)}]</span>", _pct(ind.get("mark_share"))])
+        if r.get("alarm"):
+            alarms.append(f"<p><b>{html.escape(name)}</b>: {html.escape(r['alarm'])}</p>")
     area = next(iter(g["variants"].values()))["mark_area"]
     body = (f"<p>The paper's future work: feed explanations back into training. A shortcut catalog ({cat['items']} items, seed {cat['seed']}) "
             f"stamps a magenta corner watermark on half the items; on training pairs, 'both or neither carry it' agrees with the label "
@@ -275,7 +279,12 @@ def _guidance_section(run: Path) -> Section | None:
             f"with the same seed; the guided one adds λ × the share of its LRP relevance (ε-γ-box, differentiable) that falls outside the "
             f"ground-truth masks, which exclude the watermark (<code>lrprec train --guide lrp</code>). Relevance on the watermark: mean share "
             f"of absolute LRP relevance on the watermark over watermarked validation images (the mark covers {_pct(area)}% of an image).</p>")
-    body += _table(["model", "test accuracy %", "… where the mark agrees with the label", "… where it disagrees", "relevance on the watermark % [95% CI]"], rows)
+    body += ("<p>Shortcut sensitivity: the same test pairs re-scored with the mark on both images, on neither and on one; "
+             "(P<sub>both</sub> + P<sub>neither</sub>) / 2 − P<sub>one</sub>, 0 when the mark does not matter. The last column is the "
+             "mark's share under integrated gradients, an explainer no training penalized.</p>")
+    body += _table(["model", "test accuracy %", "… where the mark agrees with the label", "… where it disagrees", "shortcut sensitivity",
+                    "relevance on the watermark % (LRP) [95% CI]", "… (integrated gradients) %"], rows)
+    body += "".join(alarms)
     for name, r in g["variants"].items():
         if r.get("figure"):
             body += f'<div class="fig"><img src="{_rel(run, r["figure"])}" width="620" alt="{html.escape(name)}"><br><span class="muted">{html.escape(name)}: the same validation pair ({html.escape(g.get("example_relation", ""))}, logit target)</span></div>'
