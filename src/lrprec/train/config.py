@@ -4,11 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from lrprec.data.catalog import Catalog, CatalogError, relation_index
 from lrprec.data.sampling import check_protocol, parse_mix
+from lrprec.defaults import DEFAULT_COMPOSITE
 from lrprec.errors import UsageError
-from lrprec.explain.composites import DEFAULT_COMPOSITE
 from lrprec.model.pair import DEFAULT_HEAD, HEADS
 from lrprec.train.checkpoint import CheckpointError
 from lrprec.train.guidance import check_guide

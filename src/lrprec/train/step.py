@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrprec.explain.composites import DEFAULT_COMPOSITE
+from lrprec.defaults import DEFAULT_COMPOSITE
 from lrprec.train.guidance import gradient_relevance, lrp_relevance, outside_share, pixel_sq
 from lrprec.train.ranking_loss import rank_loss
 
