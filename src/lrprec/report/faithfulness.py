@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lrprec.evaluate.faithfulness import DEFAULT_METHOD, to_json
+from lrprec.evaluate.faithfulness import to_json
+from lrprec.explain.methods import DEFAULT_METHOD
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
