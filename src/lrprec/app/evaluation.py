@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS
+from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 from lrprec.evaluate.compare import _unique
 from lrprec.evaluate.linkpred import link_prediction_report
@@ -16,7 +17,6 @@ from lrprec.evaluate.perturbation import bootstrap_ci
 from lrprec.evaluate.shortcut import (VARIANTS, alarm, counterfactual_probabilities, mark_share, shortcut_arrays,
                                      shortcut_sensitivity)
 from lrprec.explain.baselines import attribute
-from lrprec.explain.composites import DEFAULT_COMPOSITE
 from lrprec.explain.targets import explain_catalog_pairs
 from lrprec.model.backbones import preprocess
 from lrprec.run import item_inputs, predict_logits
@@ -135,12 +135,13 @@ def compare_reports(
     return out
 
 
-def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str = DEFAULT_COMPOSITE, batch_size: int = 64,
+def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str | None = None, batch_size: int = 64,
                     independent_pairs: int = 64) -> dict:
     """Measure a run's reliance on its catalog's watermark, by explanation and by behaviour
     (:mod:`lrprec.evaluate.shortcut`); stored as ``RUN/shortcut.json``.
 
-    ``pairs`` validation pairs are explained with LRP (``composite``) and as many test pairs
+    ``pairs`` validation pairs are explained with LRP (``composite``; default: the composite the
+    run's guidance penalized, else :data:`lrprec.defaults.GUIDE_COMPOSITE`) and as many test pairs
     re-scored with the mark stamped/removed; ``independent_pairs`` of the explained pairs are
     also explained with integrated gradients (0: skip)."""
     from lrprec.run import Run, atomic_write_text
@@ -150,6 +151,7 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     run = Run.load(run_path)
     if run.model.backbone.kind == "features":
         raise UsageError("the shortcut report explains images; this run reads precomputed features")
+    composite = composite or run.config.get("guide_rule") or GUIDE_COMPOSITE
     cat = run.catalog
     tags, marks = shortcut_arrays(cat)
     sel = cat.pairs("validation").spread(pairs)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from lrprec.cli._app import command, emit
-from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 
 
@@ -62,10 +62,11 @@ def faithfulness_cmd(
 def shortcut_cmd(
     run: Path = typer.Argument(..., help="Run trained on a shortcut catalog ('lrprec synth --spurious P')."),
     pairs: int = typer.Option(256, "--pairs", help="Validation pairs to explain (evenly spaced, positives and negatives)."),
-    composite: str = typer.Option(DEFAULT_COMPOSITE, "--composite", help="LRP composite of the explanations."),
+    composite: str = typer.Option(None, "--composite", help=f"LRP composite of the explanations (default: the run's guidance composite, else {GUIDE_COMPOSITE})."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Shortcut reliance: LRP relevance share on the planted watermark, and test accuracy where it agrees / disagrees."""
+    """Shortcut reliance: relevance on the planted watermark (LRP and integrated gradients), test accuracy where it
+    agrees / disagrees, and the counterfactual shortcut sensitivity."""
     from lrprec.app.evaluation import shortcut_report
     from lrprec.evaluate.shortcut import shortcut_text
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from lrprec.cli._app import command, emit
-from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 
 
@@ -48,7 +48,7 @@ def train_cmd(
     guide_weight: float = typer.Option(1.0, help="λ of the guidance loss (0: train unguided, only log the loss)."),
     guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks) or relevance (outer loop over validation relevance)."),
     guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
-    guide_rule: str = typer.Option(DEFAULT_COMPOSITE, help="LRP composite of the guidance relevance (--guide lrp)."),
+    guide_rule: str = typer.Option(GUIDE_COMPOSITE, help="LRP composite of the guidance relevance (--guide lrp)."),
     guide_val_pairs: int = typer.Option(512, help="Validation pairs explained per outer step (--guide-masks relevance)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (same options; --epochs may grow)."),
     as_json: bool = typer.Option(False, "--json"),

@@ -50,9 +50,7 @@ COMPOSITES: dict[str, Composite] = {
                                    description="ε on dense layers, γ on convolutions, zᴮ (pixel box) on the input layer"),
 }
 
-# Chosen by measurement (BENCHMARKS.md, "Which LRP composite is the default"): on the demo
-# run it has the largest MoRF − LRF AOPC separation of the composites (0.490 vs 0.007),
-# MoRF AOPC within the confidence interval of the best, and 83% of relevance in the mask.
+# The default is chosen by measurement on validation pairs: lrprec.defaults says how.
 from lrprec.defaults import DEFAULT_COMPOSITE  # noqa: E402,F401 (re-exported; one source, torch-free for the CLI)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lrprec.data.catalog import Catalog, CatalogError, relation_index
 from lrprec.data.sampling import check_protocol, parse_mix
-from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 from lrprec.model.pair import DEFAULT_HEAD, HEADS
 from lrprec.train.checkpoint import CheckpointError
@@ -46,7 +46,7 @@ class TrainConfig:
     guide_masks: str = "gt"  # allowed regions: "gt" (catalog masks) or "relevance" (validation outer loop)
     guide_val_pairs: int = 512  # validation pairs explained per outer step (guide_masks="relevance")
     guide_pairs: int | None = 32  # pairs of each (per-process) batch whose relevance is constrained (None: all)
-    guide_rule: str = DEFAULT_COMPOSITE  # LRP composite of the guidance relevance (--guide lrp)
+    guide_rule: str = GUIDE_COMPOSITE  # LRP composite of the guidance relevance (--guide lrp)
     # What the model learns from (issue 19): the pair head and the training negatives' protocol (lrprec.data.sampling)
     head: str = DEFAULT_HEAD  # metric (the paper's), asymmetric, or auto (metric substitutes, asymmetric complements)
     # the pairwise loss's negatives: mixed (default; shares negative_mix, default DEFAULT_MIX), random, category or contrast

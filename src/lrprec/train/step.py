@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrprec.defaults import DEFAULT_COMPOSITE
+from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.train.guidance import gradient_relevance, lrp_relevance, outside_share, pixel_sq
 from lrprec.train.ranking_loss import rank_loss
 
@@ -16,7 +16,7 @@ class _PairStep(nn.Module):
     features mode: ``feats`` holds every item's features and only the head runs.
     """
 
-    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = DEFAULT_COMPOSITE):
+    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = GUIDE_COMPOSITE):
         super().__init__()
         self.model = model
         self.feats = feats
