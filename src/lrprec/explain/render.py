@@ -22,16 +22,26 @@ def _plt():
     return plt
 
 
-def to_hw(relevance: np.ndarray) -> np.ndarray:
-    """(3, H, W) or (H, W) relevance → (H, W), summed over channels."""
-    r = np.asarray(relevance, np.float64)
-    return r.sum(0) if r.ndim == 3 else r
+def relevance_map(relevance: np.ndarray) -> np.ndarray:
+    """(H, W) float64 relevance from (C, H, W) or (H, W) input relevance (summed over channels)."""
+    r = np.asarray(relevance, dtype=np.float64)
+    if r.ndim == 3:
+        r = r.sum(0)
+    if r.ndim != 2:
+        raise UsageError(f"a heatmap needs (C, H, W) or (H, W) relevance, got shape {r.shape}")
+    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def bwr(v: np.ndarray) -> np.ndarray:
+    """matplotlib's ``bwr`` colour map on values in [-1, 1]: blue (-1), white (0), red (+1); uint8 (…, 3)."""
+    v = np.clip(np.asarray(v, dtype=np.float64), -1.0, 1.0)
+    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    rgb = np.stack([1.0 - neg, 1.0 - pos - neg, 1.0 - pos], axis=-1)
+    return np.round(255 * rgb).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, relevance_hw: np.ndarray, vmax: float, alpha: float = 0.75) -> np.ndarray:
-    """uint8 RGB: the image in grey under the relevance coloured with a symmetric bwr map."""
-    from matplotlib import colormaps
-
+    """uint8 RGB: the image in grey under the relevance coloured with the symmetric :func:`bwr` map."""
     h, w = relevance_hw.shape
     img = np.asarray(image, np.float64)
     if img.shape[:2] != (h, w):
@@ -40,7 +50,7 @@ def overlay(image: np.ndarray, relevance_hw: np.ndarray, vmax: float, alpha: flo
         img = np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float64)
     grey = img.mean(-1, keepdims=True).repeat(3, -1) / 255.0
     norm = np.clip(relevance_hw / (vmax or 1.0), -1, 1)
-    colour = colormaps["bwr"]((norm + 1) / 2)[..., :3]
+    colour = bwr(norm) / 255.0
     weight = alpha * np.abs(norm)[..., None]
     return np.clip(255 * ((1 - weight) * (0.35 + 0.65 * grey) + weight * colour), 0, 255).astype(np.uint8)
 
@@ -51,7 +61,7 @@ def pair_figure(
 ) -> Path:
     """Save image A, heatmap A, image B, heatmap B side by side (one shared colour scale)."""
     plt = _plt()
-    ra, rb = to_hw(relevance_a), to_hw(relevance_b)
+    ra, rb = relevance_map(relevance_a), relevance_map(relevance_b)
     vmax = float(max(np.abs(ra).max(), np.abs(rb).max(), 1e-12))
     fig, axes = plt.subplots(1, 4, figsize=(8.8, 2.6), dpi=100)
     panels = [(image_a, f"{labels[0]}"), (overlay(image_a, ra, vmax), f"relevance {labels[0]} (Σ {ra.sum():.3g})"),

@@ -4,9 +4,9 @@ Kept here (not in :mod:`lrprec.explain`) because the web app wants bytes of a fi
 browser-friendly size, not figures: numpy + Pillow only, no matplotlib state, safe to
 call from several request threads at once.
 
-Colour scale (SPEC §3): red positive, blue negative, white zero, symmetric around zero
-(the ``bwr`` map), scaled by the largest absolute relevance of the map (or a shared
-``scale`` so two maps of one pair are comparable).
+Colour scale (SPEC §3), shared with the report's figures (:mod:`lrprec.explain.render`): red
+positive, blue negative, white zero, symmetric around zero (the ``bwr`` map), scaled by the
+largest absolute relevance of the map (or a shared ``scale`` so two maps of one pair are comparable).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lrprec.errors import UsageError
+from lrprec.explain.render import bwr, relevance_map  # noqa: F401 (the one colour scale; re-exported)
 
 #: Side, in pixels, of every rendered image (small catalog images are upscaled, blocky on purpose).
 DISPLAY = 192
@@ -52,24 +52,6 @@ def resize(image: np.ndarray, size: int = DISPLAY) -> Image.Image:
 def item_png(image: np.ndarray, size: int = DISPLAY) -> bytes:
     """An item image as PNG at ``size`` pixels."""
     return png_bytes(resize(image, size))
-
-
-def relevance_map(relevance: np.ndarray) -> np.ndarray:
-    """(H, W) float64 relevance from (C, H, W) or (H, W) input relevance (summed over channels)."""
-    r = np.asarray(relevance, dtype=np.float64)
-    if r.ndim == 3:
-        r = r.sum(0)
-    if r.ndim != 2:
-        raise UsageError(f"a heatmap needs (C, H, W) or (H, W) relevance, got shape {r.shape}")
-    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def bwr(v: np.ndarray) -> np.ndarray:
-    """matplotlib's ``bwr`` colour map on values in [-1, 1]: blue (-1), white (0), red (+1); uint8 (…, 3)."""
-    v = np.clip(np.asarray(v, dtype=np.float64), -1.0, 1.0)
-    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
-    rgb = np.stack([1.0 - neg, 1.0 - pos - neg, 1.0 - pos], axis=-1)
-    return np.round(255 * rgb).astype(np.uint8)
 
 
 def heatmap_png(relevance: np.ndarray, image: np.ndarray | None = None, scale: float | None = None,
