@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from lrprec.data.catalog import CatalogError
@@ -31,20 +31,21 @@ def item_listing(state: ServeState, search: str | None, category: str | None, li
                   "items": [{**r, "image": state.card(r["item_id"])["image"], "url": item_url(r["item_id"])} for r in rows]})
 
 
-def add_api_routes(app: FastAPI, state: ServeState) -> None:
-    """Register the JSON API and the file routes on ``app``."""
+def api_router(state: ServeState) -> APIRouter:
+    """The JSON API and the file routes, answered from ``state``."""
     run = state.run
+    router = APIRouter()
 
     # ---- JSON API --------------------------------------------------------------------------------------
-    @app.get("/api/health", tags=["meta"], summary="Liveness check (also the benchmark's baseline endpoint).")
+    @router.get("/api/health", tags=["meta"], summary="Liveness check (also the benchmark's baseline endpoint).")
     async def api_health() -> dict:
         return {"status": "ok", "run": run.path.name, "version": run.version}
 
-    @app.get("/api/run", tags=["meta"], summary="The run: config, relations, rules, metrics, faithfulness results, figures.")
+    @router.get("/api/run", tags=["meta"], summary="The run: config, relations, rules, metrics, faithfulness results, figures.")
     def api_run() -> dict:
         return state.run_summary()
 
-    @app.get("/api/items", tags=["items"], summary="Browse and search items by id/title substring and category.")
+    @router.get("/api/items", tags=["items"], summary="Browse and search items by id/title substring and category.")
     def api_items(
         search: Annotated[str | None, Query(max_length=MAX_SEARCH_LEN, description="Case-insensitive substring of id or title.")] = None,
         category: Annotated[str | None, Query(max_length=MAX_ID_LEN)] = None,
@@ -53,12 +54,12 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
     ) -> dict:
         return item_listing(state, search, category, limit, offset)
 
-    @app.get("/api/items/{item_id:path}/image.png", tags=["items"], summary="An item's image as PNG (from the catalog).",
+    @router.get("/api/items/{item_id:path}/image.png", tags=["items"], summary="An item's image as PNG (from the catalog).",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def api_item_image(item_id: str, size: Annotated[int, Query(ge=16, le=512)] = heatmap.DISPLAY) -> Response:
         return Response(state.thumbnail(state.item_row(item_id), size), media_type="image/png", headers=PNG_HEADERS)
 
-    @app.get("/api/items/{item_id:path}", tags=["items"], summary="One item: id, category, title, image URL (null: no image).")
+    @router.get("/api/items/{item_id:path}", tags=["items"], summary="One item: id, category, title, image URL (null: no image).")
     def api_item(item_id: str) -> dict:
         card = state.card(item_id)
         out = {"item_id": item_id, "category": card["category"], "title": card["title"], "image": card["image"], "url": item_url(item_id)}
@@ -66,12 +67,12 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
             out["source_image"] = card["source_image"]
         return out
 
-    @app.get("/api/users", tags=["items"], summary="User ids (for personalized recommendations and explanations).")
+    @router.get("/api/users", tags=["items"], summary="User ids (for personalized recommendations and explanations).")
     def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
         users = state.catalog.user_ids
         return {"total": len(users), "offset": offset, "users": list(users[offset:offset + limit])}
 
-    @app.get("/api/recommend", tags=["recommend"], summary="Top-k items j ≠ item by P_u(r_ij), per relation (or per category, eq 5).")
+    @router.get("/api/recommend", tags=["recommend"], summary="Top-k items j ≠ item by P_u(r_ij), per relation (or per category, eq 5).")
     def api_recommend(
         item: ItemId,
         user: UserId = None,
@@ -81,7 +82,7 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
     ) -> dict:
         return plain(state.recommend(item, user, relation, k, per_category))
 
-    @app.get("/api/pair", tags=["explain"], summary="P(related) of two items under every trained relation.")
+    @router.get("/api/pair", tags=["explain"], summary="P(related) of two items under every trained relation.")
     def api_pair(a: ItemId, b: ItemId, user: UserId = None) -> dict:
         ra, rb, u = state.item_row(a), state.item_row(b), state.user_row(user)
         probs = state.pair_probabilities(ra, rb, u)
@@ -97,7 +98,7 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
         rel = state.relation(relation)
         return state.explain([(ra, rb)], rel, u, rule_name, target)[0]
 
-    @app.get("/api/explain", tags=["explain"], summary="First-order LRP explanation of a pair: values and heatmap URLs.")
+    @router.get("/api/explain", tags=["explain"], summary="First-order LRP explanation of a pair: values and heatmap URLs.")
     def api_explain(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
                     target: TargetName = "similarity") -> dict:
         rec = _explain_one(a, b, user, relation, rule, target)
@@ -105,7 +106,7 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
         out["heatmaps"] = {s: heatmap_url(a, b, s, rec["relation"], user, rec["rule"], target) for s in ("a", "b")}
         return plain(out)
 
-    @app.get("/api/explain/heatmap.png", tags=["explain"], summary="One image's relevance heatmap (red +, blue −) as PNG.",
+    @router.get("/api/explain/heatmap.png", tags=["explain"], summary="One image's relevance heatmap (red +, blue −) as PNG.",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def api_heatmap(a: ItemId, b: ItemId, side: Annotated[Literal["a", "b"], Query(description="Which image of the pair.")],
                     user: UserId = None, relation: RelationName = None, rule: RuleName = None, target: TargetName = "similarity") -> Response:
@@ -120,7 +121,7 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
             relation = max(probs, key=probs.get)
         return state.bilrp(ra, rb, state.relation(relation), u, rule_name, grid), relation, rule_name
 
-    @app.get("/api/bilrp", tags=["explain"], summary="BiLRP: which patch of image a matches which patch of image b (strongest links).")
+    @router.get("/api/bilrp", tags=["explain"], summary="BiLRP: which patch of image a matches which patch of image b (strongest links).")
     def api_bilrp(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
                   grid: Grid = 8, links: Links = 12) -> dict:
         from lrprec.explain.bilrp import top_links
@@ -131,7 +132,7 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
                       "sum": float(m.sum()), "links": [{"patch_a": p, "patch_b": q, "value": v} for p, q, v in top],
                       "image": bilrp_png_url(a, b, relation, user, rule_name, grid, links)})
 
-    @app.get("/api/bilrp.png", tags=["explain"], summary="The strongest BiLRP links drawn between the two images, PNG.",
+    @router.get("/api/bilrp.png", tags=["explain"], summary="The strongest BiLRP links drawn between the two images, PNG.",
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def api_bilrp_png(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
                       grid: Grid = 8, links: Links = 12) -> Response:
@@ -149,10 +150,12 @@ def add_api_routes(app: FastAPI, state: ServeState) -> None:
         return Response(png, media_type="image/png", headers=PNG_HEADERS)
 
     # ---- files of the run and its catalog -----------------------------------------------------------------
-    @app.get("/files/run/{path:path}", tags=["files"], summary="A figure or the report of the run directory.")
+    @router.get("/files/run/{path:path}", tags=["files"], summary="A figure or the report of the run directory.")
     def run_file(path: str) -> FileResponse:
         return FileResponse(safe_file(run.path, path, RUN_SUFFIXES))
 
-    @app.get("/files/catalog/{path:path}", tags=["files"], summary="An image file of the catalog directory.")
+    @router.get("/files/catalog/{path:path}", tags=["files"], summary="An image file of the catalog directory.")
     def catalog_file(path: str) -> FileResponse:
         return FileResponse(safe_file(run.catalog.root, path, IMAGE_SUFFIXES))
+
+    return router

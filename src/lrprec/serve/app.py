@@ -32,9 +32,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lrprec.errors import UsageError
 from lrprec.jsonable import plain
 from lrprec.run import Run
-from lrprec.serve.api import add_api_routes
+from lrprec.serve.api import api_router
 from lrprec.serve.middleware import LimitsMiddleware
-from lrprec.serve.pages import add_page_routes
+from lrprec.serve.pages import pages_router
 from lrprec.serve.params import CACHE_ENTRIES
 from lrprec.serve.state import BadParam, NotFound, ServeState
 from lrprec.serve.urls import bilrp_png_url, heatmap_url, image_url, item_url, pair_url
@@ -142,8 +142,8 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
                                        swagger_favicon_url="/favicon.ico", swagger_ui_parameters={"validatorUrl": None})
         return page(request, "docs.html", endpoints=api_endpoints(app.openapi()))
 
-    add_api_routes(app, state)
-    add_page_routes(app, state, page)
+    app.include_router(api_router(state))
+    app.include_router(pages_router(state, page))
     return app
 
 

@@ -5,7 +5,7 @@ import logging
 from typing import Annotated, Any, Callable
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from lrprec.data.catalog import RELATIONS, CatalogError
@@ -19,12 +19,13 @@ from lrprec.serve.urls import _qs
 log = logging.getLogger("lrprec.serve")
 
 
-def add_page_routes(app: FastAPI, state: ServeState, page: Callable[..., HTMLResponse]) -> None:
-    """Register the HTML pages on ``app``; ``page(request, template, **ctx)`` renders one."""
+def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRouter:
+    """The HTML pages, answered from ``state``; ``page(request, template, **ctx)`` renders one."""
     run = state.run
+    router = APIRouter()
 
     # ---- pages -------------------------------------------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def catalog_page(
         request: Request,
         q: Annotated[str | None, Query(max_length=MAX_SEARCH_LEN)] = None,
@@ -38,7 +39,7 @@ def add_page_routes(app: FastAPI, state: ServeState, page: Callable[..., HTMLRes
         return page(request, "catalog.html", listing=listing, q=q or "", category=category or "",
                     categories=state.catalog.category_names, nav=nav, n_items=len(state.catalog))
 
-    @app.get("/item/{item_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/item/{item_id:path}", response_class=HTMLResponse, include_in_schema=False)
     def item_page(
         request: Request,
         item_id: str,
@@ -69,7 +70,7 @@ def add_page_routes(app: FastAPI, state: ServeState, page: Callable[..., HTMLRes
                     users=state.catalog.user_ids[:MAX_LIMIT], n_users=len(state.catalog.user_ids), heatmaps=state.has_pixels,
                     max_k=MAX_K, targets=TARGETS)
 
-    @app.get("/pair", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/pair", response_class=HTMLResponse, include_in_schema=False)
     def pair_page(
         request: Request,
         a: Annotated[str | None, Query(max_length=MAX_ID_LEN)] = None,
@@ -110,7 +111,7 @@ def add_page_routes(app: FastAPI, state: ServeState, page: Callable[..., HTMLRes
         return [{"a": str(state.catalog.item_ids[p.a[k]]), "b": str(state.catalog.item_ids[p.b[k]]),
                  "relation": RELATIONS[p.relation[k]], "user": users[p.user[k] + 1] or None} for k in idx]
 
-    @app.get("/run", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/run", response_class=HTMLResponse, include_in_schema=False)
     def run_page(request: Request) -> HTMLResponse:
         from lrprec.report.html import evaluation_html, read_baselines
 
@@ -125,3 +126,5 @@ def add_page_routes(app: FastAPI, state: ServeState, page: Callable[..., HTMLRes
                 log.warning("cannot render metrics of split %s: %s", split, exc)
         board = leaderboard_rows(summary.get("faithfulness"))
         return page(request, "run.html", s=summary, tables=tables, board=board)
+
+    return router
