@@ -479,3 +479,15 @@ def test_stored_index_is_used_and_a_stale_one_replaced(served_run, tmp_path):
         r = c.get("/api/recommend", params={"item": item, "k": 2})
         assert r.status_code == 200 and all(len(v) == 2 for v in r.json()["results"].values())
         assert "other model weights" in c.get("/run").text
+
+
+def test_lru_evicts_the_least_recently_used_and_counts():
+    from lrprec.serve.state import LRU
+
+    c = LRU(2)
+    c.put("a", 1)
+    c.put("b", 2)
+    assert c.get("a") == 1          # a is now the most recent
+    c.put("c", 3)                   # evicts b
+    assert c.get("b") is None and c.get("a") == 1 and c.get("c") == 3 and len(c) == 2
+    assert (c.hits, c.misses) == (3, 1)

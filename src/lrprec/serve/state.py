@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Hashable
 from urllib.parse import quote
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
 from lrprec.data.catalog import RELATIONS, CatalogError
 from lrprec.data.importing import read_item_sources
@@ -38,30 +38,28 @@ class BadParam(LrprecError):
 
 
 class LRU:
-    """A thread-safe least-recently-used cache of at most ``maxsize`` entries."""
+    """A thread-safe least-recently-used cache of at most ``maxsize`` entries (cachetools' LRUCache
+    behind a lock, counting hits and misses for the run page)."""
 
     def __init__(self, maxsize: int):
         self.maxsize = max(1, int(maxsize))
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._data: LRUCache = LRUCache(self.maxsize)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable) -> Any:
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
+            value = self._data.get(key)  # a hit also marks the entry as most recently used
+            if value is None:
+                self.misses += 1
+            else:
                 self.hits += 1
-                return self._data[key]
-            self.misses += 1
-            return None
+            return value
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._data)
