@@ -11,15 +11,18 @@ import torch
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
-from lrprec.evaluate.compare import _unique
+from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
+from lrprec.evaluate.compare import unique_name
 from lrprec.evaluate.linkpred import link_prediction_report
 from lrprec.evaluate.perturbation import bootstrap_ci
+from lrprec.evaluate.ranking import ModelScorer, ranking_report
 from lrprec.evaluate.shortcut import (VARIANTS, alarm, counterfactual_probabilities, mark_share, shortcut_arrays,
                                      shortcut_sensitivity)
+from lrprec.evaluate.truth import truth_report
 from lrprec.explain.baselines import attribute
 from lrprec.explain.targets import explain_catalog_pairs
 from lrprec.model.backbones import preprocess
-from lrprec.run import item_inputs, predict_logits
+from lrprec.run import Run, atomic_write_text, item_inputs, predict_logits
 
 
 def evaluate_run(path, split: str = "test") -> dict:
@@ -31,12 +34,6 @@ def evaluate_run(path, split: str = "test") -> dict:
     (:mod:`lrprec.evaluate.ranking`); ``truth`` grades top-10 lists against the synthetic
     catalog's rules (None for other catalogs). Every item goes through the backbone once.
     """
-    import json
-
-    from lrprec.evaluate.ranking import ModelScorer, ranking_report
-    from lrprec.evaluate.truth import truth_report
-    from lrprec.run import Run, atomic_write_text
-
     if split not in ("validation", "test"):
         raise UsageError(f"--split must be validation or test, got {split!r}")
     run = Run.load(path)
@@ -79,8 +76,6 @@ def compare_reports(
     name exists). Baselines run on ``catalog``, by default the runs' catalog, over the runs'
     relations (so the columns line up).
     """
-    from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
-
     if not items:
         raise UsageError("nothing to compare: give run folders, report files or baseline names")
     kinds: list[tuple[str, object]] = []
@@ -117,7 +112,7 @@ def compare_reports(
         if kind == "run":
             rep = evaluate_run(obj, split)
             rep.setdefault("catalog", run_cfgs[obj].get("catalog"))
-            out[_unique(Path(obj).name or str(obj), out)] = rep
+            out[unique_name(Path(obj).name or str(obj), out)] = rep
         elif kind == "file":
             try:
                 rep = json.loads(Path(obj).read_text())
@@ -127,11 +122,11 @@ def compare_reports(
                 rep = rep[split]
             if not isinstance(rep, dict) or "relations" not in rep or "overall" not in rep:
                 raise UsageError(f"{obj} is not a link-prediction report (no 'relations'/'overall')")
-            out[_unique(Path(obj).stem, out)] = rep
+            out[unique_name(Path(obj).stem, out)] = rep
         else:
             if log:
                 log(f"baseline {obj} on {catalog} ({split})")
-            out[_unique(str(obj), out)] = evaluate_baseline(catalog, str(obj), split=split, seed=seed, relations=relations)
+            out[unique_name(str(obj), out)] = evaluate_baseline(catalog, str(obj), split=split, seed=seed, relations=relations)
     return out
 
 
@@ -144,8 +139,6 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     run's guidance penalized, else :data:`lrprec.defaults.GUIDE_COMPOSITE`) and as many test pairs
     re-scored with the mark stamped/removed; ``independent_pairs`` of the explained pairs are
     also explained with integrated gradients (0: skip)."""
-    from lrprec.run import Run, atomic_write_text
-
     if pairs <= 0:
         raise UsageError("--pairs must be positive")
     run = Run.load(run_path)
@@ -222,10 +215,6 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
 
 def write_baseline_report(report: dict, path: str | os.PathLike) -> Path:
     """Store a baseline report as JSON (what ``compare_reports`` reads back)."""
-    import json
-
-    from lrprec.run import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(report, indent=2))

@@ -50,7 +50,7 @@ def compare_table(reports: dict[str, dict]) -> str:
     lines = []
     splits = sorted({str(rep.get("split")) for rep in reports.values() if rep.get("split")})
     catalogs = sorted({str(rep.get("catalog")) for rep in reports.values() if rep.get("catalog")})
-    lines.append(f"split: {', '.join(splits) or '?'}" + (f"   note: reports come from different splits" if len(splits) > 1 else ""))
+    lines.append(f"split: {', '.join(splits) or '?'}" + ("   note: reports come from different splits" if len(splits) > 1 else ""))
     if len(catalogs) > 1:
         lines.append("note: reports come from different catalogs: " + ", ".join(catalogs))
     for n in names:
@@ -118,7 +118,7 @@ def compare_text(named_reports: dict[str, dict]) -> str:
     return "\n\n".join(parts + ([rk] if rk else []))
 
 
-def _unique(name: str, taken: dict) -> str:
+def unique_name(name: str, taken: dict) -> str:
     if name not in taken:
         return name
     k = 2
