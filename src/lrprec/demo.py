@@ -131,7 +131,7 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
                 example = (r.catalog.item_ids[val.a[k]], r.catalog.item_ids[val.b[k]])
                 result["example_relation"] = RELATIONS[val.relation[k]]
         if example is not None:  # the same pair explained by each model
-            fig = explain_ids(r, [example], relation=result["example_relation"], target="logit", out=run / "guidance" / path.name)[0]
+            fig = explain_ids(r, [example], relation=result["example_relation"], target="logit", rule=rep["composite"], out=run / "guidance" / path.name)[0]
             rep["figure"] = next((f for f in fig["files"] if f.endswith("heatmaps.png")), None)
         result["variants"][name] = rep
         log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}%  relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%  "

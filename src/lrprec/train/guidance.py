@@ -5,7 +5,7 @@ The guidance loss penalizes relevance outside an *allowed region* of each input 
 
 - ``lrp``: the differentiable LRP relevance of the pair's logit c − d (both images, one
   modified backward with ``create_graph``; BatchNorm folded with its running statistics,
-  as every explanation here), under the explanation default ε-γ-box (``guide_rule``).
+  as every explanation here), under ε-γ-box by default (``guide_rule``; lrprec.defaults.GUIDE_COMPOSITE).
   Its guidance gradient is large: measured at initialization on the default model, it
   reaches the convolutions ~200× larger than the BCE gradient (LRP-ε: ~10×; measured before
   issue 13 made the second-order gradient exact, which shrank it on the first convolutions), so λ trades
@@ -38,7 +38,7 @@ Two sources of allowed regions (``masks``):
   the early convolutions respond to — out of them. The map is global (one per epoch, not
   per item), so it can catch what sits in the same place in every image (a watermark, a
   studio logo, a border), not a shortcut that moves. The first epoch trains unguided
-  (there is no map yet); the map is LRP under the explanation default ε-γ-box.
+  (there is no map yet); the map is LRP under the guidance composite (ε-γ-box by default).
 """
 from __future__ import annotations
 

@@ -79,13 +79,13 @@ def _validate(model, catalog: Catalog, val: Pairs, ctx: dist_.DistContext, input
     return float(correct), float(len(part))
 
 
-def _outer_penalty(model, catalog: Catalog, val: Pairs, n_pairs: int, input_size: int | None) -> torch.Tensor:
+def _outer_penalty(model, catalog: Catalog, val: Pairs, n_pairs: int, input_size: int | None, composite: str) -> torch.Tensor:
     """The outer loop's penalty map from LRP on (evenly spaced) validation pairs; see :mod:`guidance`."""
     from lrprec.explain.targets import explain_catalog_pairs
 
     model.eval()
     sel = val.spread(n_pairs)
-    r = explain_catalog_pairs(model, catalog, sel, input_size).sum(1)
+    r = explain_catalog_pairs(model, catalog, sel, input_size, composite=composite).sum(1)
     sign = torch.from_numpy(np.where(sel.label == 1, 1.0, -1.0)).to(r.device)
     return consistency_penalty(r, torch.cat([sign, sign]))[0]
 
@@ -304,7 +304,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             # mean share of squared relevance on penalized pixels per image (None: no map yet)
             rec["guide_loss"] = guide_all / n_all if (masks_path is not None or pair_step.penalty is not None) and n_all else None
             if cfg.guide_masks == "relevance":
-                pair_step.penalty = _outer_penalty(model, catalog, val, cfg.guide_val_pairs, config.get("input_size"))
+                pair_step.penalty = _outer_penalty(model, catalog, val, cfg.guide_val_pairs, config.get("input_size"), cfg.guide_rule)
                 rec["guide_penalized_area"] = round(float(pair_step.penalty.mean()), 4)
                 if ctx.is_main:
                     np.save(out / "guide_penalty.npy", pair_step.penalty.cpu().numpy())
