@@ -95,3 +95,32 @@ def test_two_gloo_processes_equal_one_process_with_the_global_batch(synth_catalo
     # a run written by 2 processes refuses to resume in 1
     with pytest.raises(CheckpointError, match="2 process"):
         train(synth_catalog, ddp_out, TrainConfig(**OPTS), progress=False, log=lambda m: None, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known gap (issue 14): under DDP the LRP-guided run's first convolution drifts "
+                                       "from the one-process run by an Adam step (5e-3 after 2 steps); the cause is not found yet")
+def test_guided_training_under_two_gloo_processes_equals_one_process(synth_catalog, tmp_path, one_thread):
+    """LRP guidance (exact second order, every pair guided) under torchrun: the per-rank guidance terms,
+    scaled like the BCE, should add up to the one-process objective with the global batch. The run
+    completes under torchrun; the weights do not match yet (xfail, strict: fixing it fails the suite)."""
+    guided = {**OPTS, "epochs": 1, "guide": "lrp", "guide_pairs": None}
+    ddp_out, one_out = tmp_path / "ddp", tmp_path / "one"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "lrprec", "train",
+           str(synth_catalog), "--out", str(ddp_out), *_cli_args(guided), "--guide", "lrp", "--guide-pairs", "0"]
+    cmd[cmd.index("--epochs") + 1] = "1"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(synth_catalog, one_out, TrainConfig(**guided), progress=False, log=lambda m: None)
+    ddp, one = load_checkpoint(ddp_out / "checkpoint.ckpt"), load_checkpoint(one_out / "checkpoint.ckpt")
+    assert ddp["meta"]["global_step"] == one["meta"]["global_step"] == 2
+    # relevance's near-zero ε denominators amplify the split sums' rounding a little (measured ≤ 3.1e-5 on E);
+    # a wrong scaling of the guidance term would move weights by an Adam step (≥ 1.5e-3 here)
+    for k in one["model"]:
+        torch.testing.assert_close(ddp["model"][k], one["model"][k], rtol=1e-3, atol=1e-4, msg=lambda m: f"{k}: {m}")
+    h_ddp = json.loads((ddp_out / "history.json").read_text())["epochs"][0]
+    h_one = json.loads((one_out / "history.json").read_text())["epochs"][0]
+    assert h_ddp["guide_loss"] == pytest.approx(h_one["guide_loss"], rel=1e-4) and h_ddp["guide_loss"] > 0
