@@ -46,9 +46,9 @@ def one_run(out: str, name: str, overrides: dict, seed: int, device: str, thread
     run = out_p / f"run-{name}-{seed}"
     t0 = time.time()
     try:
-        log = open(out_p / f"run-{name}-{seed}.log", "w")
-        hist = train(data, run, TrainConfig(seed=seed, device=device, **overrides), progress=False,
-                     log=lambda m: (log.write(m + "\n"), log.flush()))
+        with open(out_p / f"run-{name}-{seed}.log", "w") as log:
+            hist = train(data, run, TrainConfig(seed=seed, device=device, **overrides), progress=False,
+                         log=lambda m: (log.write(m + "\n"), log.flush()))
         rep = evaluate_run(run, split="validation")
         truth = rep["truth"]["relations"]
         res = {

@@ -1,6 +1,7 @@
 """What defines a training run (:class:`TrainConfig`, stored as RUN/config.json), its checks, and its schedule."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def schedule(cfg: TrainConfig, progress: float) -> tuple[float, float]:
 
     Pure functions of the position in training, so every process and a resumed run agree.
     """
-    import math
-
     lr = 1.0
     if cfg.warmup_epochs > 0:
         lr = min(1.0, progress / cfg.warmup_epochs)
