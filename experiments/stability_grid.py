@@ -59,6 +59,8 @@ def one_run(out: str, name: str, overrides: dict, seed: int, device: str, thread
             "acc_random": {r: rep["protocols"]["random"]["relations"][r]["accuracy"] for r in RELS},
             "precision": {r: truth[r]["precision"] for r in RELS},
             "users": {r: truth[r].get("users_precision") for r in RELS if truth[r].get("users_precision") is not None},
+            "users_min": {r: truth[r].get("users_min_precision") for r in RELS if truth[r].get("users_min_precision") is not None},
+            "users_each": {r: {u: v["precision"] for u, v in truth[r]["users"].items()} for r in RELS if "users" in truth[r]},
         }
     except Exception:  # one failed run must not lose the others
         res = {"config": name, "seed": seed, "error": traceback.format_exc()}
@@ -68,7 +70,7 @@ def one_run(out: str, name: str, overrides: dict, seed: int, device: str, thread
 
 def summarize(results: list[dict]) -> str:
     rows = ["| config | runs | stalled (best val < 0.9) | best val acc mean / min | min relation acc (random neg.) mean / min | "
-            "min precision@10 mean / min | users mean | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "min precision@10 mean / min | users mean | users min | seconds |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     by: dict[str, list[dict]] = {}
     for r in results:
         by.setdefault(r["config"], []).append(r)
@@ -81,22 +83,17 @@ def summarize(results: list[dict]) -> str:
         minacc = [min(r["acc_random"].values()) for r in ok]
         minp = [min(r["precision"].values()) for r in ok]
         users = [statistics.mean(r["users"].values()) for r in ok if r["users"]]
+        users_min = [min(r["users_min"].values()) for r in ok if r.get("users_min")]
         rows.append(f"| {name} | {len(ok)} | {sum(b < 0.9 for b in best)} | {statistics.mean(best):.3f} / {min(best):.3f} | "
                     f"{statistics.mean(minacc):.3f} / {min(minacc):.3f} | {statistics.mean(minp):.3f} / {min(minp):.3f} | "
-                    f"{statistics.mean(users) if users else float('nan'):.2f} | {statistics.mean(r['seconds'] for r in ok):.0f} |")
+                    f"{statistics.mean(users) if users else float('nan'):.2f} | {min(users_min) if users_min else float('nan'):.2f} | "
+                    f"{statistics.mean(r['seconds'] for r in ok):.0f} |")
     return "\n".join(rows)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--config", action="append", required=True, help="NAME=JSON overrides of TrainConfig")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--budget", type=float, default=None, help="stop waiting after this many seconds")
-    args = ap.parse_args()
+def run_grid(args: argparse.Namespace, make_catalog, one_run, line) -> list[dict]:
+    """Make every seed's catalog, run every (config, seed) on ``args.jobs`` processes, print a line per run
+    (``line(result)``), stop waiting after ``args.budget`` seconds; writes OUT/grid.json, returns the results."""
     args.out.mkdir(parents=True, exist_ok=True)
     configs = {}
     for c in args.config:
@@ -118,21 +115,34 @@ def main() -> None:
             r = f.result()
             results.append(r)
             print(f"[{time.time() - t0:.0f} s] {r['config']} seed {r['seed']}: "
-                  + ("ERROR " + r["error"].splitlines()[-1] if "error" in r else
-                     f"best val {r['best']['val_accuracy']:.3f} (epoch {r['best']['epoch']}), min precision {min(r['precision'].values()):.3f}, {r['seconds']} s"),
-                  flush=True)
+                  + ("ERROR " + r["error"].splitlines()[-1] if "error" in r else line(r)), flush=True)
         if not done and args.budget is not None:
             print(f"budget of {args.budget} s spent; {len(pending)} runs unfinished", flush=True)
             break
-    if pending:  # runs cut by the budget: end them, print what finished, leave without waiting
+    (args.out / "grid.json").write_text(json.dumps(results, indent=1))
+    if pending:  # runs cut by the budget: end them and leave without waiting
         for proc in list(getattr(ex, "_processes", {}).values()):
             proc.kill()
     else:
         ex.shutdown(wait=True)
-    (args.out / "grid.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--config", action="append", required=True, help="NAME=JSON overrides of TrainConfig")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--budget", type=float, default=None, help="stop waiting after this many seconds")
+    args = ap.parse_args()
+    results = run_grid(args, make_catalog, one_run,
+                       lambda r: f"best val {r['best']['val_accuracy']:.3f} (epoch {r['best']['epoch']}), "
+                                 f"min precision {min(r['precision'].values()):.3f}, {r['seconds']} s")
     print(summarize(results), flush=True)
-    if pending:
-        os._exit(0)
+    os._exit(0)  # runs cut by the budget may still hold the pool
 
 
 if __name__ == "__main__":

@@ -102,3 +102,29 @@ def test_both_protocols_stored_for_validation_and_test(cat):
         assert (codes[rn.b] != codes[rn.a]).mean() > 0.4             # random negatives: mostly elsewhere
     with pytest.raises(ValueError, match="protocol"):
         cat.pairs("test", "hard")
+
+
+def test_user_negatives_come_from_other_users_partners_of_the_query(cat):
+    """user_share = 1: a user-carrying positive (i, j, r, u) gets j' among i's partners under r in pairs of
+    another user or of none (either direction), never one of u's own pairs nor a rule-implied positive for u."""
+    attrs = np.load(cat.root / "attributes.npy")
+    user_attr = np.asarray(cat.meta["user_attribute"])
+    P = cat.positives()
+    partners: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    for a, b, r, u in zip(P.a.tolist(), P.b.tolist(), P.relation.tolist(), P.user.tolist()):
+        partners.setdefault((a, r), set()).add((b, u))
+        partners.setdefault((b, r), set()).add((a, u))
+    pos, neg = _draw(cat, "random", reps=3, user_share=1.0)
+    assert not related(attrs, user_attr, neg.a, neg.b, neg.relation, neg.user).any()
+    users = np.flatnonzero(neg.user >= 0)
+    assert users.size > 0
+    from_others = [any(b == nb and u != nu for b, u in partners.get((na, nr), ()))
+                   for na, nb, nr, nu in zip(neg.a[users].tolist(), neg.b[users].tolist(), neg.relation[users].tolist(), neg.user[users].tolist())]
+    own = [(nb, nu) in partners.get((na, nr), set())
+           for na, nb, nr, nu in zip(neg.a[users].tolist(), neg.b[users].tolist(), neg.relation[users].tolist(), neg.user[users].tolist())]
+    assert not any(own)
+    # where i has another user's partner that is not related for u, it is used; elsewhere the protocol's draw
+    assert np.mean(from_others) > 0.3
+    # global pairs are untouched by the option: same draws as without it
+    _, plain = _draw(cat, "random", reps=3)
+    assert len(plain) == len(neg)

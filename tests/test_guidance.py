@@ -207,6 +207,13 @@ def test_cli_guided_training_and_shortcut_report(shortcut_catalog, tiny_run, tmp
     assert rep["independent"]["method"] == "integrated_gradients" and 0 <= rep["independent"]["mark_share"] <= 1
     text = CliRunner().invoke(app, ["shortcut", str(run), "--pairs", "40"]).output
     assert "shortcut sensitivity" in text and "integrated_gradients" in text
+    r = CliRunner().invoke(app, ["shortcut", str(run), "--pairs", "40", "--split", "validation", "--json"])
+    val = json.loads(r.stdout)
+    assert val["split"] == "validation" and rep["split"] == "test" and val["test_pairs"] == len(Catalog(shortcut_catalog).pairs("validation"))
+    assert json.loads((run / "shortcut.json").read_text())["split"] == "test"  # the report file is not overwritten
+    assert (run / "shortcut_validation.json").exists()
+    bad = CliRunner().invoke(app, ["shortcut", str(run), "--split", "train"])
+    assert bad.exit_code == 2 and "validation or test" in bad.output
     bad = CliRunner().invoke(app, ["shortcut", str(tiny_run)])
     assert bad.exit_code == 2 and "--spurious" in bad.output
     bad = CliRunner().invoke(app, ["train", str(shortcut_catalog), "--out", str(tmp_path / "x"), "--guide", "nope"])
@@ -286,3 +293,39 @@ def test_shortcut_sensitivity_separates_a_mark_reader_from_a_model_that_ignores_
     assert alarm(0.8, 0.99, 0.3, share=0.5, area=0.035) is None  # the explanation shows it: no hiding
     assert alarm(0.01, 0.7, 0.68, share=0.01, area=0.035) is None  # no shortcut in behaviour
 
+
+
+# ---- counterfactual augmentation (issue 14's explanation-free baseline) -----------------------
+def test_mark_augment_redraws_the_watermark_in_training_batches(shortcut_catalog):
+    from lrprec.data.synthetic import counterfactual_images
+    from lrprec.train.batches import _EpochBatches, _Norm
+
+    cat = Catalog(shortcut_catalog)
+    tags = np.load(shortcut_catalog / "shortcut_tags.npy")
+    fill = np.asarray(cat.images[int(np.flatnonzero(tags == 0)[0])])
+    pairs = cat.pairs("train").take(np.arange(64))
+    norm = _Norm((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # inputs = raw pixel values
+
+    def batch(p: float, seed: int = 0) -> torch.Tensor:
+        ds = _EpochBatches(pairs, 64, 1, 0, 0, 1, shortcut_catalog / "images.npy", norm, None, None,
+                           mark_augment=(p, fill, (seed, 0)) if p else None)
+        return ds[0]["x"]
+
+    raw = np.asarray(cat.images[np.concatenate([pairs.a, pairs.b])])
+    plain, aug = batch(0.0), batch(1.0)
+    to_uint8 = lambda x: x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()  # noqa: E731
+    assert (to_uint8(plain) == raw).all()
+    got = to_uint8(aug)
+    marked = _magenta(got)
+    assert 0.3 < marked.mean() < 0.7  # every image re-drawn with even odds, whatever its own tag
+    # each image is exactly the stamped or the removed counterfactual of itself: nothing else changes
+    want = np.where(marked[:, None, None, None], counterfactual_images(raw, True), counterfactual_images(raw, False, fill))
+    assert (got == want).all()
+    assert torch.equal(aug, batch(1.0)) and not torch.equal(aug, batch(1.0, seed=1))  # (seed, epoch, step) alone
+
+
+def test_mark_augment_needs_a_shortcut_catalog(tiny_catalog, tmp_path):
+    with pytest.raises(CatalogError, match="no planted shortcut"):
+        train(tiny_catalog, tmp_path / "r", _cfg(mark_augment=0.5), progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="shares in"):
+        train(tiny_catalog, tmp_path / "r", _cfg(mark_augment=1.5), progress=False, log=_quiet)

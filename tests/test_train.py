@@ -98,3 +98,13 @@ def test_bad_config_is_rejected_before_work(tiny_catalog, tmp_path, kw, match):
     with pytest.raises((ValueError, CatalogError), match=match):
         train(tiny_catalog, tmp_path / "r", TrainConfig(epochs=1, **kw), progress=False, log=_quiet)
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_pair_loss_weighs_user_carrying_pairs():
+    from lrprec.train.trainer import pair_loss
+
+    logit, label = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.0, 0.0, 0.0])
+    user = torch.tensor([-1, 2, 0])
+    each = torch.nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
+    assert torch.allclose(pair_loss(logit, label, user), each.sum())
+    assert torch.allclose(pair_loss(logit, label, user, 3.0), each[0] + 3 * (each[1] + each[2]))

@@ -131,14 +131,18 @@ def compare_reports(
 
 
 def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str | None = None, batch_size: int = 64,
-                    independent_pairs: int = 64) -> dict:
+                    independent_pairs: int = 64, split: str = "test") -> dict:
     """Measure a run's reliance on its catalog's watermark, by explanation and by behaviour
     (:mod:`lrprec.evaluate.shortcut`); stored as ``RUN/shortcut.json``.
 
     ``pairs`` validation pairs are explained with LRP (``composite``; default: the composite the
     run's guidance penalized, else :data:`lrprec.defaults.GUIDE_COMPOSITE`) and as many test pairs
     re-scored with the mark stamped/removed; ``independent_pairs`` of the explained pairs are
-    also explained with integrated gradients (0: skip)."""
+    also explained with integrated gradients (0: skip). ``split``: the pairs the behaviour is
+    measured on — ``test`` to report, ``validation`` to choose settings (then the report keeps
+    its key names, says ``split``, and is stored as ``RUN/shortcut_validation.json``)."""
+    if split not in ("validation", "test"):
+        raise UsageError(f"split must be validation or test, got {split!r}")
     if pairs <= 0:
         raise UsageError("--pairs must be positive")
     run = Run.load(run_path)
@@ -156,7 +160,7 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     shares = shares[np.isfinite(shares)]
     lo, hi = bootstrap_ci(shares) if shares.size > 1 else (float("nan"), float("nan"))
 
-    test = cat.pairs("test")
+    test = cat.pairs(split)
     logits = predict_logits(run.model, cat, test, input_size=run.input_size)
     correct = (logits > 0) == (test.label == 1)
     agrees = (tags[test.a] == tags[test.b]) == (test.label == 1)
@@ -203,13 +207,13 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
         "mark_share": float(shares.mean()) if shares.size else None, "mark_share_ci": [lo, hi],
         "mark_area": float(mark_px.bool().float().mean()) if marked.any() else None,
         "test_accuracy": float(correct.mean()), "test_accuracy_mark_agrees": acc(agrees), "test_accuracy_mark_disagrees": acc(~agrees),
-        "test_pairs_mark_agrees": int(agrees.sum()), "test_pairs": int(len(test)),
+        "test_pairs_mark_agrees": int(agrees.sum()), "test_pairs": int(len(test)), "split": split,
         "counterfactual": counterfactual, "independent": independent,
         "guide": {k: run.config.get(k) for k in ("guide", "guide_weight", "guide_masks")},
     }
     report["alarm"] = alarm(counterfactual["sensitivity"], report["test_accuracy_mark_agrees"], report["test_accuracy_mark_disagrees"],
                             report["mark_share"], report["mark_area"])
-    atomic_write_text(run.path / "shortcut.json", json.dumps(report, indent=2))
+    atomic_write_text(run.path / ("shortcut.json" if split == "test" else "shortcut_validation.json"), json.dumps(report, indent=2))
     return report
 
 

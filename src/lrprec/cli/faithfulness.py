@@ -63,6 +63,7 @@ def shortcut_cmd(
     run: Path = typer.Argument(..., help="Run trained on a shortcut catalog ('lrprec synth --spurious P')."),
     pairs: int = typer.Option(256, "--pairs", help="Validation pairs to explain (evenly spaced, positives and negatives)."),
     composite: str = typer.Option(None, "--composite", help=f"LRP composite of the explanations (default: the run's guidance composite, else {GUIDE_COMPOSITE})."),
+    split: str = typer.Option("test", "--split", help="Pairs the behaviour is measured on: test (report) or validation (choosing settings)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Shortcut reliance: relevance on the planted watermark (LRP and integrated gradients), test accuracy where it
@@ -70,4 +71,4 @@ def shortcut_cmd(
     from lrprec.app.evaluation import shortcut_report
     from lrprec.evaluate.shortcut import shortcut_text
 
-    emit(shortcut_report(run, pairs=pairs, composite=composite), as_json, shortcut_text)
+    emit(shortcut_report(run, pairs=pairs, composite=composite, split=split), as_json, shortcut_text)

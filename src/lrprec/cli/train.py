@@ -27,6 +27,8 @@ def train_cmd(
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0 at the last epoch, after the warm-up)."),
     rank_warmup_epochs: float = typer.Option(0.0, help="Ramp the ranking loss's weight up from 0 over this many epochs."),
     clip_norm: float = typer.Option(None, help="Clip the gradients' global L2 norm to this value."),
+    user_weight: float = typer.Option(1.0, help="Weight of user-carrying pairs in the pairwise loss."),
+    user_negatives: float = typer.Option(0.0, help="Share of user-carrying pairs whose negative is the query's partner under another user."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -50,6 +52,7 @@ def train_cmd(
     guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
     guide_rule: str = typer.Option(GUIDE_COMPOSITE, help="LRP composite of the guidance relevance (--guide lrp)."),
     guide_val_pairs: int = typer.Option(512, help="Validation pairs explained per outer step (--guide-masks relevance)."),
+    mark_augment: float = typer.Option(0.0, help="Counterfactual augmentation on a shortcut catalog: probability of re-drawing each training image's watermark."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint (same options; --epochs may grow)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -74,6 +77,7 @@ def train_cmd(
         guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
         head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight,
         warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
+        user_weight=user_weight, user_negatives=user_negatives, mark_augment=mark_augment,
     )
     if backbone_config:
         try:

@@ -11,6 +11,10 @@ Where j' comes from is the *protocol*:
 ``contrast``  j' drawn by category alone on the *wrong side* of the relation: from i's own
               category for a complement, from the other categories for a substitute.
 ``mixed``     each pair draws one of the above by :data:`DEFAULT_MIX` (the training default).
+
+Apart from the protocol, ``user_share`` of the *user-carrying* positives (i, j, r, u) draw
+j' from i's partners under r in pairs of *other* users or of no user — what others pair
+with i and u did not (issue 19): negatives that contrast u's taste with everyone else's.
 """
 from __future__ import annotations
 
@@ -76,6 +80,14 @@ class NegativeSampler:
         keys = np.concatenate([self._key(positives.a, positives.b, positives.relation), self._key(positives.b, positives.a, positives.relation)])
         self._known = np.unique(keys)
         self.max_rounds = max_rounds
+        # i's partners under r in either direction with their users (user negatives), sorted by (i, r)
+        a2, b2 = np.concatenate([positives.a, positives.b]), np.concatenate([positives.b, positives.a])
+        r2, u2 = np.concatenate([positives.relation, positives.relation]), np.concatenate([positives.user, positives.user])
+        order = np.argsort(a2.astype(np.int64) * 4 + r2, kind="stable")
+        self._pkey, self._pb, self._pu = (a2.astype(np.int64) * 4 + r2)[order], b2[order].astype(np.int64), u2[order].astype(np.int64)
+        self._n_users = int(u2.max()) + 2 if u2.size else 1
+        self._user_ok = 4.0 * (self.n_items + 1) ** 2 * self._n_users < 2.0 ** 62  # the (a, b, r, u) key fits in int64
+        self._known_user = np.unique(self._key(a2, b2, r2) * self._n_users + (u2 + 1)) if self._user_ok else None
 
     def _key(self, a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
         return (a.astype(np.int64) * self.n_items + b.astype(np.int64)) * 4 + r.astype(np.int64)
@@ -85,6 +97,20 @@ class NegativeSampler:
         pos = np.searchsorted(self._known, keys)
         pos = np.minimum(pos, max(len(self._known) - 1, 0))
         return (self._known[pos] == keys) if len(self._known) else np.zeros(keys.shape, bool)
+
+    def is_positive_for_user(self, a: np.ndarray, b: np.ndarray, r: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """True where (a, b, r) is a known positive carrying user u (either direction)."""
+        keys = self._key(a, b, r) * self._n_users + (u.astype(np.int64) + 1)
+        pos = np.minimum(np.searchsorted(self._known_user, keys), max(len(self._known_user) - 1, 0))
+        return (self._known_user[pos] == keys) if len(self._known_user) else np.zeros(keys.shape, bool)
+
+    def _others_partner(self, a: np.ndarray, r: np.ndarray, u: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        """A uniform draw among a's partners under r (either direction); -1 where a has none or it carries user u."""
+        key = a.astype(np.int64) * 4 + r
+        lo, hi = np.searchsorted(self._pkey, key, "left"), np.searchsorted(self._pkey, key, "right")
+        k = np.minimum(lo + (draw * (hi - lo)).astype(np.int64), max(len(self._pb) - 1, 0))
+        ok = (hi > lo) & (self._pu[k] != u)
+        return np.where(ok, self._pb[k], -1)
 
     # ---- one draw per mode -----------------------------------------------------------------
     def _in_category(self, c: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -111,12 +137,14 @@ class NegativeSampler:
         return out
 
     def sample(self, pos: Pairs, rng: np.random.Generator, reject: RejectFn | None = None, protocol: str = "category",
-               mix: Mapping[str, float] | None = None) -> Pairs:
+               mix: Mapping[str, float] | None = None, user_share: float = 0.0) -> Pairs:
         """One negative per positive in ``pos`` (label 0) under ``protocol``; pairs with no valid negative are dropped.
 
         ``reject(a, b, relation, user) -> bool mask`` vetoes candidates that are related by the
         data's own ground truth although unlisted (the synthetic catalog knows its rules).
         ``mix`` gives the shares of the ``mixed`` protocol (default :data:`DEFAULT_MIX`).
+        ``user_share``: share of user-carrying positives whose negative is another user's partner
+        of i (module docstring); such a draw falls back to the protocol after a few failed rounds.
         """
         check_protocol(protocol)
         n = len(pos)
@@ -126,17 +154,31 @@ class NegativeSampler:
             mode = np.minimum(mode, 2)
         else:
             mode = np.full(n, ("random", "category", "contrast").index(protocol))
+        others = np.zeros(n, bool)
+        if user_share > 0:
+            if not self._user_ok:
+                raise UsageError("user negatives need (items + 1)² · 4 · (users + 2) < 2^62; this catalog is too large")
+            others = (pos.user >= 0) & (rng.random(n) < user_share)
         neg_b = np.empty(n, np.int64)
         todo = np.arange(n)
-        for _ in range(self.max_rounds):
+        for round_ in range(self.max_rounds):
             if todo.size == 0:
                 break
-            a, r = pos.a[todo], pos.relation[todo]
+            if round_ == 5:
+                others[todo] = False  # no other user's partner of i fits: fall back to the protocol
+            a, r, u = pos.a[todo], pos.relation[todo], pos.user[todo]
             draw = self._draw(mode[todo], a, pos.b[todo], r, rng.random(todo.size))
+            known = self.is_positive(a, draw, r)
+            o = others[todo]
+            if o.any():
+                # another user's partner is a positive of (i, r), but not of u: only u's own pairs are vetoed
+                cand = self._others_partner(a[o], r[o], u[o], rng.random(int(o.sum())))
+                draw[o] = np.where(cand >= 0, cand, a[o])  # none: draw = i, rejected below
+                known[o] = self.is_positive_for_user(a[o], draw[o], r[o], u[o])
             neg_b[todo] = draw
-            bad = (draw == a) | self.is_positive(a, draw, r)
+            bad = (draw == a) | known
             if reject is not None:
-                bad |= reject(a, draw, r, pos.user[todo])
+                bad |= reject(a, draw, r, u)
             todo = todo[bad]
         keep = np.ones(n, bool)
         keep[todo] = False  # no valid negative found for these pairs (tiny categories)

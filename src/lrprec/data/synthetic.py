@@ -203,6 +203,24 @@ def watermark_box(s: int) -> tuple[int, int]:
     return max(1, s // 32), max(4, 3 * s // 16)
 
 
+def counterfactual_images(images: np.ndarray, mark: bool, fill: np.ndarray | None = None) -> np.ndarray:
+    """Copies of uint8 (n, H, W, 3) images with the watermark stamped (``mark``) or removed.
+
+    Removal pastes the watermark's box from ``fill`` (an unmarked catalog image: the same
+    cluttered background the generator draws there), so the removed image looks like one that
+    never carried the mark; the product pixels are never touched (the box is clear of them).
+    """
+    out = np.array(images, copy=True)
+    o, m = watermark_box(out.shape[1])
+    if mark:
+        out[:, o:o + m, o:o + m] = WATERMARK_RGB
+    else:
+        if fill is None:
+            raise UsageError("removing the mark needs an unmarked image to take the background from")
+        out[:, o:o + m, o:o + m] = fill[o:o + m, o:o + m]
+    return out
+
+
 def stamp_watermark(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Draw the watermark on ``image`` in place, remove it from ``mask``; returns the watermark's mask."""
     s = image.shape[0]

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
-from lrprec.data.synthetic import WATERMARK_RGB, watermark_box
+from lrprec.data.synthetic import counterfactual_images
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import pixel_relevance
 
@@ -55,24 +55,6 @@ ALARM_SENSITIVITY = 0.10
 ALARM_ACCURACY_GAP = 0.20
 ALARM_SHARE_FACTOR = 2.0
 VARIANTS = ("both", "neither", "one")
-
-
-def counterfactual_images(images: np.ndarray, mark: bool, fill: np.ndarray | None = None) -> np.ndarray:
-    """Copies of uint8 (n, H, W, 3) images with the watermark stamped (``mark``) or removed.
-
-    Removal pastes the watermark's box from ``fill`` (an unmarked catalog image: the same
-    cluttered background the generator draws there), so the removed image looks like one that
-    never carried the mark; the product pixels are never touched (the box is clear of them).
-    """
-    out = np.array(images, copy=True)
-    o, m = watermark_box(out.shape[1])
-    if mark:
-        out[:, o:o + m, o:o + m] = WATERMARK_RGB
-    else:
-        if fill is None:
-            raise ValueError("removing the mark needs an unmarked image to take the background from")
-        out[:, o:o + m, o:o + m] = fill[o:o + m, o:o + m]
-    return out
 
 
 def counterfactual_probabilities(score, images_a: np.ndarray, images_b: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
@@ -110,17 +92,18 @@ def shortcut_text(r: dict) -> str:
     how = "unguided" if not g.get("guide") else f"guided: {g['guide']}, λ = {g['guide_weight']}, masks {g['guide_masks']}"
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lo, hi = r["mark_share_ci"]
+    split = r.get("split", "test")
     lines = [
         f"shortcut report for {r['run']} ({how})",
         f"relevance on the watermark  {pct(r['mark_share'])}  [95% CI {pct(lo)}, {pct(hi)}] over {r['n_images']} watermarked validation images "
         f"(the mark covers {pct(r['mark_area'])} of an image)",
-        f"test accuracy               {pct(r['test_accuracy'])}  (where the mark agrees with the label: {pct(r['test_accuracy_mark_agrees'])}, "
+        f"{split + ' accuracy':<28}{pct(r['test_accuracy'])}  (where the mark agrees with the label: {pct(r['test_accuracy_mark_agrees'])}, "
         f"{r['test_pairs_mark_agrees']} pairs; where it disagrees: {pct(r['test_accuracy_mark_disagrees'])})",
     ]
     cf = r.get("counterfactual")
     if cf:
         lo, hi = cf["sensitivity_ci"]
-        lines += [f"shortcut sensitivity        {cf['sensitivity']:+.3f}  [95% CI {lo:+.3f}, {hi:+.3f}] over {cf['pairs']} test pairs "
+        lines += [f"shortcut sensitivity        {cf['sensitivity']:+.3f}  [95% CI {lo:+.3f}, {hi:+.3f}] over {cf['pairs']} {split} pairs "
                   f"(mean P: both marked {cf['mean_p']['both']:.2f}, neither {cf['mean_p']['neither']:.2f}, one {cf['mean_p']['one']:.2f}; "
                   "0 = the mark does not matter)"]
     ind = r.get("independent")

@@ -34,23 +34,43 @@ class _EpochBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
                  images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None,
-                 masks_path: Path | None = None, related=None):
+                 masks_path: Path | None = None, related=None, mark_augment: tuple[float, np.ndarray, tuple[int, int]] | None = None):
         self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
         self.related = related  # (a, b, r, u) -> bool, broadcasting: the ranking loss's candidate veto
         self.rank, self.world = rank, world
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
         self.masks_path = masks_path  # ground-truth masks ride along as "allowed" (guided training)
+        # counterfactual augmentation: (probability, an unmarked image to take the background from, (seed, epoch))
+        self.mark_augment = mark_augment
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.n_steps - self.first
 
-    def _load(self, rows: np.ndarray) -> torch.Tensor:
+    def _load(self, rows: np.ndarray, marks: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+        """Model inputs of image rows; ``marks`` = (stamp, remove) masks over the rows re-draw the watermark."""
         if self._images is None:  # opened lazily: each worker maps the file itself
             self._images = np.load(self.images_path, mmap_mode="r")
+        if marks is not None and (marks[0].any() or marks[1].any()):
+            from lrprec.data.synthetic import counterfactual_images
+
+            images = np.array(self._images[rows])
+            stamp, remove = marks
+            images[stamp] = counterfactual_images(images[stamp], True)
+            images[remove] = counterfactual_images(images[remove], False, self.mark_augment[1])  # type: ignore[index]
+            return preprocess(images, self.norm, self.input_size)  # type: ignore[arg-type]
         uniq, inv = np.unique(rows, return_inverse=True)
         return preprocess(self._images[uniq], self.norm, self.input_size)[torch.from_numpy(inv)]  # type: ignore[arg-type]
+
+    def _marks(self, step: int, n_global: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Which of this rank's images get the mark stamped / removed: coins of the global batch from (seed, epoch, step)."""
+        if self.mark_augment is None or self.mark_augment[0] <= 0:
+            return None
+        coins = np.random.default_rng([*self.mark_augment[2], step, 1]).random((2, 2 * n_global))
+        pick = np.concatenate([pos, n_global + pos])
+        redraw, stamp = coins[0][pick] < self.mark_augment[0], coins[1][pick] < 0.5
+        return redraw & stamp, redraw & ~stamp
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         step = self.first + k
@@ -67,7 +87,7 @@ class _EpochBatches(torch.utils.data.Dataset):
             out["rank_mask"] = torch.from_numpy(rank_candidates(b, self.related))
         if self.images_path is not None:
             rows = np.concatenate([b.a, b.b])
-            x = self._load(rows)
+            x = self._load(rows, self._marks(step, n_global, pos))
             allowed = None
             if self.masks_path is not None:
                 if self._masks is None:

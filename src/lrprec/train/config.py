@@ -61,6 +61,13 @@ class TrainConfig:
     rank_warmup_epochs: float = 0.0  # the ranking loss's weight rises linearly from 0 over this many epochs
     lr_schedule: str = "constant"  # constant, or cosine (decays to 0 at the last epoch, after the warm-up)
     clip_norm: float | None = None  # clip the gradients' global L2 norm (None: no clipping)
+    # Personal evidence (issue 19): weight of the pairwise loss on user-carrying pairs, and the share of their
+    # negatives drawn from the query's partners under *other* users (what others pair with i, this user did not)
+    user_weight: float = 1.0
+    user_negatives: float = 0.0
+    # Counterfactual augmentation (issue 14, the explanation-free baseline): on a shortcut catalog each training
+    # image's watermark is re-drawn (stamped or removed, even odds) with this probability
+    mark_augment: float = 0.0
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -101,6 +108,13 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise UsageError(f"unknown --lr-schedule {cfg.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
     if cfg.clip_norm is not None and cfg.clip_norm <= 0:
         raise UsageError(f"--clip-norm must be positive, got {cfg.clip_norm}")
+    if cfg.user_weight < 0 or not 0 <= cfg.user_negatives <= 1 or not 0 <= cfg.mark_augment <= 1:
+        raise UsageError("--user-weight must be >= 0; --user-negatives and --mark-augment are shares in [0, 1]")
+    if cfg.mark_augment > 0:
+        if cfg.freeze_backbone or cfg.backbone == "features":
+            raise UsageError("--mark-augment edits training images: it needs end-to-end training on images")
+        if not (catalog.root / "shortcut_tags.npy").exists():
+            raise CatalogError(f"{catalog.root} has no planted shortcut; --mark-augment needs a catalog made with 'lrprec synth --spurious P'")
     if cfg.head not in HEADS:
         raise UsageError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
     check_protocol(cfg.negatives)

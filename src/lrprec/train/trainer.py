@@ -49,6 +49,14 @@ def _filter_pairs(catalog: Catalog, pairs: Pairs, relations: list[str], category
     return pairs.take(np.flatnonzero(keep))
 
 
+def pair_loss(logit: torch.Tensor, label: torch.Tensor, user: torch.Tensor, user_weight: float = 1.0) -> torch.Tensor:
+    """The paper's pairwise objective, summed: BCE of σ(c − d_u); user-carrying pairs weigh ``user_weight``."""
+    if user_weight == 1.0:
+        return nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="sum")
+    w = torch.where(user >= 0, user_weight, 1.0).to(logit.dtype)
+    return (w * nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")).sum()
+
+
 def _weights_id(model: nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
@@ -178,7 +186,6 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     big = sum(p.numel() for p in head + body) >= _FUSED_ADAM_MIN_PARAMS
     opt = torch.optim.Adam(groups, lr=cfg.lr, **({"fused": True} if big else {}))
     base_lrs = [g["lr"] for g in groups]
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
 
     history: list[dict] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
@@ -215,6 +222,10 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
     images_path = None if frozen else catalog.root / "images.npy"
     masks_path = catalog.root / "masks.npy" if cfg.guide is not None and cfg.guide_masks == "gt" else None
+    mark_fill = None
+    if cfg.mark_augment > 0:  # the background of an unmarked image fills a removed watermark
+        tags = np.load(catalog.root / "shortcut_tags.npy")
+        mark_fill = np.array(catalog.images[int(np.flatnonzero(tags == 0)[0])])
     norm = _Norm(model.backbone.mean, model.backbone.std)
     pin = dev.type == "cuda"
 
@@ -237,7 +248,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         epoch_start_state = rng.bit_generator.state
-        neg = sampler.sample(train_pos, rng, reject, protocol=cfg.negatives, mix=cfg.negative_mix)
+        neg = sampler.sample(train_pos, rng, reject, protocol=cfg.negatives, mix=cfg.negative_mix, user_share=cfg.user_negatives)
         pairs = Pairs.concat([train_pos, neg])
         pairs = pairs.take(rng.permutation(len(pairs)))
         first = start_step if epoch == start_epoch else 0
@@ -246,7 +257,8 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         rank_total = float(partial.get("rank_sum", 0.0)) if first else 0.0
         n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
-                           (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None)
+                           (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None,
+                           (cfg.mark_augment, mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
         model.train()
         if frozen:
@@ -267,7 +279,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
                 g["lr"] = base * lr_f
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logit, guide_share, ranking = step_module(batch)
-            loss_sum = loss_fn(logit.float(), batch["label"])
+            loss_sum = pair_loss(logit.float(), batch["label"], batch["user"], cfg.user_weight)
             objective = loss_sum
             if ranking is not None:
                 objective = objective + cfg.rank_weight * rank_f * ranking.float()
