@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrprec.data.amazon import FEATURE_DIM, feature_dtype
+from lrprec.data.amazon_features import FEATURE_DIM, feature_dtype
 
 MB = 1024 * 1024
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lrprec.data.amazon import FEATURE_DIM, _read_meta, feature_dtype, scan_features
+from lrprec.data.amazon import _read_meta
+from lrprec.data.amazon_features import FEATURE_DIM, feature_dtype, scan_features
 from lrprec.data.pyliteral import parse_literal
-from lrprec.data.importing import CatalogBuilder, ImportReport
+from lrprec.data.importing.builder import CatalogBuilder
+from lrprec.data.importing.report import ImportReport
 
 WORDS = ["Men's", "Women's", "Classic", "Slim", "Fit", "Cotton", "T-Shirt", "Boot", 'Size 10"', "café", "–", "Jeans", "Dress", "Kids'", "Leather"]
 

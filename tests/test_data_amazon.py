@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import lrprec.cli.importers  # noqa: F401  (registers ``lrprec import``)
 from lrprec.cli._app import app
-from lrprec.data.amazon import FEATURE_DIM, feature_dtype, import_amazon2014, import_amazon2018
+from lrprec.data.amazon import import_amazon2014, import_amazon2018
+from lrprec.data.amazon_features import FEATURE_DIM, feature_dtype
 from lrprec.data.pyliteral import parse_literal
 from lrprec.data.catalog import Catalog
 
@@ -306,7 +307,7 @@ def test_amazon2018_titles_are_cleaned_and_counted(tmp_path):
     assert list(cat.categories) == ["Clothing, Shoes & Jewelry", "Clothing, Shoes & Jewelry", "Home & Kitchen"]
     assert rep["cleaned"] == {"title": 2, "category": 3}  # per item whose value changed
     assert cat.meta["import_report"]["cleaned"] == rep["cleaned"]
-    from lrprec.data.importing import read_item_sources
+    from lrprec.data.importing.sources import read_item_sources
 
     src = read_item_sources(tmp_path / "cat")
     assert src[A[0]] == {"title_raw": META_2018_HTML[0]["title"], "image_url": "https://m.media-amazon.com/images/I/1.jpg"}

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import lrprec.cli.importers  # noqa: F401  (registers ``lrprec import``)
 from lrprec.cli._app import app
 from lrprec.data.catalog import Catalog
-from lrprec.data.importing import clean_text, read_item_sources
+from lrprec.data.importing.sources import read_item_sources
+from lrprec.data.importing.text import clean_text
 from lrprec.data.tables import import_table
 
 ITEMS_CSV = """item_id,category,title,image

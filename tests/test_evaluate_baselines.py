@@ -178,7 +178,7 @@ def test_lazy_features_match_and_unmap(tmp_path):
 def _amazon_files(folder: Path, n: int = 120, clusters: int = 12, seed: int = 0) -> tuple[Path, Path]:
     """meta (Python literal lines, gzip) and a .b file (10-byte ASIN + 4096 float32) with planted
     structure: items of one cluster share a feature centroid and relate to each other."""
-    from lrprec.data.amazon import FEATURE_DIM, feature_dtype
+    from lrprec.data.amazon_features import FEATURE_DIM, feature_dtype
 
     rng = np.random.default_rng(seed)
     cl = np.arange(n) % clusters

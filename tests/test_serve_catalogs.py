@@ -21,8 +21,9 @@ import pytest
 
 from fastapi.testclient import TestClient
 
-from lrprec.data.amazon import feature_dtype, import_amazon2014
-from lrprec.data.importing import SOURCES_FILE
+from lrprec.data.amazon import import_amazon2014
+from lrprec.data.amazon_features import feature_dtype
+from lrprec.data.importing.sources import SOURCES_FILE
 from lrprec.run import Run
 
 FEATURE_DIM = 64

@@ -18,10 +18,10 @@ Policy decisions (all counted in the report, none silent):
   ``also_buy``/``also_view`` (the Amazon 2018 names) are accepted as aliases;
 * relations with an endpoint that is not an imported item are dropped
   (``relations_unknown_item``), as are self-pairs and exact duplicates;
-* text fields (title, category) are cleaned by :func:`clean_text` (HTML tags stripped,
+* text fields (title, category) are cleaned by :func:`~lrprec.data.importing.text.clean_text` (HTML tags stripped,
   entities unescaped, whitespace collapsed), counted per field under ``cleaned``; the raw
   title of each cleaned item and the image URL of the metadata are kept in
-  ``items_source.parquet`` (see :func:`read_item_sources`). Item ids are never rewritten.
+  ``items_source.parquet`` (see :func:`~lrprec.data.importing.sources.read_item_sources`). Item ids are never rewritten.
 """
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ import pyarrow.parquet as pq
 
 from lrprec.data.catalog import RELATIONS
 from lrprec.data.images import ImageFolder
+from lrprec.data.importing.assembly import assemble, check_out
+from lrprec.data.importing.builder import RELATION_ALIASES, CatalogBuilder
+from lrprec.data.importing.lines import check_input
+from lrprec.data.importing.report import IMAGE_SKIPS, ITEM_SKIPS, PERSONAL_SKIPS, RELATION_SKIPS, ImportReport
 from lrprec.errors import UsageError
-from lrprec.data.importing import (_EXAMPLES, IMAGE_SKIPS, ITEM_SKIPS, PERSONAL_SKIPS, RELATION_ALIASES, RELATION_SKIPS, CatalogBuilder, ImportReport, 
-                                    assemble, check_input, check_out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,6 +49,7 @@ ITEM_ID_COLUMNS = ("item_id",)
 REL_A_COLUMNS = ("item_i", "item_a")
 REL_B_COLUMNS = ("item_j", "item_b")
 USER_COLUMNS = ("user_id", "user")
+_EXAMPLES = 5  # unknown relation names listed in the error
 TABLE_SKIPS = ("items_missing_id", *ITEM_SKIPS, "relations_missing_field", "relations_unknown_name", *RELATION_SKIPS, *PERSONAL_SKIPS, *IMAGE_SKIPS)
 
 

@@ -18,7 +18,7 @@ import torch
 from cachetools import LRUCache
 
 from lrprec.data.catalog import RELATIONS, CatalogError
-from lrprec.data.importing import read_item_sources
+from lrprec.data.importing.sources import read_item_sources
 from lrprec.errors import LrprecError
 from lrprec.jsonable import plain
 from lrprec.run import Run
