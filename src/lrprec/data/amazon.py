@@ -46,7 +46,7 @@ from lrprec.data.amazon_features import (
 from lrprec.data.catalog import RELATIONS
 from lrprec.data.images import ImageFolder
 from lrprec.data.importing.assembly import assemble, check_out
-from lrprec.data.importing.builder import CatalogBuilder
+from lrprec.data.importing.builder import RELATION_ALIASES, CatalogBuilder
 from lrprec.data.importing.lines import check_input, iter_lines
 from lrprec.data.importing.report import FEATURE_SKIPS, IMAGE_SKIPS, ITEM_SKIPS, PERSONAL_SKIPS, RELATION_SKIPS, ImportReport
 from lrprec.data.pyliteral import parse_literal
@@ -62,7 +62,7 @@ META2014_FIELDS = ("categories", "related", "imUrl", "salesRank")  # "title" is 
 META2018_FIELDS = ("category", "also_buy", "also_view", "imageURL", "imageURLHighRes", "main_cat")
 REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
 RELATED_2014 = {r: r for r in RELATIONS}
-RELATED_2018 = {"also_buy": "also_bought", "also_view": "also_viewed"}
+RELATED_2018 = RELATION_ALIASES  # Amazon 2018 field names → relations (one table, shared with the table importer)
 _KIND_PROBE = 100  # records used to decide whether a file is of the expected kind
 
 META_SKIPS = ("meta_malformed_lines", "meta_not_a_dict", "meta_missing_asin", "meta_truncated_gzip", *ITEM_SKIPS)
