@@ -35,3 +35,36 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     lines.clear()
     run_demo(tmp_path / "demo", quick=True, log=lines.append)
     assert any("already" in line for line in lines)
+
+
+def test_demo_sizes_and_the_full_flag(tmp_path, monkeypatch):
+    """--full selects the README's full-run settings (library defaults), the default demo is smaller; nothing is run."""
+    from typer.testing import CliRunner
+
+    import lrprec.demo
+    from lrprec.cli import load_commands
+    from lrprec.data.synthetic import SynthConfig
+    from lrprec.demo import DemoConfig
+    from lrprec.train.trainer import TrainConfig
+
+    full, default, quick = DemoConfig.default(full=True), DemoConfig.default(), DemoConfig.default(quick=True)
+    assert (full.size, default.size, quick.size) == ("full", "default", "quick")
+    assert full.synth == SynthConfig() and full.train == TrainConfig()
+    assert full.guidance_synth.items == SynthConfig().items and full.guidance_train.epochs == 10
+    assert default.synth.items < full.synth.items and default.guidance_synth.spurious == full.guidance_synth.spurious
+    assert DemoConfig.full(seed=3).train.seed == 3
+    with pytest.raises(ValueError):
+        DemoConfig.default(quick=True, full=True)
+
+    calls: list[dict] = []
+
+    def fake(out, **kw):
+        calls.append(kw)
+        return tmp_path / "report.html"
+
+    monkeypatch.setattr(lrprec.demo, "run_demo", fake)
+    app = load_commands()
+    for args, want in ((["--full"], (True, False)), ([], (False, False)), (["--quick"], (False, True))):
+        res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), *args])
+        assert res.exit_code == 0, res.output
+        assert (calls[-1]["full"], calls[-1]["quick"]) == want
