@@ -24,7 +24,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert "ranking over the whole catalog" in html and "against the catalog" in html
     assert any("recall@10" in line for line in lines) and any("precision@10" in line for line in lines)
     guidance = json.loads((run / "guidance.json").read_text())["variants"]
-    assert len(guidance) == 2 and all(0 <= v["mark_share"] <= 1 for v in guidance.values())
+    assert len(guidance) == 3 and all(0 <= v["mark_share"] <= 1 for v in guidance.values())
     # every image the report links to exists
     import re
 

@@ -119,10 +119,12 @@ def run_baselines(data: Path, run: Path, log: Callable[[str], None] = print) -> 
 
 
 GUIDED = {"guide": "lrp", "guide_weight": 1.0, "guide_masks": "gt"}
+AUGMENTED = {"mark_augment": 0.5}  # the explanation-free baseline: each training image's mark re-drawn w.p. 0.5
 
 
 def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
-    """Shortcut catalog → unguided and LRP-guided training → shortcut reports; writes RUN/guidance.json."""
+    """Shortcut catalog → unguided, LRP-guided and counterfactually augmented training → shortcut reports;
+    writes RUN/guidance.json."""
     from dataclasses import replace
 
     from lrprec.app.evaluation import shortcut_report
@@ -138,11 +140,12 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
     if not have:
         log(f"      generating a shortcut catalog ({cfg.guidance_synth.items} items, watermark agreeing with {100 * cfg.guidance_synth.spurious:.0f}% of training labels)")
         generate(data, cfg.guidance_synth, overwrite=True, progress=False)
-    variants = {"unguided": {}, f"LRP-guided (ground-truth masks, λ = {GUIDED['guide_weight']:g})": GUIDED}
+    variants = {"unguided": ("unguided", {}), f"LRP-guided (ground-truth masks, λ = {GUIDED['guide_weight']:g})": ("guided", GUIDED),
+                f"counterfactual augmentation (no explanation, p = {AUGMENTED['mark_augment']:g})": ("augmented", AUGMENTED)}
     result: dict = {"catalog": asdict(cfg.guidance_synth), "train": asdict(cfg.guidance_train), "variants": {}}
     example: tuple[str, str] | None = None
-    for name, change in variants.items():
-        path = out / ("shortcut-" + ("unguided" if not change else "guided"))
+    for name, (short, change) in variants.items():
+        path = out / f"shortcut-{short}"
         tcfg = replace(cfg.guidance_train, **change)
         settings = {"train": asdict(tcfg), "catalog": Catalog(data).fingerprint}
         if not _stage_done(path / ".demo-train", settings):
