@@ -101,7 +101,7 @@ def main() -> None:
     assert torch.allclose(c_cached, c_loop, atol=1e-4), (c_cached - c_loop).abs().max()
 
     work = n * (L + 1)
-    print(f"# Region perturbation: batched vs per-pair loop\n")
+    print("# Region perturbation: batched vs per-pair loop\n")
     print(f"SmallCNN pair model (K=10, 4 heads), {args.size} px, {n} pairs x {L + 1} steps (incl. step 0) = {work} pair evaluations, "
           f"{S}x{S} regions, MoRF, batch size {args.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}\n")

@@ -68,7 +68,6 @@ def main() -> None:
     relevance = torch.randn(n, 1, args.size, args.size)
     fill = make_fill(x_a, "uniform", (0.0, 1.0), args.seed)
     flat_fill = fill.numpy().reshape(n, -1)
-    rows = torch.arange(n)
     cached = pair_scorer(model, x_b, user)
 
     def p_cached(xb: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,7 @@ def main() -> None:
             proc.wait(timeout=30)
         direct = direct_rate(run, queries, args.seconds)
 
-    print(f"\n## Web app load check (`benchmarks/bench_serve.py`)\n")
+    print("\n## Web app load check (`benchmarks/bench_serve.py`)\n")
     print(f"{args.clients} concurrent keep-alive clients on loopback, {args.seconds:.0f} s per phase, one uvicorn process; "
           f"catalog {len(r.catalog)} items, K = {r.config['dim']}, backbone {r.config['backbone']}, k = {args.k}, "
           f"random items/users/relations. Machine: {platform.machine()}, {os.cpu_count()} CPUs, "

@@ -5,7 +5,6 @@ import json
 import unicodedata
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
