@@ -229,3 +229,25 @@ def test_adaptive_probing_covers_a_cluster_split_into_many_lists():
     assert (fixed[:4] != truth[:4]).any()
     ivf.reach = 1.0
     np.testing.assert_array_equal(ivf.search(p[qi], w, 10, exclude=qi).ids, truth)
+
+
+@pytest.mark.parametrize("nprobe,max_nprobe,ratio", [(8, 128, 1.0), (4, 128, 1.0), (16, 16, 0.0), (1, 30, 0.8), (8, 10, 3.0),
+                                                      (0, 128, 1.0), (300, 128, 1.0), (5, 128, 0.0)])
+def test_first_round_probing_matches_the_rule_on_many_lists(nprobe, max_nprobe, ratio):
+    """Without a second round, probe_lists sorts only lists under a subsampled bound: same lists, same order
+    (nearest first, ties by list id), also with ties, +inf lists (other categories) and a single query."""
+    rng = np.random.default_rng(10)
+    d = rng.uniform(1.0, 9.0, (6, 4096)).astype(np.float32)
+    d[1, rng.choice(4096, 50, replace=False)] = 1.5  # ties
+    d[2, :4000] = np.inf  # only a few lists of this query's category
+    d[3, :] = np.inf  # no list at all
+    d[4, rng.choice(4096, 40, replace=False)] = rng.uniform(1.0, 1.2, 40)  # a cluster cut into many lists
+    for rows in (d, *(d[i:i + 1] for i in range(len(d)))):  # a batch, and each query alone (the single-query path)
+        got = probe_lists(rows, nprobe, max_nprobe, ratio=ratio)
+        cap = max(nprobe, max_nprobe) if ratio > 0 else nprobe
+        for row, out in zip(rows, got):
+            order = [j for j in np.argsort(row, kind="stable")[:cap] if np.isfinite(row[j])]
+            want = [int(j) for r, j in enumerate(order) if r < nprobe or (ratio > 0 and row[j] <= (1 + ratio) * row.min())]
+            assert out[: len(want)].tolist() == want
+            assert (out[len(want):] == -1).all()
+        assert got.shape[1] == max(len([x for x in o if x >= 0]) for o in got)

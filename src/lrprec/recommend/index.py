@@ -135,6 +135,8 @@ def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarr
     m = int(min(max(nprobe, max_nprobe if adaptive else nprobe), n_lists))
     if m <= 0 or b == 0:
         return np.full((b, 0), -1, np.int64)
+    if d_ref is None or spread is None:
+        return _nearest_lists(dist, nprobe, m, ratio)
     top = np.argpartition(dist, m - 1, axis=1)[:, :m] if m < n_lists else np.broadcast_to(np.arange(n_lists), (b, n_lists))
     td = np.take_along_axis(dist, top, 1)
     o = np.argsort(td, axis=1, kind="stable")
@@ -150,6 +152,48 @@ def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarr
     # keep the chosen lists first, nearest first, so the trimmed width holds them all
     order = np.argsort(~keep, axis=1, kind="stable")
     return np.take_along_axis(out, order, 1)[:, :width].astype(np.int64)
+
+
+def _nearest_lists(dist: np.ndarray, nprobe: int, m: int, ratio: float) -> np.ndarray:
+    """:func:`probe_lists` without a second round: the same lists, in the same order, faster.
+
+    Only lists with a distance below a cheap upper bound are sorted: the ``nprobe``-th smallest
+    distance of every s-th list (a subset's ``nprobe``-th smallest is ≥ the whole row's), or
+    (1 + ratio) × the nearest if larger. The kept lists are a prefix of each row's sorted
+    order, so their rank among the candidates is their rank among all lists. One query (the
+    latency path) has its own short path: with 4096 lists (1M items) the selection takes a
+    third of the time of a partial sort over all lists (22 vs 62 µs; the old cost was a
+    quarter of an IVF query on a K = 32 catalog).
+    """
+    b, n_lists = dist.shape
+    nearest = dist.min(1)
+    near = (1.0 + ratio) * nearest if ratio > 0 else np.full(b, -np.inf)
+    if nprobe <= 0:
+        bound = near
+    elif nprobe >= n_lists:
+        bound = np.full(b, np.inf)
+    else:
+        step = max(1, n_lists // (32 * nprobe))
+        sub = dist[:, ::step]
+        bound = np.maximum(np.partition(sub, nprobe - 1, axis=1)[:, nprobe - 1], near)
+    if b == 1:
+        row = dist[0]
+        idx = np.flatnonzero(row <= bound[0]) if np.isfinite(bound[0]) else np.flatnonzero(np.isfinite(row))
+        dd = row[idx]
+        o = np.argsort(dd, kind="stable")  # idx ascends, so ties stay in list-id order
+        idx, dd = idx[o], dd[o]
+        n_keep = min(m, max(min(nprobe, idx.size), int(np.searchsorted(dd, near[0], side="right"))))
+        return idx[None, :n_keep].astype(np.int64)
+    r, c = np.nonzero((dist <= bound[:, None]) & np.isfinite(dist))  # +inf: lists not to probe (other categories)
+    d = dist[r, c]
+    o = np.lexsort((c, d, r))  # per row, nearest first, ties by list id (a stable sort of the row)
+    r, c, d = r[o], c[o], d[o]
+    rank = np.arange(r.size) - np.searchsorted(r, np.arange(b))[r]
+    keep = (rank < m) & ((rank < nprobe) | (d <= near[r]))
+    counts = np.bincount(r[keep], minlength=b)
+    out = np.full((b, int(counts.max()) if counts.size else 0), -1, np.int64)
+    out[r[keep], rank[keep]] = c[keep]
+    return out
 
 
 def default_nlist(n: int) -> int:
