@@ -23,6 +23,7 @@ from lrprec.train.trainer import TrainConfig, train
 # metric head and objective, category negatives, K = 10, no warm-up): see README's guidance section.
 GUIDE_SETTING = {"dim": 10, "head": "metric", "negatives": "category", "rank_weight": 0.0, "warmup_epochs": 0.0}
 
+
 @dataclass
 class DemoConfig:
     """The demo's sizes: ``default`` (``make demo``: every section in a few minutes on 2 CPU cores),
@@ -60,7 +61,7 @@ class DemoConfig:
     @classmethod
     def full(cls, seed: int = 0) -> "DemoConfig":
         """The README's full runs: the default catalog and training (the three-seed table's seed row)
-        and the guidance experiment's shortcut catalog, 10 epochs (about 12 minutes on 2 CPU cores)."""
+        and the guidance experiment's shortcut catalog, 10 epochs (about 15 minutes on 2 CPU cores)."""
         return cls(SynthConfig(seed=seed), TrainConfig(seed=seed),
                    guidance_synth=SynthConfig(seed=seed, spurious=0.9), guidance_train=TrainConfig(epochs=10, seed=seed, **GUIDE_SETTING), size="full")
 

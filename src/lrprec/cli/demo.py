@@ -13,7 +13,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Directory for the catalog, the run and the report."),
     quick: bool = typer.Option(False, "--quick", help="A tiny catalog and 3 epochs: every stage in about a minute, numbers near chance (the tests)."),
     full: bool = typer.Option(False, "--full", help="The README's full-run settings: the default 2,000-item catalog, 20 epochs, "
-                              "the 2,000-item shortcut catalog for 10 epochs (about 12 minutes on 2 CPU cores)."),
+                              "the 2,000-item shortcut catalog for 10 epochs (about 15 minutes on 2 CPU cores)."),
     seed: int = typer.Option(0),
     ablation: bool = typer.Option(False, "--ablation", help="Also train frozen-backbone and non-personalized variants and compare."),
     guidance: bool = typer.Option(True, "--guidance/--no-guidance", help="Train without and with explanation guidance on a shortcut catalog (a report section)."),
