@@ -15,7 +15,6 @@ Writes OUT/<config>-<seed>.json per run and OUT/grid.json; prints one table row 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stability_grid import run_grid  # noqa: E402
+from stability_grid import grid_args, run_grid  # noqa: E402
 
 
 def make_catalog(out: Path, seed: int) -> Path:
@@ -102,15 +101,7 @@ def summarize(results: list[dict], split: str = "test") -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--config", action="append", required=True, help="NAME=JSON overrides of TrainConfig")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--budget", type=float, default=None, help="stop waiting after this many seconds")
-    args = ap.parse_args()
+    args = grid_args(__doc__)
     results = run_grid(args, make_catalog, one_run,
                        lambda r: f"val acc {r['best']['val_accuracy']:.3f}, test disagrees {r['test']['disagrees']:.3f}, "
                                  f"sensitivity {r['test']['sensitivity']:+.3f}, {r['seconds']} s")

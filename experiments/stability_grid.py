@@ -128,8 +128,9 @@ def run_grid(args: argparse.Namespace, make_catalog, one_run, line) -> list[dict
     return results
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_args(doc: str | None) -> argparse.Namespace:
+    """The command line every grid script takes (OUT, seeds, configs, parallelism, device, time budget)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--config", action="append", required=True, help="NAME=JSON overrides of TrainConfig")
@@ -137,7 +138,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--budget", type=float, default=None, help="stop waiting after this many seconds")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = grid_args(__doc__)
     results = run_grid(args, make_catalog, one_run,
                        lambda r: f"best val {r['best']['val_accuracy']:.3f} (epoch {r['best']['epoch']}), "
                                  f"min precision {min(r['precision'].values()):.3f}, {r['seconds']} s")
