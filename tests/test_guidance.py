@@ -297,7 +297,7 @@ def test_shortcut_sensitivity_separates_a_mark_reader_from_a_model_that_ignores_
 
 # ---- counterfactual augmentation (issue 14's explanation-free baseline) -----------------------
 def test_mark_augment_redraws_the_watermark_in_training_batches(shortcut_catalog):
-    from lrprec.data.synthetic import counterfactual_images
+    from lrprec.data.watermark import counterfactual_images
     from lrprec.train.batches import _EpochBatches, _Norm
 
     cat = Catalog(shortcut_catalog)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS
+from lrprec.data.watermark import unmarked_image
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
@@ -182,7 +183,7 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
             out.append(torch.sigmoid(model(xa, xb, rel_t[s:s + batch_size], usr_t[s:s + batch_size])).double().numpy())
         return np.concatenate(out)
 
-    fill = np.asarray(cat.images[int(np.flatnonzero(tags == 0)[0])])
+    fill = unmarked_image(cat.images, tags)
     probs = counterfactual_probabilities(score, np.asarray(cat.images[cf_pairs.a]), np.asarray(cat.images[cf_pairs.b]), fill)
     sens = shortcut_sensitivity(probs)
     s_lo, s_hi = bootstrap_ci(sens) if sens.size > 1 else (float("nan"), float("nan"))

@@ -48,6 +48,7 @@ from PIL import Image
 
 from lrprec.data.catalog import RELATIONS
 from lrprec.data.rules import RELATION_ATTRIBUTE, SAME_CATEGORY, SHORTCUT_TAGS, truth_reject
+from lrprec.data.watermark import WATERMARK_RGB, watermark_box
 from lrprec.data.writer import write_catalog
 from lrprec.errors import UsageError
 
@@ -61,7 +62,6 @@ BRANDS = ("square", "circle", "triangle", "cross")
 ATTRIBUTES = ("category", "color", "pattern", "brand")
 # Which attribute decides each relation, and the shortcut tags: lrprec.data.rules.
 USER_ATTRIBUTES = (1, 2, 3)  # a user's co-purchases follow colour, pattern or brand
-WATERMARK_RGB = (255, 0, 255)  # magenta: no product, pattern, brand mark or background has it
 
 
 @dataclass
@@ -196,29 +196,6 @@ def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np
     patch[shape & ~white] = 15.0
     mask[y0:y0 + m, x0:x0 + m] |= shape
     return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
-
-
-def watermark_box(s: int) -> tuple[int, int]:
-    """(offset, side) of the shortcut watermark: a square in the top-left corner, clear of the products."""
-    return max(1, s // 32), max(4, 3 * s // 16)
-
-
-def counterfactual_images(images: np.ndarray, mark: bool, fill: np.ndarray | None = None) -> np.ndarray:
-    """Copies of uint8 (n, H, W, 3) images with the watermark stamped (``mark``) or removed.
-
-    Removal pastes the watermark's box from ``fill`` (an unmarked catalog image: the same
-    cluttered background the generator draws there), so the removed image looks like one that
-    never carried the mark; the product pixels are never touched (the box is clear of them).
-    """
-    out = np.array(images, copy=True)
-    o, m = watermark_box(out.shape[1])
-    if mark:
-        out[:, o:o + m, o:o + m] = WATERMARK_RGB
-    else:
-        if fill is None:
-            raise UsageError("removing the mark needs an unmarked image to take the background from")
-        out[:, o:o + m, o:o + m] = fill[o:o + m, o:o + m]
-    return out
 
 
 def stamp_watermark(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
-from lrprec.data.synthetic import counterfactual_images
+from lrprec.data.watermark import counterfactual_images
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import pixel_relevance
 

@@ -60,9 +60,9 @@ def probe_lists(dist: np.ndarray, nprobe: int, max_nprobe: int, spread: np.ndarr
     keep = (np.arange(m) < nprobe)[None, :] & np.isfinite(td)  # +inf marks lists not to probe (other categories)
     if ratio > 0:
         keep = keep | (td <= (1.0 + ratio) * td[:, :1]) & np.isfinite(td)
-    if d_ref is not None and spread is not None:
-        radius = np.sqrt(np.maximum(np.take_along_axis(spread, top, 1), 0.0))
-        keep = keep | (np.sqrt(td) <= np.sqrt(np.asarray(d_ref, np.float64))[:, None] + reach * radius) & np.isfinite(td)
+    # the second round (the first-round-only case returned above)
+    radius = np.sqrt(np.maximum(np.take_along_axis(spread, top, 1), 0.0))
+    keep = keep | (np.sqrt(td) <= np.sqrt(np.asarray(d_ref, np.float64))[:, None] + reach * radius) & np.isfinite(td)
     width = int(keep.sum(1).max())
     out = np.where(keep, top, -1)
     # keep the chosen lists first, nearest first, so the trimmed width holds them all

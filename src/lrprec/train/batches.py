@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import Pairs
+from lrprec.data.watermark import counterfactual_images
 from lrprec.evaluate.localization import resize_masks
 from lrprec.model.backbones import preprocess
 from lrprec.train.config import TrainConfig
@@ -53,8 +54,6 @@ class _EpochBatches(torch.utils.data.Dataset):
         if self._images is None:  # opened lazily: each worker maps the file itself
             self._images = np.load(self.images_path, mmap_mode="r")
         if marks is not None and (marks[0].any() or marks[1].any()):
-            from lrprec.data.synthetic import counterfactual_images
-
             images = np.array(self._images[rows])
             stamp, remove = marks
             images[stamp] = counterfactual_images(images[stamp], True)

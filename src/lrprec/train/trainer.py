@@ -29,6 +29,7 @@ from lrprec.data.features import LazyFeatures
 from lrprec.data.rules import train_reject
 from lrprec.data.sampling import NegativeSampler
 from lrprec.data.splits import protocol_pairs
+from lrprec.data.watermark import unmarked_image
 from lrprec.errors import UsageError
 from lrprec.model.backbones import hub_vgg16_weights
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
@@ -224,8 +225,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     masks_path = catalog.root / "masks.npy" if cfg.guide is not None and cfg.guide_masks == "gt" else None
     mark_fill = None
     if cfg.mark_augment > 0:  # the background of an unmarked image fills a removed watermark
-        tags = np.load(catalog.root / "shortcut_tags.npy")
-        mark_fill = np.array(catalog.images[int(np.flatnonzero(tags == 0)[0])])
+        mark_fill = unmarked_image(catalog.images, np.load(catalog.root / "shortcut_tags.npy"))
     norm = _Norm(model.backbone.mean, model.backbone.std)
     pin = dev.type == "cuda"
 
