@@ -83,3 +83,11 @@ def test_report_templates_are_package_data():
     assert {"report/templates/report.html", "report/templates/_sections.html", "report/templates/_evaluation.html"} <= set(names)
     for name in names:
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
+
+
+def test_report_of_a_run_whose_config_has_null_fields(tmp_path):
+    """A hand-edited or foreign config.json with ``null`` values still gives a report (it used to crash on relations)."""
+    run = _run(tmp_path)
+    (run / "config.json").write_text(json.dumps({"backbone": None, "dim": None, "relations": None, "catalog": None}))
+    html = write_report(run).read_text()
+    assert "also_bought" in html  # the metrics still show

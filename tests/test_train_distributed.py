@@ -113,22 +113,36 @@ from lrprec.train.step import _PairStep
 from lrprec.train.batches import _EpochBatches, _Norm
 import numpy as np
 torch.set_num_threads(1)
+
+
+def main():
+    rank, world = dist.get_rank(), dist.get_world_size()
+    cat, cfg = Catalog(sys.argv[1]), TrainConfig(**__import__("json").loads(sys.argv[2]))
+    model = build_model(asdict(cfg), n_users=len(cat.user_ids))
+    pairs = cat.pairs("train").take(np.arange(45))
+    ds = _EpochBatches(pairs, 45, 1, 0, rank, world, cat.root / "images.npy", _Norm(model.backbone.mean, model.backbone.std), None, None,
+                       cat.root / "masks.npy")
+    batch = ds[0]
+    n_global = int(batch.pop("n_global"))
+    ddp = DDP(_PairStep(model, None, "lrp", None, cfg.guide_rule))  # kept alive: its reducer averages the gradients in backward
+    logit, share, _ = ddp(batch)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"], reduction="sum")
+    ((bce + cfg.guide_weight * batch["label"].shape[0] * share) * world / n_global).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, sys.argv[3])
+    dist.barrier()
+
+
 dist.init_process_group("gloo")
-rank, world = dist.get_rank(), dist.get_world_size()
-cat, cfg = Catalog(sys.argv[1]), TrainConfig(**__import__("json").loads(sys.argv[2]))
-model = build_model(asdict(cfg), n_users=len(cat.user_ids))
-pairs = cat.pairs("train").take(np.arange(45))
-ds = _EpochBatches(pairs, 45, 1, 0, rank, world, cat.root / "images.npy", _Norm(model.backbone.mean, model.backbone.std), None, None,
-                   cat.root / "masks.npy")
-batch = ds[0]
-n_global = int(batch.pop("n_global"))
-ddp = DDP(_PairStep(model, None, "lrp", None, cfg.guide_rule))  # kept alive: its reducer averages the gradients in backward
-logit, share, _ = ddp(batch)
-bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"], reduction="sum")
-((bce + cfg.guide_weight * batch["label"].shape[0] * share) * world / n_global).backward()
-if rank == 0:
-    torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, sys.argv[3])
+main()
 dist.destroy_process_group()
+# Leave without interpreter finalization. The DDP all-reduces issued inside backward carry backward's
+# thread-local Python context; the gloo worker thread that drops the last of them needs the GIL, and
+# when that happens during Py_Finalize the thread is killed inside a C++ destructor: "terminate called
+# without an active exception", exit -6, now and then under load (gdb on a core dump). The trainer runs
+# validation and more collectives between its last backward and its exit (15 torchrun runs under load: no abort).
+sys.stdout.flush(); sys.stderr.flush()
+__import__("os")._exit(0)
 """
 
 

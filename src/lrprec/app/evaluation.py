@@ -106,7 +106,7 @@ def compare_reports(
             raise UsageError(f"the runs come from different catalogs ({', '.join(roots)}); give --catalog DATA for the baselines")
         catalog = roots[0]
     if relations is None and run_cfgs:
-        trained = {r for c in run_cfgs.values() for r in c.get("relations", [])}
+        trained = {r for c in run_cfgs.values() for r in c.get("relations") or []}
         relations = [r for r in RELATIONS if r in trained] or None
     out: dict[str, dict] = {}
     for kind, obj in kinds:

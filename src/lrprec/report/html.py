@@ -289,7 +289,7 @@ def write_report(run: str | Path, title: str | None = None, extra: list[Section]
     run = Path(run)
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
     sections = [s for b in SECTION_BUILDERS if (s := b(run)) is not None] + list(extra or [])
-    config = {"backbone": cfg.get("backbone", "?"), "dim": cfg.get("dim", "?"), "relations": cfg.get("relations", []), "catalog": cfg.get("catalog", "?")}
+    config = {"backbone": cfg.get("backbone", "?"), "dim": cfg.get("dim", "?"), "relations": cfg.get("relations") or [], "catalog": cfg.get("catalog", "?")}
     out = run / "report.html"
     out.write_text(_env().get_template("report.html").render(title=title or run.name, config=config, sections=sections))
     return out
