@@ -51,7 +51,7 @@ def main() -> None:
 
     def step(module: _PairStep) -> float:
         t = time.perf_counter()
-        logit, share, _ = module(batch)
+        logit, share, _, _ = module(batch)
         loss = F.binary_cross_entropy_with_logits(logit, label, reduction="sum")
         if share is not None:
             loss = loss + B * share

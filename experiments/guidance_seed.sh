@@ -9,7 +9,7 @@ OUT=${1:?usage: guidance_seed.sh OUT [SEED]}; S=${2:-0}
 LRPREC=${LRPREC:-lrprec}
 mkdir -p "$OUT"
 [ -d "$OUT/sc-$S" ] || $LRPREC synth "$OUT/sc-$S" --spurious 0.9 --seed "$S"
-common=(--seed "$S" --dim 10 --head metric --negatives category --rank-weight 0 --warmup-epochs 0 --epochs 10)
+common=(--seed "$S" --dim 10 --head metric --negatives category --rank-weight 0 --warmup-epochs 0 --recon-weight 0 --epochs 10)
 OMP_NUM_THREADS=1 $LRPREC train "$OUT/sc-$S" --out "$OUT/unguided-$S" "${common[@]}" > "$OUT/unguided-$S.log" 2>&1 &
 OMP_NUM_THREADS=1 $LRPREC train "$OUT/sc-$S" --out "$OUT/guided-$S" "${common[@]}" --guide lrp > "$OUT/guided-$S.log" 2>&1 &
 wait

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 19's measurements: the default model on the default synthetic catalog, three seeds, its baselines,
-# and the seed-0 ablations (training negatives, head, ranking loss). Writes OUT/<name>.json reports;
+# and the seed-0 ablations (training negatives, head, ranking loss, appearance loss). Writes OUT/<name>.json reports;
 # experiments/summarize_ranking.py turns them into the README/BENCHMARKS tables.
 # Usage: experiments/ranking_seeds.sh OUT [SEEDS...]    (about 40 minutes on 2 CPU cores)
 set -euo pipefail
@@ -22,7 +22,7 @@ for s in $SEEDS; do
   $LRPREC baseline "$OUT/data-$s" --method wnn --run "$OUT/run-frozen-$s" --seed "$s" --json > "$OUT/wnn-$s.json"
 done
 if [[ " $SEEDS " == *" 0 "* ]]; then
-  for v in "negatives-category:--negatives category" "head-metric:--head metric" "rank-0:--rank-weight 0"; do
+  for v in "negatives-category:--negatives category" "head-metric:--head metric" "rank-0:--rank-weight 0" "recon-0:--recon-weight 0"; do
     name=${v%%:*}; args=${v#*:}
     [ -f "$OUT/run-$name-0/config.json" ] || $LRPREC train "$OUT/data-0" --out "$OUT/run-$name-0" --seed 0 $args
     $LRPREC evaluate "$OUT/run-$name-0" --json > "$OUT/$name-0.json"

@@ -69,7 +69,7 @@ def main() -> None:
             cells.append(f"{ms([x['recall@10'] for x in rk])} / {ms([x['mrr'] for x in rk])}")
         print(f"| {m} | " + " | ".join(cells) + " |")
 
-    abl = {name: load(args.out, f"{name}-0") for name in ("default", "negatives-category", "head-metric", "rank-0")}
+    abl = {name: load(args.out, f"{name}-0") for name in ("default", "negatives-category", "head-metric", "rank-0", "recon-0")}
     if all(abl.values()):
         print("\n| seed 0 | " + " | ".join(RELS) + " | users (complements) | pair acc. (category / random negatives) |")
         print("|---|" + "---:|" * (len(RELS) + 2))

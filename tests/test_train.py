@@ -108,3 +108,51 @@ def test_pair_loss_weighs_user_carrying_pairs():
     each = torch.nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
     assert torch.allclose(pair_loss(logit, label, user), each.sum())
     assert torch.allclose(pair_loss(logit, label, user, 3.0), each[0] + 3 * (each[1] + each[2]))
+
+
+def test_appearance_loss_is_the_thumbnail_error_and_reaches_the_backbone():
+    """The loss against a hand computation: a decoder that outputs the exact 2×2 thumbnail gives 0, one that is off
+    by δ everywhere gives δ²; its gradient reaches the first convolution (it is there to shape the features)."""
+    from lrprec.model import PairModel, SmallCNN
+
+    m = PairModel(SmallCNN(), dim=4, n_relations=4, recon_size=2)
+    x = torch.zeros(2, 3, 8, 8)
+    x[0, 0, :4, :4], x[0, 1, 4:, :] = 1.0, -2.0  # image 0: red top-left quadrant, green bottom half
+    thumb = torch.zeros(2, 12)
+    thumb[0, 0] = 1.0  # channel 0, quadrant (0, 0)
+    thumb[0, 4 + 2:4 + 4] = -2.0  # channel 1, both bottom quadrants
+    feats = torch.randn(2, m.backbone.out_dim)
+    with torch.no_grad():
+        m.recon.weight.zero_()
+        m.recon.bias.zero_()
+    torch.testing.assert_close(m.appearance_loss(x, feats), (thumb ** 2).mean(1))
+    with torch.no_grad():
+        m.recon.bias.copy_(thumb[0] + 0.5)
+    torch.testing.assert_close(m.appearance_loss(x[:1], feats[:1]), torch.tensor([0.25]))
+    with torch.no_grad():
+        m.recon.weight.normal_()
+    xi = torch.randn(2, 3, 32, 32)
+    m.appearance_loss(xi, m.embed(xi)).sum().backward()
+    assert m.backbone.features[0].weight.grad.abs().sum() > 0
+
+
+def test_appearance_decoder_is_trained_saved_and_reloaded_only_where_used(tiny_catalog, tmp_path):
+    from lrprec.run import Run
+
+    on = train(tiny_catalog, tmp_path / "on", TrainConfig(epochs=1, batch_size=64, dim=8, seed=2), progress=False, log=_quiet)
+    off = train(tiny_catalog, tmp_path / "off", TrainConfig(epochs=1, batch_size=64, dim=8, seed=2, recon_weight=0), progress=False, log=_quiet)
+    frozen = tmp_path / "frozen"
+    train(tiny_catalog, frozen, TrainConfig(epochs=1, batch_size=64, dim=8, seed=2, freeze_backbone=True), progress=False, log=_quiet)
+    assert on["epochs"][0]["appearance_loss"] > 0 and "appearance_loss" not in off["epochs"][0]
+    assert on["epochs"][0]["loss"] != off["epochs"][0]["loss"]  # the features it shapes change the pair loss
+    assert "recon.weight" in load_file(str(tmp_path / "on" / "model.safetensors"))
+    assert not any(k.startswith("recon.") for k in load_file(str(frozen / "model.safetensors")))
+    assert Run.load(tmp_path / "on").model.recon is not None and Run.load(frozen).model.recon is None
+    # a run from before the option (no key in config.json) loads without the decoder
+    cfg = json.loads((tmp_path / "off" / "config.json").read_text())
+    for k in ("recon_weight", "recon_size"):
+        cfg.pop(k)
+    (tmp_path / "off" / "config.json").write_text(json.dumps(cfg))
+    assert Run.load(tmp_path / "off").model.recon is None
+    with pytest.raises(Exception, match="recon"):
+        train(tiny_catalog, tmp_path / "bad", TrainConfig(epochs=1, recon_weight=-1), progress=False, log=_quiet)

@@ -100,7 +100,8 @@ def test_two_gloo_processes_equal_one_process_with_the_global_batch(synth_catalo
 _GUIDED = {**OPTS, "epochs": 1, "guide": "lrp", "guide_pairs": None}
 
 # One step of guided training under DDP, at the initial weights: every rank computes the trainer's objective on its
-# share of one global batch of 45 pairs (BCE + λ · n_local · mean guidance share, scaled by world / n_global), DDP
+# share of one global batch of 45 pairs (BCE + λ · n_local · mean guidance share + appearance weight · summed
+# appearance loss, scaled by world / n_global), DDP
 # averages the gradients, rank 0 saves them.
 _DDP_STEP = """
 import sys, torch, torch.distributed as dist
@@ -125,9 +126,9 @@ def main():
     batch = ds[0]
     n_global = int(batch.pop("n_global"))
     ddp = DDP(_PairStep(model, None, "lrp", None, cfg.guide_rule))  # kept alive: its reducer averages the gradients in backward
-    logit, share, _ = ddp(batch)
+    logit, share, _, appearance = ddp(batch)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"], reduction="sum")
-    ((bce + cfg.guide_weight * batch["label"].shape[0] * share) * world / n_global).backward()
+    ((bce + cfg.guide_weight * batch["label"].shape[0] * share + cfg.recon_weight * appearance) * world / n_global).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, sys.argv[3])
     dist.barrier()
@@ -177,9 +178,9 @@ def test_guided_ddp_gradient_equals_one_process(synth_catalog, tmp_path, one_thr
     batch = _EpochBatches(pairs, 45, 1, 0, 0, 1, cat.root / "images.npy", _Norm(model.backbone.mean, model.backbone.std), None, None,
                           cat.root / "masks.npy")[0]
     batch.pop("n_global")
-    logit, share, _ = _PairStep(model, None, "lrp", None, cfg.guide_rule)(batch)
+    logit, share, _, appearance = _PairStep(model, None, "lrp", None, cfg.guide_rule)(batch)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, batch["label"], reduction="sum")
-    ((bce + cfg.guide_weight * 45 * share) / 45).backward()
+    ((bce + cfg.guide_weight * 45 * share + cfg.recon_weight * appearance) / 45).backward()
     one = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert ddp.keys() == one.keys() and any(k.startswith("backbone.features.0") for k in one)
     for k in one:  # a wrong scaling of the guidance term would be off by a factor, not by float rounding

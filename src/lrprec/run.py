@@ -36,8 +36,11 @@ def build_model(config: dict, n_users: int) -> PairModel:
         torch.manual_seed(int(config.get("seed", 0)))
         backbone = build_backbone(config["backbone"], **config.get("backbone_config", {}))
     # runs from before heads existed have no "head" key: they are metric
+    # the appearance decoder exists where training used it: images through a trained backbone (runs from before it have no key)
+    end_to_end = not config.get("freeze_backbone") and config["backbone"] != "features"
+    recon = int(config.get("recon_size", 0)) if float(config.get("recon_weight", 0)) > 0 and end_to_end else 0
     return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
-                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")))
+                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

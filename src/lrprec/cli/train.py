@@ -22,13 +22,15 @@ def train_cmd(
     head: str = typer.Option("auto", help="Pair head: auto (metric for substitutes, asymmetric for complements), metric (the paper's eq 1) or asymmetric."),
     negatives: str = typer.Option("mixed", help="Negatives of the pairwise loss: mixed (default), random (whole catalog), category (partner's category) or contrast."),
     negative_mix: str = typer.Option(None, help="Shares of --negatives mixed, e.g. random=1,category=1,contrast=1 (the default)."),
-    rank_weight: float = typer.Option(1.0, help="Weight of the in-batch ranking loss added to the paper's objective (0: the paper's objective alone)."),
+    rank_weight: float = typer.Option(2.0, help="Weight of the in-batch ranking loss added to the paper's objective (0: the paper's objective alone)."),
     warmup_epochs: float = typer.Option(1.0, help="Linear learning-rate warm-up over this many epochs (0: none; 1, the default, keeps runs from stalling; README)."),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0 at the last epoch, after the warm-up)."),
     rank_warmup_epochs: float = typer.Option(0.0, help="Ramp the ranking loss's weight up from 0 over this many epochs."),
     clip_norm: float = typer.Option(None, help="Clip the gradients' global L2 norm to this value."),
     user_weight: float = typer.Option(1.0, help="Weight of user-carrying pairs in the pairwise loss."),
     user_negatives: float = typer.Option(0.0, help="Share of user-carrying pairs whose negative is the query's partner under another user."),
+    recon_weight: float = typer.Option(20.0, help="Weight of the appearance loss: each image's thumbnail decoded from its features (0: off; end-to-end only)."),
+    recon_size: int = typer.Option(2, help="Side of the appearance loss's thumbnail (3·side² values per image)."),
     epochs: int = typer.Option(20),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -77,7 +79,7 @@ def train_cmd(
         guide_pairs=guide_pairs or None, guide_val_pairs=guide_val_pairs, guide_rule=guide_rule,
         head=head, negatives=negatives, negative_mix=parse_mix(negative_mix) if negative_mix else None, rank_weight=rank_weight,
         warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
-        user_weight=user_weight, user_negatives=user_negatives, mark_augment=mark_augment,
+        user_weight=user_weight, user_negatives=user_negatives, mark_augment=mark_augment, recon_weight=recon_weight, recon_size=recon_size,
     )
     if backbone_config:
         try:

@@ -38,7 +38,7 @@ class PairModel(nn.Module):
     """Backbone + per-relation projection E_r (F×K), personal weights θ and shift c_r."""
 
     def __init__(self, backbone: Backbone, dim: int, n_relations: int, n_users: int = 0, personalize: bool = True, seed: int = 0,
-                 head: str = "metric"):
+                 head: str = "metric", recon_size: int = 0):
         super().__init__()
         self.head = head
         self.asymmetric = asymmetric_relations(head, n_relations)
@@ -59,11 +59,28 @@ class PairModel(nn.Module):
         # partner projection F_r of asymmetric heads (absent for a metric-only model: old runs load unchanged)
         self.F = nn.Parameter(self.E.detach().clone()) if any(self.asymmetric) else None
         self._asym_cols = torch.tensor(self.asymmetric).repeat_interleave(dim)
+        # training-only decoder of the appearance loss (absent unless asked for: old runs load unchanged)
+        self.recon_size = recon_size
+        self.recon = None
+        if recon_size > 0:
+            self.recon = nn.Linear(F, 3 * recon_size * recon_size)
+            with torch.no_grad():
+                self.recon.weight.copy_(torch.randn(self.recon.weight.shape, generator=g) / F ** 0.5)
+                self.recon.bias.zero_()
 
     # ---- pieces the explainers reuse ---------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features x = f(image), (B, F)."""
         return self.backbone(x)
+
+    def appearance_loss(self, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Squared error of the image's ``recon_size``² thumbnail decoded linearly from its features, (B,).
+
+        Keeps what no relation asks for but a user may (the synthetic catalog's colour) in the
+        backbone: without it the shared features drop colour and colour-driven users stay at chance.
+        """
+        target = nn.functional.adaptive_avg_pool2d(x.detach().float(), self.recon_size).flatten(1)
+        return (self.recon(feats.float()) - target).pow(2).mean(1)
 
     def project_all(self, feats: torch.Tensor) -> torch.Tensor:
         """a = x E_r for every relation, (B, R, K)."""

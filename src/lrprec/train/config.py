@@ -53,8 +53,9 @@ class TrainConfig:
     # the pairwise loss's negatives: mixed (default; shares negative_mix, default DEFAULT_MIX), random, category or contrast
     negatives: str = "mixed"
     negative_mix: dict | None = None
-    # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss)
-    rank_weight: float = 1.0
+    # weight of the in-batch ranking loss (0: the paper's objective alone; see rank_loss). 2 since the appearance loss:
+    # at 1 its colour pulled one seed's global lists to 0.75 (README, chosen on validation)
+    rank_weight: float = 2.0
     # Optimization schedule (functions of the step alone, so a --resume continues them exactly)
     # warm-up of 1 epoch: without it 1 run in 4 stalled for 12+ epochs at ~70% validation accuracy (README, chosen on validation)
     warmup_epochs: float = 1.0  # the learning rate rises linearly from 0 over this many epochs
@@ -68,6 +69,12 @@ class TrainConfig:
     # Counterfactual augmentation (issue 14, the explanation-free baseline): on a shortcut catalog each training
     # image's watermark is re-drawn (stamped or removed, even odds) with this probability
     mark_augment: float = 0.0
+    # Appearance loss (issue 19): weight of the squared error of each image's recon_size² thumbnail decoded linearly
+    # from its backbone features (end-to-end training on images only). It keeps appearance no relation asks for
+    # (the synthetic catalog's colour) in the shared features for the users whose purchases follow it; chosen on
+    # validation pairs, README "Users whose purchases follow colour"
+    recon_weight: float = 20.0
+    recon_size: int = 2
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -108,6 +115,8 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         raise UsageError(f"unknown --lr-schedule {cfg.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
     if cfg.clip_norm is not None and cfg.clip_norm <= 0:
         raise UsageError(f"--clip-norm must be positive, got {cfg.clip_norm}")
+    if cfg.recon_weight < 0 or cfg.recon_size <= 0:
+        raise UsageError(f"--recon-weight must be >= 0 and --recon-size positive, got {cfg.recon_weight} and {cfg.recon_size}")
     if cfg.user_weight < 0 or not 0 <= cfg.user_negatives <= 1 or not 0 <= cfg.mark_augment <= 1:
         raise UsageError("--user-weight must be >= 0; --user-negatives and --mark-augment are shares in [0, 1]")
     if cfg.mark_augment > 0:

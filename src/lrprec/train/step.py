@@ -29,13 +29,15 @@ class _PairStep(nn.Module):
 
             self._net = LRPNet(model.backbone, guide_rule)  # reads the live parameters on every call
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(logits, mean guidance share over the guided images or None, summed ranking loss or None).
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(logits, mean guidance share over the guided images or None, summed ranking loss or None,
+        summed appearance loss or None).
 
         The guidance loss is estimated on the batch's first ``guide_pairs`` pairs (the batch is
         a uniform draw of the epoch's shuffled pairs, so the estimate is unbiased); the logits
         and the BCE use every pair. The ranking loss (:func:`rank_loss`) comes with a batch
-        that carries ``rank_mask``.
+        that carries ``rank_mask``; the appearance loss (per pair, the mean over its two images)
+        with a model that has the decoder, on images.
         """
         rel, usr = batch["rel"], batch["user"]
         m = self.model
@@ -51,9 +53,10 @@ class _PairStep(nn.Module):
             feats = m.embed(x)  # the backbone once on the stacked [x_a; x_b]
         logit = m.logit_from_embeddings(m.project(feats[:n], rel), m.project_partner(feats[n:], rel), rel, usr)
         ranking = rank_loss(m, feats, rel, usr, batch["label"], batch["rank_mask"]) if "rank_mask" in batch else None
+        appearance = m.appearance_loss(x, feats).view(2, n).mean(0).sum() if x is not None and m.recon is not None else None
         penalty = 1 - batch["allowed"] if "allowed" in batch else self.penalty
         if x is None or self.guide is None or penalty is None:
-            return logit, None, ranking
+            return logit, None, ranking, appearance
         k = n if self.guide_pairs is None else min(self.guide_pairs, n)
         sub = torch.cat([torch.arange(k), n + torch.arange(k)]).to(x.device)  # images of the guided pairs
         if penalty.dim() == 3:
@@ -62,4 +65,4 @@ class _PairStep(nn.Module):
             relevance = gradient_relevance(logit[:k], x)[sub]
         else:
             relevance = lrp_relevance(m, self._net, x[sub], rel[:k], usr[:k])
-        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean(), ranking
+        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean(), ranking, appearance

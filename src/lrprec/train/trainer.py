@@ -230,10 +230,10 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     pin = dev.type == "cuda"
 
     def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int, guide_sum: float = 0.0,
-                   rank_sum: float = 0.0) -> None:
+                   rank_sum: float = 0.0, recon_sum: float = 0.0) -> None:
         """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
         states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen, "guide_sum": guide_sum,
-                                                                             "rank_sum": rank_sum}})
+                                                                             "rank_sum": rank_sum, "recon_sum": recon_sum}})
         if not ctx.is_main:
             return
         meta = {
@@ -255,6 +255,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         total, n_seen = (float(partial["loss_sum"]), int(partial["n_seen"])) if first else (0.0, 0)
         guide_total = float(partial.get("guide_sum", 0.0)) if first else 0.0
         rank_total = float(partial.get("rank_sum", 0.0)) if first else 0.0
+        recon_total = float(partial.get("recon_sum", 0.0)) if first else 0.0
         n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
                            (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None,
@@ -278,9 +279,12 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * lr_f
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logit, guide_share, ranking = step_module(batch)
+                logit, guide_share, ranking, appearance = step_module(batch)
             loss_sum = pair_loss(logit.float(), batch["label"], batch["user"], cfg.user_weight)
             objective = loss_sum
+            if appearance is not None:  # per pair, like the BCE: the same scaling holds under DDP
+                objective = objective + cfg.recon_weight * appearance.float()
+                recon_total += appearance.item()
             if ranking is not None:
                 objective = objective + cfg.rank_weight * rank_f * ranking.float()
                 rank_total += ranking.item()
@@ -301,17 +305,20 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
             n_seen += int(batch["label"].shape[0])
             seen_here += int(batch["label"].shape[0])
             if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total, rank_total)
+                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total, rank_total, recon_total)
         del it, loader
         train_time = time.perf_counter() - t0
         dist_.broadcast_buffers(ctx, model)
-        total, n_all, seen_all, guide_all, rank_all = dist_.all_reduce_sum(ctx, [total, n_seen, seen_here, guide_total, rank_total])
+        total, n_all, seen_all, guide_all, rank_all, recon_all = dist_.all_reduce_sum(
+            ctx, [total, n_seen, seen_here, guide_total, rank_total, recon_total])
         correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, catalog, val, ctx, config.get("input_size"), feats, cfg.bf16)))
         val_acc = correct / n_val if n_val else float("nan")
         rec = {"epoch": epoch + 1, "loss": total / max(n_all, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2),
                "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(wait / train_time, 4)}
         if ranking_on:
             rec["rank_loss"] = rank_all / max(n_all, 1)  # per pair of the epoch (positives carry it)
+        if model.recon is not None:
+            rec["appearance_loss"] = recon_all / max(n_all, 1)  # per pair of the epoch
         if cfg.guide is not None:
             # mean share of squared relevance on penalized pixels per image (None: no map yet)
             rec["guide_loss"] = guide_all / n_all if (masks_path is not None or pair_step.penalty is not None) and n_all else None
