@@ -55,11 +55,21 @@ def test_linear_imputation_matches_quantus_noisy_linear_imputation():
     from quantus.functions.perturb_func import noisy_linear_imputation
 
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 3, 16, 16, generator=g, dtype=torch.float64)
-    m = (torch.rand(3, 1, 4, 4, generator=g) < torch.tensor([0.2, 0.6, 0.95])[:, None, None, None])
+    shares = torch.tensor([0.2, 0.6, 0.95, 0.0, 0.4, 0.8, 0.3, 0.5, 1.0, 0.7, 0.9])  # 11 images: blocks of 4 on 2 threads
+    x = torch.randn(len(shares), 3, 16, 16, generator=g, dtype=torch.float64)
+    m = (torch.rand(len(shares), 1, 4, 4, generator=g) < shares[:, None, None, None]) | (shares == 1.0)[:, None, None, None]
     m = m.repeat_interleave(4, 2).repeat_interleave(4, 3)
-    ours = linear_imputation(x, m).numpy()
-    for i in range(3):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ours = linear_imputation(x, m).numpy()
+        torch.set_num_threads(1)
+        assert np.array_equal(linear_imputation(x, m).numpy(), ours)  # threads change nothing
+    finally:
+        torch.set_num_threads(threads)
+    assert m[3].sum() == 0 and np.array_equal(ours[3], x[3].numpy())  # nothing removed: unchanged
+    assert m[8].all() and not ours[8].any()  # all removed: 0 (Quantus's system is singular there)
+    for i in (0, 1, 2, 4, 5, 6, 7, 9, 10):
         idx = np.flatnonzero(m[i, 0].numpy().ravel())
         theirs = noisy_linear_imputation(x[i].numpy().copy(), idx, noise=0.0)
         np.testing.assert_allclose(ours[i], theirs, atol=1e-6, rtol=0)

@@ -14,12 +14,14 @@ method). It returns the filled images; pixels outside ``replaced`` are returned 
 * ``linear``: ROAD's noisy linear imputation — every removed pixel is the weighted mean of
   its 8 neighbours (1/6 for the 4 direct, 1/12 for the diagonal ones), solved jointly for
   all removed pixels, plus Gaussian noise (std ``noise``, 0.01 as in ROAD). The sparse
-  system is solved exactly per image (scipy's sparse LU); a fully removed image gets 0,
-  the mean colour after normalization;
+  system is solved exactly (scipy's sparse LU, a few images per factorization, on as many
+  threads as torch uses: SuperLU releases the GIL); a fully removed image gets 0, the mean
+  colour after normalization;
 * ``mean``: the per-channel mean of the evaluated images (a dataset-mean fill).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -78,9 +80,14 @@ _OFFSETS: tuple[tuple[int, int, float], ...] = tuple(
 """ROAD's neighbour weights (Rong et al. 2022; Quantus's noisy_linear_imputation): 1/6 direct, 1/12 diagonal."""
 
 
+_IMAGES_PER_SOLVE = 4
+"""Images per sparse factorization: small blocks factorize faster than one batch-wide system
+(measured: 256 images at 44% removed, 1.7 s as one system, 1.0 s in blocks of 4, 0.56 s on 2 threads)."""
+
+
 def _solve_batch(img: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """Imputed values (n, C) at the ``removed`` (B, H, W) pixels of (B, C, H, W) images, in
-    ``np.nonzero(removed)`` order: one block-diagonal sparse system for the whole batch."""
+    ``np.nonzero(removed)`` order: one block-diagonal sparse system for these images."""
     from scipy.sparse import csc_matrix
     from scipy.sparse.linalg import spsolve
 
@@ -110,7 +117,8 @@ def _solve_batch(img: np.ndarray, removed: np.ndarray) -> np.ndarray:
     cols.append(np.arange(n))
     vals.append(diag)
     a = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    return np.asarray(spsolve(a, rhs), dtype=np.float64).reshape(n, c)
+    # the system is symmetric: a symmetric fill-reducing ordering beats scipy's default COLAMD
+    return np.asarray(spsolve(a, rhs, permc_spec="MMD_AT_PLUS_A"), dtype=np.float64).reshape(n, c)
 
 
 def linear_imputation(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
@@ -118,11 +126,12 @@ def linear_imputation(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
 
     For each removed pixel i: W_i v_i − Σ_{removed j ~ i} w_ij v_j = Σ_{kept k ~ i} w_ik x_k,
     W_i being the total weight of i's neighbours inside the image — the equations of
-    Quantus's ``noisy_linear_imputation`` — solved exactly with one sparse LU for the whole
-    batch (a block-diagonal system; an iterative solver needs thousands of steps once most
-    of the image is removed). A fully removed image has no kept pixel to interpolate from
-    and gets 0 (the mean colour after normalization). Returns the solution at removed
-    pixels and ``x`` elsewhere.
+    Quantus's ``noisy_linear_imputation`` — solved exactly with a sparse LU per block of
+    images (block-diagonal systems; an iterative solver needs thousands of steps once most
+    of the image is removed, and algebraic multigrid was slower here), the blocks on
+    ``torch.get_num_threads()`` threads. A fully removed image has no kept pixel to
+    interpolate from and gets 0 (the mean colour after normalization). Returns the solution
+    at removed pixels and ``x`` elsewhere.
     """
     xd = x.detach().to(device="cpu", dtype=torch.float64).numpy()
     mask = replaced.detach().to("cpu").numpy()[:, 0].astype(bool)
@@ -130,9 +139,20 @@ def linear_imputation(x: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
     full = mask.reshape(len(mask), -1).all(1)
     out[full] = 0.0
     solve = mask & ~full[:, None, None]
-    if solve.any():
-        bs, ys, xs = np.nonzero(solve)
-        out[bs, :, ys, xs] = _solve_batch(xd, solve)
+    todo = np.flatnonzero(solve.any(axis=(1, 2)))
+    blocks = [todo[i:i + _IMAGES_PER_SOLVE] for i in range(0, todo.size, _IMAGES_PER_SOLVE)]
+
+    def fill(block: np.ndarray) -> None:
+        bs, ys, xs = np.nonzero(solve[block])
+        out[block[bs], :, ys, xs] = _solve_batch(xd[block], solve[block])  # blocks write disjoint images
+
+    threads = min(torch.get_num_threads(), len(blocks))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, blocks))
+    else:
+        for block in blocks:
+            fill(block)
     return torch.from_numpy(out).to(x.device)
 
 
