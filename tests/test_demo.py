@@ -1,11 +1,12 @@
 """The one-shot demo end to end (quick settings): every stage runs and the report has every section."""
 from __future__ import annotations
 
-import pytest
-
 import json
 
-from lrprec.demo import run_demo
+import pytest
+import torch
+
+from lrprec.demo import DemoConfig, _Background, run_demo, train_guidance_models
 
 
 @pytest.mark.slow
@@ -25,6 +26,17 @@ def test_quick_demo_writes_a_complete_report(tmp_path):
     assert any("recall@10" in line for line in lines) and any("precision@10" in line for line in lines)
     guidance = json.loads((run / "guidance.json").read_text())["variants"]
     assert len(guidance) == 3 and all(0 <= v["mark_share"] <= 1 for v in guidance.values())
+    if torch.get_num_threads() >= 2:  # trained in the second process on 1 thread: the same as in this one on 1 thread
+        assert any("second process" in line for line in lines)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            again = train_guidance_models(tmp_path / "sequential", DemoConfig.quick(), log=lambda m: None, progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        for name, rep in again.items():
+            assert rep["test_accuracy"] == guidance[name]["test_accuracy"], name
+            assert rep["counterfactual"]["sensitivity"] == pytest.approx(guidance[name]["counterfactual"]["sensitivity"], abs=1e-12), name
     # every image the report links to exists
     import re
 
@@ -68,3 +80,19 @@ def test_demo_sizes_and_the_full_flag(tmp_path, monkeypatch):
         res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), *args])
         assert res.exit_code == 0, res.output
         assert (calls[-1]["full"], calls[-1]["quick"]) == want
+
+
+def test_background_process_returns_the_value_or_raises_the_error():
+    """The demo's second process: its value comes back; its exception is raised here; a process that
+    dies without a result is an error naming its exit code, not a hang."""
+    import operator
+    import os
+
+    assert _Background(operator.add, 2, 3).result() == 5
+    with pytest.raises(ZeroDivisionError):
+        _Background(operator.truediv, 1, 0).result()
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        _Background(os._exit, 3).result()
+    running = _Background(__import__("time").sleep, 60)
+    running.stop()  # the main pipeline failed: the second process is ended, not waited for
+    assert not running._proc.is_alive()

@@ -17,9 +17,11 @@ def demo(
     seed: int = typer.Option(0),
     ablation: bool = typer.Option(False, "--ablation", help="Also train frozen-backbone and non-personalized variants and compare."),
     guidance: bool = typer.Option(True, "--guidance/--no-guidance", help="Train without and with explanation guidance on a shortcut catalog (a report section)."),
+    parallel: bool = typer.Option(True, "--parallel/--sequential", help="Train the guidance section in a second process beside the main "
+                                  "pipeline, torch's threads split between the two (faster on 2+ cores); --sequential: one process, all threads."),
 ) -> None:
     """Synthetic catalog → training → evaluation → explanations → HTML report."""
     from lrprec.demo import run_demo
 
-    path = run_demo(out, quick=quick, seed=seed, ablation=ablation, guidance=guidance, log=typer.echo, full=full)
+    path = run_demo(out, quick=quick, seed=seed, ablation=ablation, guidance=guidance, log=typer.echo, full=full, parallel=parallel)
     typer.echo(f"open {path.resolve()}")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU figures of issue 18 (item 5) in one prepared script; nothing in lrprec needs a GPU.
+#   benchmarks/gpu_check.sh OUT [DEVICE]      DEVICE: cuda (default) or cpu (a dry run of the script)
+# Measures, each against a baseline of the same run where one exists:
+#   1. VGG-16 training at 224 px: pairs/s of `lrprec train` (2 epochs of STEPS steps, the second reported);
+#   2. LRP on VGG-16 at PAIRS pairs, 224 px: each composite's time / a plain forward+backward
+#      (benchmarks/bench_explain.py --sections vgg);
+#   3. a 1-process DDP run under torchrun (nccl on CUDA, gloo on CPU): pairs/s beside run 1's.
+# Sizes come from the environment (defaults sized for one H200; for a CPU dry run use e.g.
+# ITEMS=60 STEPS=1 BATCH=2 PAIRS=1). Logs and runs land in OUT.
+set -euo pipefail
+OUT=${1:?usage: benchmarks/gpu_check.sh OUT [cuda|cpu]}
+DEV=${2:-cuda}
+PY=${PY:-.venv/bin/python}
+ITEMS=${ITEMS:-400}; STEPS=${STEPS:-20}; BATCH=${BATCH:-32}; PAIRS=${PAIRS:-64}
+mkdir -p "$OUT"
+[ -f "$OUT/cat224/items.parquet" ] || "$PY" -m lrprec synth "$OUT/cat224" --items "$ITEMS" --pairs "$ITEMS" --image-size 224 --seed 0 > "$OUT/synth.log" 2>&1
+common=(--backbone vgg16 --epochs 2 --steps-per-epoch "$STEPS" --batch-size "$BATCH" --recon-weight 0 --seed 0)
+
+"$PY" -m lrprec train "$OUT/cat224" --out "$OUT/vgg" --device "$DEV" "${common[@]}" > "$OUT/vgg.log" 2>&1
+"$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m lrprec train "$OUT/cat224" --out "$OUT/ddp" \
+    --device "$([ "$DEV" = cuda ] && echo auto || echo cpu)" "${common[@]}" > "$OUT/ddp.log" 2>&1
+"$PY" - "$OUT" "$DEV" <<'EOF'
+import json, sys
+out, dev = sys.argv[1], sys.argv[2]
+one = json.load(open(f"{out}/vgg/history.json"))["epochs"][-1]["pairs_per_second"]
+ddp = json.load(open(f"{out}/ddp/history.json"))["epochs"][-1]["pairs_per_second"]
+print(f"VGG-16 224 px training on {dev}: {one:.1f} pairs/s in one process; under torchrun (1 process, "
+      f"{'nccl' if dev == 'cuda' else 'gloo'}): {ddp:.1f} pairs/s ({ddp / one:.2f}x)")
+EOF
+"$PY" benchmarks/bench_explain.py --sections vgg --device "$DEV" --pairs "$PAIRS" --threads 1 | tee "$OUT/explain.txt"
