@@ -148,7 +148,7 @@ def test_weight_zero_reproduces_unguided_training(shortcut_catalog, tmp_path):
 
     train(shortcut_catalog, tmp_path / "plain", _cfg(), progress=False, log=_quiet)
     plain = load_file(str(tmp_path / "plain" / "model.safetensors"))
-    for guide, masks in (("lrp", "gt"), ("gradient", "gt"), ("lrp", "relevance")):
+    for guide, masks in (("lrp", "gt"), ("gradient", "gt"), ("lrp", "relevance"), ("lrp", "mark")):
         out = tmp_path / f"{guide}-{masks}"
         h = train(shortcut_catalog, out, _cfg(guide=guide, guide_weight=0.0, guide_masks=masks), progress=False, log=_quiet)
         zero = load_file(str(out / "model.safetensors"))
@@ -322,6 +322,32 @@ def test_mark_augment_redraws_the_watermark_in_training_batches(shortcut_catalog
     want = np.where(marked[:, None, None, None], counterfactual_images(raw, True), counterfactual_images(raw, False, fill))
     assert (got == want).all()
     assert torch.equal(aug, batch(1.0)) and not torch.equal(aug, batch(1.0, seed=1))  # (seed, epoch, step) alone
+
+
+def test_mark_masks_forbid_only_the_watermark(shortcut_catalog, tiny_catalog, tmp_path):
+    """--guide-masks mark: the allowed region is everything but the stamped watermark's pixels
+    (unmarked images: all allowed), flipped with the image; a catalog without a watermark is refused."""
+    from lrprec.train.batches import _EpochBatches, _Norm
+
+    cat = Catalog(shortcut_catalog)
+    tags = np.load(shortcut_catalog / "shortcut_tags.npy")
+    marks = np.load(shortcut_catalog / "shortcut_masks.npy").astype(bool)
+    pairs = cat.pairs("train").take(np.arange(64))
+    rows = np.concatenate([pairs.a, pairs.b])
+    norm = _Norm((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))
+    for key in (None, (0, 0)):  # without and with random flips
+        ds = _EpochBatches(pairs, 64, 1, 0, 0, 1, shortcut_catalog / "images.npy", norm, None, key,
+                           masks_path=shortcut_catalog / "shortcut_masks.npy", forbid_masks=True)
+        b = ds[0]
+        allowed = b["allowed"].numpy().astype(bool)
+        raw = np.asarray(cat.images[rows]).transpose(0, 3, 1, 2).astype(np.float32)
+        flipped = (np.abs(b["x"].numpy() - raw) > 0.5).any(axis=(1, 2, 3))  # inputs = raw pixel values up to rounding
+        assert flipped.any() == (key is not None)
+        want = ~np.where(flipped[:, None, None], marks[rows][:, :, ::-1], marks[rows])
+        assert (allowed == want).all()
+        assert allowed[tags[rows] == 0].all() and not allowed[tags[rows] == 1].all()
+    with pytest.raises(CatalogError, match="no planted shortcut"):
+        train(tiny_catalog, tmp_path / "r", _cfg(guide="lrp", guide_masks="mark"), progress=False, log=_quiet)
 
 
 def test_mark_augment_needs_a_shortcut_catalog(tiny_catalog, tmp_path):

@@ -50,7 +50,8 @@ def train_cmd(
     sync_batchnorm: bool = typer.Option(False, "--sync-batchnorm", help="Under DDP on GPUs: BatchNorm statistics over the global batch."),
     guide: str = typer.Option(None, help="Explanation-guided training: lrp or gradient (penalizes relevance outside the allowed region)."),
     guide_weight: float = typer.Option(1.0, help="λ of the guidance loss (0: train unguided, only log the loss)."),
-    guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks) or relevance (outer loop over validation relevance)."),
+    guide_masks: str = typer.Option("gt", help="Allowed regions: gt (catalog masks), mark (all but the planted watermark's pixels) "
+                                    "or relevance (outer loop over validation relevance)."),
     guide_pairs: int = typer.Option(32, help="Pairs per batch whose relevance is constrained (0: all)."),
     guide_rule: str = typer.Option(GUIDE_COMPOSITE, help="LRP composite of the guidance relevance (--guide lrp)."),
     guide_val_pairs: int = typer.Option(512, help="Validation pairs explained per outer step (--guide-masks relevance)."),

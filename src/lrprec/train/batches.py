@@ -35,12 +35,14 @@ class _EpochBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
                  images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None,
-                 masks_path: Path | None = None, related=None, mark_augment: tuple[float, np.ndarray, tuple[int, int]] | None = None):
+                 masks_path: Path | None = None, related=None, mark_augment: tuple[float, np.ndarray, tuple[int, int]] | None = None,
+                 forbid_masks: bool = False):
         self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
         self.related = related  # (a, b, r, u) -> bool, broadcasting: the ranking loss's candidate veto
         self.rank, self.world = rank, world
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
-        self.masks_path = masks_path  # ground-truth masks ride along as "allowed" (guided training)
+        self.masks_path = masks_path  # masks ride along as "allowed" (guided training) ...
+        self.forbid_masks = forbid_masks  # ... or, when True, as the forbidden region (allowed = the rest)
         # counterfactual augmentation: (probability, an unmarked image to take the background from, (seed, epoch))
         self.mark_augment = mark_augment
         self._images: np.ndarray | None = None
@@ -91,7 +93,8 @@ class _EpochBatches(torch.utils.data.Dataset):
             if self.masks_path is not None:
                 if self._masks is None:
                     self._masks = np.load(self.masks_path, mmap_mode="r")
-                allowed = resize_masks(self._masks[rows], x.shape[-2], x.shape[-1]).float()
+                inside = resize_masks(self._masks[rows], x.shape[-2], x.shape[-1])
+                allowed = (~inside if self.forbid_masks else inside).float()
             if self.augment_key is not None:
                 flip_global = np.random.default_rng([*self.augment_key, step]).random(2 * n_global) < 0.5
                 flip = torch.from_numpy(np.concatenate([flip_global[pos], flip_global[n_global + pos]]))

@@ -44,7 +44,7 @@ class TrainConfig:
     # Explanation-guided training (lrprec.train.guidance): None, "lrp" or "gradient"; weight 0 only logs the loss
     guide: str | None = None
     guide_weight: float = 1.0
-    guide_masks: str = "gt"  # allowed regions: "gt" (catalog masks) or "relevance" (validation outer loop)
+    guide_masks: str = "gt"  # allowed regions: "gt" (catalog masks), "mark" (all but the watermark) or "relevance" (validation outer loop)
     guide_val_pairs: int = 512  # validation pairs explained per outer step (guide_masks="relevance")
     guide_pairs: int | None = 32  # pairs of each (per-process) batch whose relevance is constrained (None: all)
     guide_rule: str = GUIDE_COMPOSITE  # LRP composite of the guidance relevance (--guide lrp)
@@ -148,6 +148,9 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
             raise UsageError("--guide steers what the backbone looks at: it needs end-to-end training on images")
         if cfg.guide_masks == "gt" and catalog.masks is None:
             raise CatalogError(f"{catalog.root} has no ground-truth masks; use --guide-masks relevance")
+        if cfg.guide_masks == "mark" and not (catalog.root / "shortcut_masks.npy").exists():
+            raise CatalogError(f"{catalog.root} has no planted shortcut (shortcut_masks.npy, from `lrprec synth --spurious P`) "
+                               "for --guide-masks mark to penalize")
         if cfg.guide_val_pairs <= 0 or (cfg.guide_pairs is not None and cfg.guide_pairs <= 0):
             raise UsageError("--guide-val-pairs and --guide-pairs must be positive")
     return rels

@@ -21,9 +21,14 @@ r_p² = Σ_c g_cp², for ``gradient``) and penalty weights w_p = 1 − allowed_p
 a share in [0, 1]: 0 when all relevance is allowed, so λ means the same for either method
 and at any logit scale. The training objective becomes BCE-mean + λ · L_guide.
 
-Two sources of allowed regions (``masks``):
+Three sources of allowed regions (``masks``):
 
-- ``gt``: the catalog's ground-truth masks (the attribute-carrying pixels).
+- ``gt``: the catalog's ground-truth masks (the attribute-carrying pixels): relevance anywhere
+  else is penalized.
+- ``mark``: everything but a known artifact's pixels (the planted watermark,
+  ``shortcut_masks.npy``): only relevance on the artifact is penalized — the knowledge
+  counterfactual augmentation uses, so the two compare like for like. Images without the
+  mark carry no penalty.
 - ``relevance``: no ground truth — the paper's outer loop over the validation set. After
   every epoch the model explains the validation pairs (LRP of the logit); each pixel's
   relevance is turned into evidence for the *correct* answer (its sign flipped for
@@ -49,7 +54,7 @@ from torch import Tensor
 from lrprec.errors import UsageError
 
 GUIDES: tuple[str, ...] = ("lrp", "gradient")
-MASK_SOURCES: tuple[str, ...] = ("gt", "relevance")
+MASK_SOURCES: tuple[str, ...] = ("gt", "relevance", "mark")
 BLOCK = 4  # pixels per side of the blocks the relevance map is scored on
 
 

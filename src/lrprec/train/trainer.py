@@ -222,7 +222,8 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         if not frozen and not cfg.sync_batchnorm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
     images_path = None if frozen else catalog.root / "images.npy"
-    masks_path = catalog.root / "masks.npy" if cfg.guide is not None and cfg.guide_masks == "gt" else None
+    masks_path = ({"gt": catalog.root / "masks.npy", "mark": catalog.root / "shortcut_masks.npy"}.get(cfg.guide_masks)
+                  if cfg.guide is not None else None)
     mark_fill = None
     if cfg.mark_augment > 0:  # the background of an unmarked image fills a removed watermark
         mark_fill = unmarked_image(catalog.images, np.load(catalog.root / "shortcut_tags.npy"))
@@ -259,7 +260,8 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
         n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
                            (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None,
-                           (cfg.mark_augment, mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None)
+                           (cfg.mark_augment, mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None,
+                           forbid_masks=cfg.guide_masks == "mark")
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
         model.train()
         if frozen:
