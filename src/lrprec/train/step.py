@@ -22,7 +22,7 @@ class _PairStep(nn.Module):
         self.feats = feats
         self.guide = guide
         self.guide_pairs = guide_pairs
-        self.penalty: torch.Tensor | None = None  # the outer loop's map (guide_masks="relevance"); gt masks come with the batch
+        self.penalty: torch.Tensor | None = None  # the outer loop's map (guide_masks="relevance"); gt and mark masks come with the batch
         self._net = None
         if guide == "lrp":
             from lrprec.explain.engine import LRPNet
