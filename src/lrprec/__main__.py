@@ -1,3 +1,4 @@
 from lrprec.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (the demo's second one) imports its parent's main module
+    main()
