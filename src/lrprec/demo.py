@@ -128,9 +128,9 @@ GUIDED = {"guide": "lrp", "guide_weight": 1.0, "guide_masks": "gt"}
 AUGMENTED = {"mark_augment": 0.5}  # the explanation-free baseline: each training image's mark re-drawn w.p. 0.5
 
 
-def _guidance_variants() -> dict[str, tuple[str, dict]]:
-    return {"unguided": ("unguided", {}), f"LRP-guided (ground-truth masks, λ = {GUIDED['guide_weight']:g})": ("guided", GUIDED),
-            f"counterfactual augmentation (no explanation, p = {AUGMENTED['mark_augment']:g})": ("augmented", AUGMENTED)}
+GUIDANCE_VARIANTS: dict[str, tuple[str, dict]] = {  # report name -> (directory suffix, training change)
+    "unguided": ("unguided", {}), f"LRP-guided (ground-truth masks, λ = {GUIDED['guide_weight']:g})": ("guided", GUIDED),
+    f"counterfactual augmentation (no explanation, p = {AUGMENTED['mark_augment']:g})": ("augmented", AUGMENTED)}
 
 
 def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, dict]:
@@ -151,7 +151,7 @@ def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None]
         log(f"      generating a shortcut catalog ({cfg.guidance_synth.items} items, watermark agreeing with {100 * cfg.guidance_synth.spurious:.0f}% of training labels)")
         generate(data, cfg.guidance_synth, overwrite=True, progress=False)
     reports = {}
-    for name, (short, change) in _guidance_variants().items():
+    for name, (short, change) in GUIDANCE_VARIANTS.items():
         path = out / f"shortcut-{short}"
         tcfg = replace(cfg.guidance_train, **change)
         settings = {"train": asdict(tcfg), "catalog": Catalog(data).fingerprint}
@@ -176,7 +176,7 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
     data = out / "shortcut-data"
     result: dict = {"catalog": asdict(cfg.guidance_synth), "train": asdict(cfg.guidance_train), "variants": {}}
     example: tuple[str, str] | None = None
-    for name, (short, _) in _guidance_variants().items():
+    for name, (short, _) in GUIDANCE_VARIANTS.items():
         path = out / f"shortcut-{short}"
         rep = reports[name]
         r = Run.load(path)
@@ -246,7 +246,9 @@ class _Background:
         except EOFError:
             self._proc.join()
             raise RuntimeError(f"the demo's guidance process ended without a result (exit code {self._proc.exitcode})") from None
-        self._proc.join()
+        finally:
+            self._proc.join()
+            self._conn.close()
         if not ok:
             raise value
         return value
