@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from lrprec.data.watermark import counterfactual_images, unmarked_image, watermark_box
+from lrprec.evaluate.perturbation import pixel_relevance
 from lrprec.evaluate.shortcut import shortcut_arrays
 from lrprec.explain.engine import LRPNet
-from lrprec.evaluate.perturbation import pixel_relevance
 from lrprec.explain.targets import _select, explain_pairs
 from lrprec.model.backbones import preprocess
 from lrprec.run import Run
