@@ -34,7 +34,7 @@ from lrprec.data.watermark import counterfactual_images, unmarked_image, waterma
 from lrprec.evaluate.perturbation import pixel_relevance
 from lrprec.evaluate.shortcut import shortcut_arrays
 from lrprec.explain.engine import LRPNet
-from lrprec.explain.targets import _select, explain_pairs
+from lrprec.explain.targets import explain_pairs
 from lrprec.model.backbones import preprocess
 from lrprec.run import Run
 
@@ -57,7 +57,7 @@ def visibility(run_path: str, pairs: int = 64, draws: int = 8, composites: tuple
     e_sel = model.E.detach().view(-1, n_rel, K)[:, rel, :].permute(1, 0, 2)  # (N, D, K): each image's E_r
 
     def embed(x: torch.Tensor) -> torch.Tensor:
-        return _select(model.embed(x) @ model.E, rel, n_rel, K)
+        return model.project(model.embed(x), rel)
 
     with torch.no_grad():
         a0 = embed(x0)
