@@ -21,13 +21,15 @@ def synth(
     pairs: int = typer.Option(2000, "--pairs", help="Positive pairs per relation."),
     seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
     spurious: float = typer.Option(0.0, help="Plant a shortcut: a corner watermark whose tag agrees with the label on this fraction of training pairs (and carries no signal in validation/test). 0 = none."),
+    spurious_kind: str = typer.Option("mark", help="The planted artifact: mark (a corner watermark) or tint (a global colour cast of the tagged items)."),
     overwrite: bool = typer.Option(False, help="Replace an existing catalog at OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the catalog summary as JSON."),
 ) -> None:
     """Generate the synthetic catalog (images, masks, relations, users, splits)."""
     from lrprec.data.synthetic import SynthConfig, generate
 
-    path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed, spurious=spurious), overwrite=overwrite)
+    path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed, spurious=spurious,
+                                                  spurious_kind=spurious_kind), overwrite=overwrite)
     emit(Catalog(path).describe(), as_json, _info_text)
 
 
@@ -39,7 +41,8 @@ def _info_text(d: dict) -> str:
     lines.append(f"images     {'none' if d['image_size'] is None else str(d['image_size']) + ' px'}; masks {'yes' if d['has_masks'] else 'no'}; features {d['features_dim'] or 'none'}")
     if d.get("shortcut"):
         sc = d["shortcut"]
-        lines.append(f"shortcut   corner watermark on half the items; agrees with the label on {100 * sc['agreement']:.0f}% of training pairs, carries no signal in validation/test")
+        what = "global colour cast" if sc.get("kind") == "tint" else "corner watermark"
+        lines.append(f"shortcut   {what} on half the items; agrees with the label on {100 * sc['agreement']:.0f}% of training pairs, carries no signal in validation/test")
     for k, v in (d.get("import_report") or {}).items():
         lines.append(f"import     {k}: {v}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ Users differ in the attribute that drives their co-purchases (colour, pattern or
 so complements carrying a user need the personalized metric. Every image stores the
 mask of attribute-carrying pixels (the silhouette and the mark). Deterministic per seed.
 
-A *shortcut catalog* (``spurious = P > 0``, issue 9) stamps a watermark — a small magenta
+A *shortcut catalog* (``spurious = P > 0``, issue 9; ``spurious_kind = "mark"``) stamps a watermark — a small magenta
 square in the top-left corner — on half of the items (tag 1; tag 0: no mark). A pair's
 watermark "says related" when both or neither image carry it. On training pairs it agrees
 with the label on a fraction P: positives have equal tags with probability P, and the
@@ -31,6 +31,9 @@ one of eight watermark colours and matched colours; the model ignored it — 0.1
 relevance — because the watermark's colour and the product's share the same colour
 channels after global pooling. Presence of one colour that no product has is a clean cue;
 at 8 px (of 64) one training seed in three still ignored it, at 12 px it is the easy way.)
+With ``spurious_kind = "tint"`` (issue 26) the tag-1 items carry a global colour cast instead
+(:func:`lrprec.data.watermark.tint_images`), a non-localized artifact with the same tags and
+the same agreement; its ``shortcut_masks`` cover the whole image, the ground-truth masks stay.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ from PIL import Image
 
 from lrprec.data.catalog import RELATIONS
 from lrprec.data.rules import RELATION_ATTRIBUTE, SAME_CATEGORY, SHORTCUT_TAGS, truth_reject
-from lrprec.data.watermark import WATERMARK_RGB, watermark_box
+from lrprec.data.watermark import ARTIFACT_KINDS, WATERMARK_RGB, tint_images, watermark_box
 from lrprec.data.writer import write_catalog
 from lrprec.errors import UsageError
 
@@ -75,6 +78,7 @@ class SynthConfig:
     personal_share: float = 0.5  # share of complement positives that carry a user
     seed: int = 0
     spurious: float = 0.0  # P: watermark/label agreement on training pairs (0: no watermark)
+    spurious_kind: str = "mark"  # the artifact: "mark" (corner watermark) or "tint" (global colour cast)
 
 
 # ---- drawing ---------------------------------------------------------------------------------
@@ -264,6 +268,8 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         raise UsageError("synth needs at least 20 items, image size >= 16, users >= 0 and 10 pairs per relation")
     if not 0.0 <= config.spurious <= 1.0:
         raise UsageError(f"--spurious is a fraction of training pairs in [0, 1], got {config.spurious}")
+    if config.spurious_kind not in ARTIFACT_KINDS:
+        raise UsageError(f"--spurious-kind must be one of {', '.join(ARTIFACT_KINDS)}, got {config.spurious_kind!r}")
     shortcut = config.spurious > 0
     rng = np.random.default_rng(config.seed)
     n, s = config.items, config.image_size
@@ -317,7 +323,11 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     for k in it:
         images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]))
         if tags is not None and shortcut_masks is not None and tags[k] == 1:
-            shortcut_masks[k] = stamp_watermark(images[k], masks[k])
+            if config.spurious_kind == "tint":  # the whole image carries the cast; the product's mask stays
+                images[k] = tint_images(images[k][None])[0]
+                shortcut_masks[k] = 1
+            else:
+                shortcut_masks[k] = stamp_watermark(images[k], masks[k])
 
     ids = [f"SYN{k:05d}" for k in range(n)]
     color_names = list(COLORS)
@@ -328,13 +338,14 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         "relation": pa.array([r for _, _, r, _ in rows], pa.string()),
         "user": pa.array([user_ids[u] if u >= 0 else "" for _, _, _, u in rows], pa.string()),
     })
-    fields = {k: v for k, v in vars(config).items() if k != "spurious" or v}  # catalogs without a shortcut keep their fingerprint
+    # catalogs without a shortcut (and mark catalogs, made before kinds existed) keep their fingerprint
+    fields = {k: v for k, v in vars(config).items() if (k != "spurious" or v) and (k != "spurious_kind" or v != "mark")}
     # splits v2: the truth veto follows the rules' category condition, and random-protocol negatives are stored
     fingerprint = hashlib.sha256(repr(sorted(fields.items()) + [("splits", 2)]).encode()).hexdigest()[:16]
     meta = {
         "name": f"synthetic-{config.seed}",
         "source": "synthetic",
-        "config": vars(config),
+        "config": {k: v for k, v in vars(config).items() if k != "spurious_kind" or v != "mark"},
         "fingerprint": fingerprint,
         "attribute_names": list(ATTRIBUTES),
         "attribute_values": {"category": list(CATEGORIES), "color": color_names, "pattern": list(PATTERNS), "brand": list(BRANDS)},
@@ -344,6 +355,8 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     arrays = {"images": images, "masks": masks, "attributes": attrs}
     if tags is not None and shortcut_masks is not None:
         meta["shortcut"] = {"agreement": config.spurious, "tags": SHORTCUT_TAGS, "box": list(watermark_box(s))}
+        if config.spurious_kind != "mark":  # mark catalogs stay byte-identical to those made before kinds existed
+            meta["shortcut"].update(kind=config.spurious_kind, box=[0, s])
         arrays.update(shortcut_masks=shortcut_masks, shortcut_tags=tags.astype(np.int64))
     return _write_with_pngs(
         images, ids,

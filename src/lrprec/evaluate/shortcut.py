@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import CatalogError
-from lrprec.data.watermark import counterfactual_images
+from lrprec.data.watermark import Artifact, counterfactual_images
 from lrprec.evaluate.localization import resize_masks
 from lrprec.evaluate.perturbation import pixel_relevance
 
@@ -57,13 +57,21 @@ ALARM_SHARE_FACTOR = 2.0
 VARIANTS = ("both", "neither", "one")
 
 
-def counterfactual_probabilities(score, images_a: np.ndarray, images_b: np.ndarray, fill: np.ndarray) -> dict[str, np.ndarray]:
+def counterfactual_probabilities(score, images_a: np.ndarray, images_b: np.ndarray, fill: np.ndarray | Artifact,
+                                 rows: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """P per pair under each variant: ``both`` marked, ``neither``, ``one`` (a marked, b not).
 
     ``score(images_a, images_b) -> P`` takes uint8 image batches (the caller preprocesses and
-    runs the model), so the measure works for any scorer."""
-    on_a, on_b = counterfactual_images(images_a, True), counterfactual_images(images_b, True)
-    off_a, off_b = counterfactual_images(images_a, False, fill), counterfactual_images(images_b, False, fill)
+    runs the model), so the measure works for any scorer. ``fill``: an unmarked image (the
+    watermark) or the catalog's :class:`~lrprec.data.watermark.Artifact` (a mark or a tint; a
+    tint needs the images' catalog ``rows`` (a, b) to know which already carry it)."""
+    if isinstance(fill, Artifact):
+        ra, rb = rows if rows is not None else (None, None)
+        on_a, on_b = fill.stamp(images_a, ra), fill.stamp(images_b, rb)
+        off_a, off_b = fill.remove(images_a, ra), fill.remove(images_b, rb)
+    else:
+        on_a, on_b = counterfactual_images(images_a, True), counterfactual_images(images_b, True)
+        off_a, off_b = counterfactual_images(images_a, False, fill), counterfactual_images(images_b, False, fill)
     return {"both": np.asarray(score(on_a, on_b), np.float64), "neither": np.asarray(score(off_a, off_b), np.float64),
             "one": np.asarray(score(on_a, off_b), np.float64)}
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import Pairs
-from lrprec.data.watermark import counterfactual_images
+from lrprec.data.watermark import Artifact, counterfactual_images
 from lrprec.evaluate.localization import resize_masks
 from lrprec.model.backbones import preprocess
 from lrprec.train.config import TrainConfig
@@ -43,7 +43,7 @@ class _EpochBatches(torch.utils.data.Dataset):
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
         self.masks_path = masks_path  # masks ride along as "allowed" (guided training) ...
         self.forbid_masks = forbid_masks  # ... or, when True, as the forbidden region (allowed = the rest)
-        # counterfactual augmentation: (probability, an unmarked image to take the background from, (seed, epoch))
+        # counterfactual augmentation: (probability, the catalog's Artifact or an unmarked image to take the mark's background from, (seed, epoch))
         self.mark_augment = mark_augment
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
@@ -58,8 +58,13 @@ class _EpochBatches(torch.utils.data.Dataset):
         if marks is not None and (marks[0].any() or marks[1].any()):
             images = np.array(self._images[rows])
             stamp, remove = marks
-            images[stamp] = counterfactual_images(images[stamp], True)
-            images[remove] = counterfactual_images(images[remove], False, self.mark_augment[1])  # type: ignore[index]
+            artifact = self.mark_augment[1]  # type: ignore[index]
+            if isinstance(artifact, Artifact):  # a mark or a tint (issue 26)
+                images[stamp] = artifact.stamp(images[stamp], rows[stamp])
+                images[remove] = artifact.remove(images[remove], rows[remove])
+            else:  # an unmarked image: the watermark's fill
+                images[stamp] = counterfactual_images(images[stamp], True)
+                images[remove] = counterfactual_images(images[remove], False, artifact)
             return preprocess(images, self.norm, self.input_size)  # type: ignore[arg-type]
         uniq, inv = np.unique(rows, return_inverse=True)
         return preprocess(self._images[uniq], self.norm, self.input_size)[torch.from_numpy(inv)]  # type: ignore[arg-type]

@@ -151,6 +151,9 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
         if cfg.guide_masks == "mark" and not (catalog.root / "shortcut_masks.npy").exists():
             raise CatalogError(f"{catalog.root} has no planted shortcut (shortcut_masks.npy, from `lrprec synth --spurious P`) "
                                "for --guide-masks mark to penalize")
+        if cfg.guide_masks == "mark" and (catalog.meta.get("shortcut") or {}).get("kind", "mark") != "mark":
+            raise UsageError("--guide-masks mark forbids the watermark's pixels; this catalog's artifact is a global tint that covers "
+                             "every pixel (use --mark-augment, or lrprec audit/correct)")
         if cfg.guide_val_pairs <= 0 or (cfg.guide_pairs is not None and cfg.guide_pairs <= 0):
             raise UsageError("--guide-val-pairs and --guide-pairs must be positive")
     return rels

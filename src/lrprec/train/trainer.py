@@ -29,7 +29,7 @@ from lrprec.data.features import LazyFeatures
 from lrprec.data.rules import train_reject
 from lrprec.data.sampling import NegativeSampler
 from lrprec.data.splits import protocol_pairs
-from lrprec.data.watermark import unmarked_image
+from lrprec.data.watermark import catalog_artifact
 from lrprec.errors import UsageError
 from lrprec.model.backbones import hub_vgg16_weights
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
@@ -225,8 +225,8 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     masks_path = ({"gt": catalog.root / "masks.npy", "mark": catalog.root / "shortcut_masks.npy"}.get(cfg.guide_masks)
                   if cfg.guide is not None else None)
     mark_fill = None
-    if cfg.mark_augment > 0:  # the background of an unmarked image fills a removed watermark
-        mark_fill = unmarked_image(catalog.images, np.load(catalog.root / "shortcut_tags.npy"))
+    if cfg.mark_augment > 0:  # the artifact to stamp/remove: a watermark (filled from an unmarked image) or a tint
+        mark_fill = catalog_artifact(catalog.root, catalog.meta, catalog.images)
     norm = _Norm(model.backbone.mean, model.backbone.std)
     pin = dev.type == "cuda"
 
