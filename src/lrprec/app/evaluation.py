@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS
-from lrprec.data.watermark import unmarked_image
+from lrprec.data.watermark import catalog_artifact
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
 from lrprec.evaluate.baselines import baseline_name, evaluate_baseline
 from lrprec.evaluate.compare import unique_name
 from lrprec.evaluate.linkpred import link_prediction_report
 from lrprec.evaluate.perturbation import bootstrap_ci
+from lrprec.evaluate.probe import linear_probe
 from lrprec.evaluate.ranking import ModelScorer, ranking_report
 from lrprec.evaluate.shortcut import (VARIANTS, alarm, counterfactual_probabilities, mark_share, shortcut_arrays,
                                      shortcut_sensitivity)
@@ -23,7 +24,7 @@ from lrprec.evaluate.truth import truth_report
 from lrprec.explain.baselines import attribute
 from lrprec.explain.targets import explain_catalog_pairs
 from lrprec.model.backbones import preprocess
-from lrprec.run import Run, atomic_write_text, item_inputs, predict_logits
+from lrprec.run import Run, atomic_write_text, embed_items, item_inputs, predict_logits
 
 
 def evaluate_run(path, split: str = "test") -> dict:
@@ -132,7 +133,7 @@ def compare_reports(
 
 
 def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: str | None = None, batch_size: int = 64,
-                    independent_pairs: int = 64, split: str = "test") -> dict:
+                    independent_pairs: int = 64, split: str = "test", probe: bool = True) -> dict:
     """Measure a run's reliance on its catalog's watermark, by explanation and by behaviour
     (:mod:`lrprec.evaluate.shortcut`); stored as ``RUN/shortcut.json``.
 
@@ -141,7 +142,10 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     re-scored with the mark stamped/removed; ``independent_pairs`` of the explained pairs are
     also explained with integrated gradients (0: skip). ``split``: the pairs the behaviour is
     measured on — ``test`` to report, ``validation`` to choose settings (then the report keeps
-    its key names, says ``split``, and is stored as ``RUN/shortcut_validation.json``)."""
+    its key names, says ``split``, and is stored as ``RUN/shortcut_validation.json``). On a tint catalog
+    (``--spurious-kind tint``) the relevance share is skipped (the cast covers every pixel) and the
+    counterfactuals apply/remove the tint. ``probe``: a cross-validated linear probe of the artifact's
+    tag from the features the head reads, every catalog item (:mod:`lrprec.evaluate.probe`)."""
     if split not in ("validation", "test"):
         raise UsageError(f"split must be validation or test, got {split!r}")
     if pairs <= 0:
@@ -152,13 +156,16 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     composite = composite or run.config.get("guide_rule") or GUIDE_COMPOSITE
     cat = run.catalog
     tags, marks = shortcut_arrays(cat)
+    artifact = catalog_artifact(cat.root, cat.meta, cat.images)
     sel = cat.pairs("validation").spread(pairs)
-    relevance = explain_catalog_pairs(run.model, cat, sel, run.input_size, "logit", composite, batch_size)
-    rows = np.concatenate([sel.a, sel.b])
-    marked = tags[rows] == 1  # only these images carry the watermark
-    mark_px = torch.from_numpy(np.asarray(marks[rows[marked]]))
-    shares = mark_share(relevance[torch.from_numpy(marked)], mark_px)
-    shares = shares[np.isfinite(shares)]
+    shares, mark_px, marked = np.empty(0), None, np.zeros(0, bool)
+    if artifact.kind == "mark":  # a tint covers every pixel: its relevance share says nothing
+        relevance = explain_catalog_pairs(run.model, cat, sel, run.input_size, "logit", composite, batch_size)
+        rows = np.concatenate([sel.a, sel.b])
+        marked = tags[rows] == 1  # only these images carry the watermark
+        mark_px = torch.from_numpy(np.asarray(marks[rows[marked]]))
+        shares = mark_share(relevance[torch.from_numpy(marked)], mark_px)
+        shares = shares[np.isfinite(shares)]
     lo, hi = bootstrap_ci(shares) if shares.size > 1 else (float("nan"), float("nan"))
 
     test = cat.pairs(split)
@@ -183,15 +190,15 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
             out.append(torch.sigmoid(model(xa, xb, rel_t[s:s + batch_size], usr_t[s:s + batch_size])).double().numpy())
         return np.concatenate(out)
 
-    fill = unmarked_image(cat.images, tags)
-    probs = counterfactual_probabilities(score, np.asarray(cat.images[cf_pairs.a]), np.asarray(cat.images[cf_pairs.b]), fill)
+    probs = counterfactual_probabilities(score, np.asarray(cat.images[cf_pairs.a]), np.asarray(cat.images[cf_pairs.b]), artifact,
+                                         rows=(cf_pairs.a, cf_pairs.b))
     sens = shortcut_sensitivity(probs)
     s_lo, s_hi = bootstrap_ci(sens) if sens.size > 1 else (float("nan"), float("nan"))
     counterfactual = {"pairs": int(sens.size), "sensitivity": float(sens.mean()), "sensitivity_ci": [s_lo, s_hi],
                       "mean_p": {v: float(probs[v].mean()) for v in VARIANTS}}
     # the mark's share under an explainer that no training penalized
     independent = None
-    if independent_pairs > 0:
+    if independent_pairs > 0 and artifact.kind == "mark":
         k = min(independent_pairs, len(sel))
         sub_pairs = sel.take(np.arange(k))
         xa = item_inputs(cat, model, sub_pairs.a, run.input_size)
@@ -206,10 +213,11 @@ def shortcut_report(run_path: str | os.PathLike, pairs: int = 256, composite: st
     report = {
         "run": str(run.path), "composite": composite, "n_images": int(shares.size),
         "mark_share": float(shares.mean()) if shares.size else None, "mark_share_ci": [lo, hi],
-        "mark_area": float(mark_px.bool().float().mean()) if marked.any() else None,
+        "mark_area": float(mark_px.bool().float().mean()) if mark_px is not None and marked.any() else None,
         "test_accuracy": float(correct.mean()), "test_accuracy_mark_agrees": acc(agrees), "test_accuracy_mark_disagrees": acc(~agrees),
         "test_pairs_mark_agrees": int(agrees.sum()), "test_pairs": int(len(test)), "split": split,
-        "counterfactual": counterfactual, "independent": independent,
+        "counterfactual": counterfactual, "independent": independent, "kind": artifact.kind,
+        "probe": linear_probe(embed_items(model, cat, run.input_size).double().numpy(), tags) if probe else None,
         "guide": {k: run.config.get(k) for k in ("guide", "guide_weight", "guide_masks")},
     }
     report["alarm"] = alarm(counterfactual["sensitivity"], report["test_accuracy_mark_agrees"], report["test_accuracy_mark_disagrees"],

@@ -101,10 +101,13 @@ def shortcut_text(r: dict) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lo, hi = r["mark_share_ci"]
     split = r.get("split", "test")
-    lines = [
-        f"shortcut report for {r['run']} ({how})",
-        f"relevance on the watermark  {pct(r['mark_share'])}  [95% CI {pct(lo)}, {pct(hi)}] over {r['n_images']} watermarked validation images "
-        f"(the mark covers {pct(r['mark_area'])} of an image)",
+    lines = [f"shortcut report for {r['run']} ({how})"]
+    if r.get("kind", "mark") == "mark":
+        lines.append(f"relevance on the watermark  {pct(r['mark_share'])}  [95% CI {pct(lo)}, {pct(hi)}] over {r['n_images']} watermarked "
+                     f"validation images (the mark covers {pct(r['mark_area'])} of an image)")
+    else:
+        lines.append(f"artifact                    a global {r['kind']} (every pixel): no relevance share; the behaviour below applies/removes it")
+    lines += [
         f"{split + ' accuracy':<28}{pct(r['test_accuracy'])}  (where the mark agrees with the label: {pct(r['test_accuracy_mark_agrees'])}, "
         f"{r['test_pairs_mark_agrees']} pairs; where it disagrees: {pct(r['test_accuracy_mark_disagrees'])})",
     ]
@@ -118,6 +121,10 @@ def shortcut_text(r: dict) -> str:
     if ind:
         lines.append(f"relevance on the watermark  {pct(ind['mark_share'])} under {ind['method']} (an explainer no training penalized; "
                      f"{ind['n_images']} images)")
+    pr = r.get("probe")
+    if pr:
+        lines.append(f"linear probe of the tag     {pct(pr['accuracy'])} ± {pct(pr['accuracy_sd'])} ({pr['folds']}-fold logistic regression on the "
+                     f"features the head reads, {pr['samples']} items; chance {pct(pr['chance'])})")
     if r.get("alarm"):
         lines.append(r["alarm"])
     return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Linear probe (issue 26): can a label (the artifact's tag) be read from the features the head reads?
+
+Cross-validated logistic regression (scikit-learn, standardized features, stratified folds with a
+fixed seed). Chance is the majority class's share: a probe near chance means the label is gone
+from what the model uses, not only from its output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lrprec.errors import UsageError
+
+
+def linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0, max_samples: int | None = 2000) -> dict:
+    """{"accuracy", "accuracy_sd" (over folds), "chance", "folds", "samples"} of a logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, np.float64).reshape(len(features), -1)
+    y = np.asarray(labels).ravel()
+    if len(x) != len(y):
+        raise UsageError(f"{len(x)} feature rows but {len(y)} labels")
+    if max_samples is not None and len(x) > max_samples:
+        keep = np.random.default_rng(seed).choice(len(x), max_samples, replace=False)
+        x, y = x[keep], y[keep]
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size < 2 or counts.min() < folds:
+        raise UsageError(f"the probe needs two classes with at least {folds} samples each, got counts {counts.tolist()}")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    scores = cross_val_score(clf, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    return {"accuracy": float(scores.mean()), "accuracy_sd": float(scores.std()), "chance": float(counts.max() / counts.sum()),
+            "folds": int(folds), "samples": int(len(y))}
