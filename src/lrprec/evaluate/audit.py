@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,15 @@ def spray(heatmaps: np.ndarray, n_neighbors: int = 10, max_clusters: int = 8, n_
     aff = knn_affinity(heatmaps, n_neighbors)
     k, vals = eigengap(aff, max_clusters)
     k = n_clusters or k
-    emb = spectral_embedding(aff, n_components=max(k, 2), random_state=seed, drop_first=False)
+    with warnings.catch_warnings():  # well-separated strategies leave the kNN graph disconnected: expected
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        emb = spectral_embedding(aff, n_components=max(k, 2), random_state=seed, drop_first=False)
     if k == 1:
         labels = np.zeros(len(heatmaps), np.int64)
     else:
-        labels = SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(aff.toarray())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            labels = SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(aff.toarray())
     return {"labels": labels.astype(np.int64), "n_clusters": int(k), "eigenvalues": vals, "embedding": emb}
 
 
@@ -164,9 +169,14 @@ def _load_run(run_path, split: str):
         raise UsageError("the audit explains images; this run reads precomputed features (train with --mode images)")
     if run.catalog.images is None:
         raise UsageError(f"{run.catalog.root} has no images to explain")
-    splits = run.catalog.describe().get("splits", {})
-    if not splits.get(split, {}).get("pairs"):
-        raise UsageError(f"the run's catalog has no {split} pairs to audit on (known splits: {', '.join(splits) or 'none'})")
+    from lrprec.data.catalog import CatalogError
+
+    try:
+        n = len(run.catalog.pairs(split))
+    except CatalogError as exc:
+        raise UsageError(f"the run's catalog has no {split} pairs to audit on: {exc}") from None
+    if n < 4:
+        raise UsageError(f"the run's catalog has {n} {split} pairs; the audit needs at least 4")
     return run
 
 
