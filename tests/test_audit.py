@@ -224,3 +224,25 @@ def test_audit_refuses_a_features_mode_run(tiny_catalog, tmp_path):
     train(cat, tmp_path / "frun", TrainConfig(backbone="features", epochs=1, dim=4), progress=False, log=lambda m: None)
     r = _invoke("audit", str(tmp_path / "frun"))
     assert r.exit_code == 2 and "features" in r.output
+
+
+@pytest.mark.slow
+def test_audit_report_section_and_web_page(shortcut_run):
+    from fastapi.testclient import TestClient
+
+    from lrprec.evaluate.audit import audit_run
+    from lrprec.report.html import write_report
+    from lrprec.serve.app import create_app
+
+    client = TestClient(create_app(shortcut_run))
+    if not (shortcut_run / "audit" / "audit.json").exists():
+        assert "No audit yet" in client.get("/audit").text
+        audit_run(shortcut_run, pairs=64)
+    doc = json.loads((shortcut_run / "audit" / "audit.json").read_text())
+    html = write_report(shortcut_run).read_text()
+    page = client.get("/audit")
+    assert page.status_code == 200
+    for c in doc["clusters"]:
+        assert f"audit/{c['figure']}" in html and f"/files/run/audit/{c['figure']}" in page.text
+        assert client.get(f"/files/run/audit/{c['figure']}").headers["content-type"] == "image/png"
+        assert f"--cluster {c['id']}" in page.text

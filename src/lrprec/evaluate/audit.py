@@ -131,6 +131,22 @@ def project_out(acts: torch.Tensor, v: torch.Tensor, reference: torch.Tensor) ->
     return acts - torch.outer((acts - reference) @ u, u)
 
 
+def cluster_figure(region: np.ndarray, images: list[np.ndarray], heatmaps: list[np.ndarray], path: Path, scale: int = 2) -> Path:
+    """A PNG strip: the cluster's mean |relevance| (red), then each prototype's image and its heatmap (bwr)."""
+    from PIL import Image
+
+    from lrprec.explain.render import bwr, overlay
+
+    h, w = region.shape
+    tiles = [bwr(region / max(float(np.abs(region).max()), 1e-12))]
+    for img, r in zip(images, heatmaps):
+        tiles += [np.asarray(img, np.uint8), overlay(img, r, float(np.abs(r).max()) or 1.0)]
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    strip = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+    Image.fromarray(strip).resize((strip.shape[1] * scale, h * scale), Image.NEAREST).save(path)
+    return path
+
+
 def effect_and_cost(p0: np.ndarray, p1: np.ndarray, label: np.ndarray) -> dict:
     """effect = mean |ΔP|; cost = accuracy (P > 0.5) before − after; the raw accuracies too."""
     acc0, acc1 = float(((p0 > 0.5) == (label == 1)).mean()), float(((p1 > 0.5) == (label == 1)).mean())
@@ -185,8 +201,9 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
               batch_size: int = 64, log=None) -> dict:
     """Audit a run: SpRAy clusters of its heatmaps, each scored by behaviour on the split's pairs.
 
-    Writes ``RUN/audit/audit.json`` (or ``out``) with one ``cluster_<id>_region.npy`` (the
-    cluster's mean normalized |relevance|, H×W) per cluster next to it; returns the report."""
+    Writes ``RUN/audit/audit.json`` (or ``out``) with, per cluster, ``cluster_<id>_region.npy`` (the
+    cluster's mean normalized |relevance|, H×W) and ``cluster_<id>.png`` (that map, then its
+    prototypes' images and heatmaps) next to it; returns the report."""
     from lrprec.defaults import DEFAULT_COMPOSITE
     from lrprec.explain.targets import explain_catalog_pairs
     from lrprec.run import atomic_write_text, item_inputs
@@ -203,6 +220,7 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
     cl = spray(heatmap_features(relevance), n_neighbors, max_clusters, n_clusters)
     full = torch.nn.functional.normalize(relevance.detach().sum(1).abs().to(torch.float64).flatten(1), p=1, dim=1)
     full = full.view(len(rows), *relevance.shape[-2:]).numpy()
+    pixel = relevance.detach().sum(1).to(torch.float64).numpy()  # signed, for the prototypes' heatmaps
 
     # behaviour: every item of the split's pairs, as is and with each cluster removed
     held = cat.pairs(split)
@@ -232,11 +250,14 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
             moved = project_out(feats, v, f_exp[t == 0].mean(0))
             tests["latent"] = effect_and_cost(p0, _pair_probabilities(model, moved, index, held), held.label)
         score = suspicion(tests)
+        protos = prototypes(cl["embedding"], members)
+        cluster_figure(region, [np.asarray(cat.images[rows[i]]) for i in protos], [pixel[i] for i in protos],
+                       out_path.parent / f"cluster_{c}.png")
         clusters.append({
             "id": c, "size": int(np.unique(rows[members]).size), "n_heatmaps": int(members.size),
             "score": round(float(score), 6), "suspicious": bool(score > THRESHOLD),
             "region": f"cluster_{c}_region.npy", "members": sorted(int(i) for i in np.unique(rows[members])),
-            "prototypes": [int(rows[i]) for i in prototypes(cl["embedding"], members)],
+            "prototypes": [int(rows[i]) for i in protos], "figure": f"cluster_{c}.png",
             "focus_area": float(focus_region(region).mean()), "tests": tests,
         })
         if log:

@@ -280,8 +280,21 @@ def _guidance_section(run: Path) -> Section | None:
     return _section("guidance", "Explanation-guided training: does the model look at the right pixels?", "guidance", data)
 
 
+def _audit_section(run: Path) -> Section | None:
+    path = run / "audit" / "audit.json"
+    if not path.exists():
+        return None
+    a = json.loads(path.read_text())
+    rows = [{"id": c["id"], "size": c["size"], "score": c["score"], "suspicious": c["suspicious"],
+             "tests": [{"name": k, "effect": v["effect"], "cost": v["cost"]} for k, v in c.get("tests", {}).items()],
+             "figure": _rel(run, path.parent / c["figure"]) if c.get("figure") else None} for c in a["clusters"]]
+    data = {"pairs": a["pairs"], "heatmaps": a["heatmaps"], "split": a["split"], "flagged": a["flagged"], "rows": rows,
+            "rule": a.get("rule") or {}, "run": run.name}
+    return _section("audit", "Audit: strategies found in the heatmaps (SpRAy), judged by behaviour", "audit", data)
+
+
 # Later stages register their section builders here (name -> function(run) -> Section | None).
-SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _guidance_section, _recommendations_section]
+SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _guidance_section, _audit_section, _recommendations_section]
 
 
 def write_report(run: str | Path, title: str | None = None, extra: list[Section] | None = None) -> Path:

@@ -127,4 +127,24 @@ def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRou
         board = leaderboard_rows(summary.get("faithfulness"))
         return page(request, "run.html", s=summary, tables=tables, board=board)
 
+    @router.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    def audit_page(request: Request) -> HTMLResponse:
+        """The run's audit (``lrprec audit``): each cluster's mean heatmap and prototypes, to confirm or reject."""
+        import json
+
+        path = run.path / "audit" / "audit.json"
+        audit = None
+        if path.is_file():
+            try:
+                audit = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("cannot read %s: %s", path, exc)
+        clusters = []
+        for c in (audit or {}).get("clusters", []):
+            ids = state.catalog.item_ids
+            protos = [str(ids[i]) for i in c.get("prototypes", []) if 0 <= i < len(ids)]
+            clusters.append({**c, "prototype_ids": protos,
+                             "figure_url": f"/files/run/audit/{c['figure']}" if c.get("figure") else None})
+        return page(request, "audit.html", audit=audit, clusters=clusters, run_name=run.path.name)
+
     return router
