@@ -24,6 +24,7 @@ from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs
 from lrprec.errors import LrprecError
 from lrprec.model.backbones import build_backbone, preprocess
 from lrprec.model.pair import PairModel
+from lrprec.model.projection import attach_projection
 
 
 class RunError(LrprecError):
@@ -39,6 +40,8 @@ def build_model(config: dict, n_users: int) -> PairModel:
     # the appearance decoder exists where training used it: images through a trained backbone (runs from before it have no key)
     end_to_end = not config.get("freeze_backbone") and config["backbone"] != "features"
     recon = int(config.get("recon_size", 0)) if float(config.get("recon_weight", 0)) > 0 and end_to_end else 0
+    if config.get("concept_projection"):  # P-ClArC (lrprec correct): a projection layer after the backbone, weights in the state dict
+        attach_projection(backbone)
     return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
                      seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon)
 

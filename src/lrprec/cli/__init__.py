@@ -6,7 +6,7 @@ import importlib
 from lrprec.cli._app import app
 
 # Each module registers its commands on ``app`` when imported.
-_COMMAND_MODULES = ("data", "train", "explain", "faithfulness", "recommend", "importers", "baselines", "serve", "demo", "audit")
+_COMMAND_MODULES = ("data", "train", "explain", "faithfulness", "recommend", "importers", "baselines", "serve", "demo", "audit", "correct")
 
 
 def load_commands():

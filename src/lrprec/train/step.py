@@ -16,9 +16,12 @@ class _PairStep(nn.Module):
     features mode: ``feats`` holds every item's features and only the head runs.
     """
 
-    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = GUIDE_COMPOSITE):
+    def __init__(self, model: nn.Module, feats=None, guide: str | None = None, guide_pairs: int | None = None, guide_rule: str = GUIDE_COMPOSITE,
+                 concept: nn.Module | None = None):
         super().__init__()
         self.model = model
+        # fine-tuning's concept term (lrprec correct): concept(model, feats, batch) -> (feats the head reads, summed penalty or None)
+        self.concept = concept
         self.feats = feats
         self.guide = guide
         self.guide_pairs = guide_pairs
@@ -29,9 +32,10 @@ class _PairStep(nn.Module):
 
             self._net = LRPNet(model.backbone, guide_rule)  # reads the live parameters on every call
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple:
         """(logits, mean guidance share over the guided images or None, summed ranking loss or None,
-        summed appearance loss or None).
+        summed appearance loss or None), and a fifth element, the summed concept penalty or None,
+        when the step has a ``concept`` term.
 
         The guidance loss is estimated on the batch's first ``guide_pairs`` pairs (the batch is
         a uniform draw of the epoch's shuffled pairs, so the estimate is unbiased); the logits
@@ -51,12 +55,17 @@ class _PairStep(nn.Module):
             if self.guide == "gradient":
                 x = x.detach().requires_grad_(True)
             feats = m.embed(x)  # the backbone once on the stacked [x_a; x_b]
+        backbone_feats = feats
+        extra: tuple = ()
+        if self.concept is not None:
+            feats, concept_penalty = self.concept(m, feats, batch)
+            extra = (concept_penalty,)
         logit = m.logit_from_embeddings(m.project(feats[:n], rel), m.project_partner(feats[n:], rel), rel, usr)
         ranking = rank_loss(m, feats, rel, usr, batch["label"], batch["rank_mask"]) if "rank_mask" in batch else None
-        appearance = m.appearance_loss(x, feats).view(2, n).mean(0).sum() if x is not None and m.recon is not None else None
+        appearance = m.appearance_loss(x, backbone_feats).view(2, n).mean(0).sum() if x is not None and m.recon is not None else None
         penalty = 1 - batch["allowed"] if "allowed" in batch else self.penalty
         if x is None or self.guide is None or penalty is None:
-            return logit, None, ranking, appearance
+            return (logit, None, ranking, appearance, *extra)
         k = n if self.guide_pairs is None else min(self.guide_pairs, n)
         sub = torch.cat([torch.arange(k), n + torch.arange(k)]).to(x.device)  # images of the guided pairs
         if penalty.dim() == 3:
@@ -65,4 +74,4 @@ class _PairStep(nn.Module):
             relevance = gradient_relevance(logit[:k], x)[sub]
         else:
             relevance = lrp_relevance(m, self._net, x[sub], rel[:k], usr[:k])
-        return logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean(), ranking, appearance
+        return (logit, outside_share(pixel_sq(relevance, self.guide), penalty.to(x.device)).mean(), ranking, appearance, *extra)

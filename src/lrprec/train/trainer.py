@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -123,236 +123,370 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, pro
     """
     catalog = Catalog(data)
     rels = validate_config(catalog, cfg)
+    return run_loop(catalog, rels, Path(out), cfg, progress, log, resume=resume)
+
+
+def run_loop(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, progress: bool, log, *, resume: bool = False,
+             start: Start | None = None) -> dict:
+    """Set up the process group, run :class:`TrainLoop` (``start``: fine-tune an existing model), tear down."""
     ctx = dist_.setup(cfg.device)
     try:
-        return _train(catalog, rels, Path(out), cfg, ctx, progress and ctx.is_main, log if ctx.is_main else (lambda m: None), resume)
+        loop = TrainLoop(catalog, rels, out, cfg, ctx, progress and ctx.is_main, log if ctx.is_main else (lambda m: None), start)
+        return loop.fit(resume)
     finally:
         dist_.teardown(ctx)
 
 
-def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: dist_.DistContext, progress: bool, log, resume: bool) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(_rank_seed(cfg.seed, ctx.rank))
-    rng = np.random.default_rng(cfg.seed)
-    dev = ctx.device
+@dataclass
+class Start:
+    """Fine-tuning instead of training from scratch: the weights to start from, one more loss term, config notes.
 
-    config = asdict(cfg)
-    config["relations"] = rels
-    if cfg.backbone == "features":
-        config["backbone_config"] = {"out_dim": int(catalog.features.shape[1])}
-    model = build_model(config, n_users=len(catalog.user_ids))
-    if cfg.backbone == "vgg16":
-        weights = cfg.weights or hub_vgg16_weights()
-        if weights:
-            ignored = model.backbone.load_torchvision(weights)  # type: ignore[union-attr]
-            log(f"loaded VGG-16 ImageNet weights from {weights} (ignored: {', '.join(ignored) or 'none'})")
-        else:
-            log("notice: no VGG-16 weights given (--weights FILE) and none in the torch hub cache; starting from random init")
-        config["input_size"] = cfg.input_size or 224
-    elif cfg.weights:
-        raise UsageError("--weights applies to --backbone vgg16 only")
-    model.to(dev)
-    if ctx.enabled and cfg.sync_batchnorm:
-        if dev.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            log("notice: SyncBatchNorm needs GPUs; on CPU each rank keeps its own BatchNorm batch statistics")
+    ``concept`` (optional) is a module the step calls on the backbone features of every batch
+    (``concept(model, feats, batch) -> (feats, penalty or None)``, see :class:`_PairStep`):
+    it may edit the features the head reads (A-ClArC) and return a summed penalty (RR-ClArC)
+    that joins the objective with weight 1. ``config`` entries are added to the run's config.json.
+    """
 
-    train_pos = _filter_pairs(catalog, catalog.pairs("train"), rels, cfg.category)
-    val = _filter_pairs(catalog, protocol_pairs(catalog, "validation"), rels, cfg.category)
-    if len(train_pos) == 0:
-        raise CatalogError("no training pairs for the chosen relations/category")
-    sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
-    reject = train_reject(catalog)
-    ranking_on = cfg.rank_weight > 0
+    weights: dict[str, torch.Tensor]
+    concept: nn.Module | None = None
+    config: dict = field(default_factory=dict)
+    model_config: dict | None = None  # the config the model is built from (the source run's), default: the training config
 
-    def related(a, b, r, u):  # the ranking loss's candidate veto: known positives and the data's own rules
-        bad = sampler.is_positive(a, b, r)
-        return bad | reject(a, b, r, u) if reject is not None else bad
 
-    frozen = cfg.freeze_backbone or cfg.backbone == "features"
-    feats = None
-    if frozen:
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        # features mode reads rows per batch (memory stays bounded on multi-GB feature files);
-        # a frozen image backbone is run once over the catalog
-        feats = LazyFeatures(catalog.features) if cfg.backbone == "features" else embed_items(model, catalog, config.get("input_size"), progress=progress)
-    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    body = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}] + ([{"params": body, "lr": cfg.lr}] if body else [])
-    # Large models (VGG-16: 138M parameters) get the fused Adam kernel: one pass over the
-    # parameters, ~10x faster than the multi-tensor one on CPU, where it would otherwise take
-    # a large part of a small-batch step. Small models keep the default (identical numerics).
-    big = sum(p.numel() for p in head + body) >= _FUSED_ADAM_MIN_PARAMS
-    opt = torch.optim.Adam(groups, lr=cfg.lr, **({"fused": True} if big else {}))
-    base_lrs = [g["lr"] for g in groups]
+@dataclass
+class _Sums:
+    """Running sums of one epoch on this rank (what a mid-epoch checkpoint carries as ``partial``)."""
 
-    history: list[dict] = []
-    best = {"epoch": -1, "val_accuracy": -1.0}
-    weights_path = out / "model.safetensors"
-    ckpt_path = checkpoint_path(out)
-    start_epoch, start_step, global_step = 0, 0, 0
-    partial = {"loss_sum": 0.0, "n_seen": 0}
-    pair_step = _PairStep(model, feats, cfg.guide, cfg.guide_pairs, cfg.guide_rule)
-    if resume:
-        if ckpt_path.exists():
-            ck = load_checkpoint(ckpt_path)
-            meta = ck["meta"]
-            _check_resumable(meta, cfg, catalog, ctx.world_size, ckpt_path)
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            history, best = meta["history"], meta["best"]
-            start_epoch, start_step, global_step = meta["epoch"], meta["step"], meta["global_step"]
-            rng.bit_generator.state = meta["np_rng_epoch_start"]
-            restore_rng(ck["rng"][ctx.rank])
-            partial = meta["partial"][ctx.rank]
-            if "guide_penalty" in ck:
-                pair_step.penalty = ck["guide_penalty"].to(dev)
-            log(f"resuming from {ckpt_path}: epoch {start_epoch + 1}, step {start_step} (after {global_step} steps)")
-        else:
-            log(f"notice: --resume but no checkpoint in {out}; training from scratch")
+    loss: float = 0.0
+    n_seen: int = 0
+    guide: float = 0.0
+    rank: float = 0.0
+    recon: float = 0.0
+    concept: float = 0.0
+    seen_here: int = 0  # pairs of this process since the epoch (re)started: throughput only
+    wait: float = 0.0  # seconds waiting for batches
 
-    step_module: nn.Module = pair_step
-    if ctx.enabled:
+    @classmethod
+    def resumed(cls, partial: dict) -> "_Sums":
+        return cls(float(partial["loss_sum"]), int(partial["n_seen"]), float(partial.get("guide_sum", 0.0)),
+                   float(partial.get("rank_sum", 0.0)), float(partial.get("recon_sum", 0.0)), float(partial.get("concept_sum", 0.0)))
+
+    def partial(self) -> dict:
+        out = {"loss_sum": self.loss, "n_seen": self.n_seen, "guide_sum": self.guide, "rank_sum": self.rank, "recon_sum": self.recon}
+        return {**out, "concept_sum": self.concept} if self.concept else out
+
+
+class TrainLoop:
+    """The training loop as named steps, read top-down (PyTorch-Lightning style):
+
+    :meth:`fit` = :meth:`build_model` → :meth:`prepare_data` → :meth:`build_optimizer` →
+    :meth:`resume` → for each epoch: :meth:`run_epoch` (:meth:`epoch_batches` → :meth:`train_step`
+    per batch) → :meth:`validate` → :meth:`select_best` → :meth:`checkpoint` → :meth:`finalize`.
+
+    ``start`` (:class:`Start`) turns it into fine-tuning: the model starts from given weights
+    and the step adds a concept term (``lrprec correct``); everything else is the same loop.
+    """
+
+    def __init__(self, catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: dist_.DistContext, progress: bool, log,
+                 start: Start | None = None):
+        self.catalog, self.rels, self.out, self.cfg, self.ctx = catalog, rels, out, cfg, ctx
+        self.progress, self.log, self.start = progress, log, start
+        self.dev = ctx.device
+        self.history: list[dict] = []
+        self.best = {"epoch": -1, "val_accuracy": -1.0}
+        self.start_epoch, self.start_step, self.global_step = 0, 0, 0
+        self.partial: dict = {"loss_sum": 0.0, "n_seen": 0}
+        self.weights_path = out / "model.safetensors"
+        self.ckpt_path = checkpoint_path(out)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(_rank_seed(self.cfg.seed, self.ctx.rank))
+        self.rng = np.random.default_rng(self.cfg.seed)  # the epochs' negatives and permutations
+        self.build_model()
+        self.prepare_data()
+        self.build_optimizer()
+        self.pair_step = _PairStep(self.model, self.feats, self.cfg.guide, self.cfg.guide_pairs, self.cfg.guide_rule,
+                                   concept=self.start.concept if self.start else None)
+        if resume:
+            self.resume()
+        self.step_module = self.wrap_ddp(self.pair_step)
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            sums, seconds = self.run_epoch(epoch)
+            rec, n_val = self.validate(epoch, sums, seconds)
+            self.select_best(epoch, rec, n_val)
+            self.checkpoint(epoch + 1, 0, self.rng.bit_generator.state, _Sums())
+        return self.finalize()
+
+    # ---- setup -----------------------------------------------------------------------------
+    def build_model(self) -> None:
+        """The model (fresh from the config's seed, ImageNet weights for VGG-16, or ``start``'s weights) on the device."""
+        cfg, log = self.cfg, self.log
+        config = asdict(cfg)
+        config["relations"] = self.rels
+        if cfg.backbone == "features":
+            config["backbone_config"] = {"out_dim": int(self.catalog.features.shape[1])}
+        model = build_model(self.start.model_config if self.start and self.start.model_config else config, n_users=len(self.catalog.user_ids))
+        if self.start is not None:
+            model.load_state_dict(self.start.weights)
+            config.update(self.start.config)
+            if "input_size" in (self.start.model_config or {}):
+                config["input_size"] = self.start.model_config["input_size"]
+        elif cfg.backbone == "vgg16":
+            weights = cfg.weights or hub_vgg16_weights()
+            if weights:
+                ignored = model.backbone.load_torchvision(weights)  # type: ignore[union-attr]
+                log(f"loaded VGG-16 ImageNet weights from {weights} (ignored: {', '.join(ignored) or 'none'})")
+            else:
+                log("notice: no VGG-16 weights given (--weights FILE) and none in the torch hub cache; starting from random init")
+        elif cfg.weights:
+            raise UsageError("--weights applies to --backbone vgg16 only")
+        if cfg.backbone == "vgg16":
+            config["input_size"] = cfg.input_size or 224
+        model.to(self.dev)
+        if self.ctx.enabled and cfg.sync_batchnorm:
+            if self.dev.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log("notice: SyncBatchNorm needs GPUs; on CPU each rank keeps its own BatchNorm batch statistics")
+        self.model, self.config = model, config
+
+    def prepare_data(self) -> None:
+        """Training positives, validation pairs, the negative sampler, and what batches are made of."""
+        cfg, catalog = self.cfg, self.catalog
+        self.train_pos = _filter_pairs(catalog, catalog.pairs("train"), self.rels, cfg.category)
+        self.val = _filter_pairs(catalog, protocol_pairs(catalog, "validation"), self.rels, cfg.category)
+        if len(self.train_pos) == 0:
+            raise CatalogError("no training pairs for the chosen relations/category")
+        self.sampler = NegativeSampler(catalog.positives(), catalog.category_codes)
+        self.reject = train_reject(catalog)
+        self.frozen = cfg.freeze_backbone or cfg.backbone == "features"
+        self.feats = None
+        if self.frozen:
+            for p in self.model.backbone.parameters():
+                p.requires_grad_(False)
+            # features mode reads rows per batch (memory stays bounded on multi-GB feature files);
+            # a frozen image backbone is run once over the catalog
+            self.feats = (LazyFeatures(catalog.features) if cfg.backbone == "features"
+                          else embed_items(self.model, catalog, self.config.get("input_size"), progress=self.progress))
+        self.images_path = None if self.frozen else catalog.root / "images.npy"
+        self.masks_path = ({"gt": catalog.root / "masks.npy", "mark": catalog.root / "shortcut_masks.npy"}.get(cfg.guide_masks)
+                           if cfg.guide is not None else None)
+        self.mark_fill = None
+        if cfg.mark_augment > 0:  # the artifact to stamp/remove: a watermark (filled from an unmarked image) or a tint
+            self.mark_fill = catalog_artifact(catalog.root, catalog.meta, catalog.images)
+        self.norm = _Norm(self.model.backbone.mean, self.model.backbone.std)
+
+    def related(self, a, b, r, u):
+        """The ranking loss's candidate veto: known positives and the data's own rules."""
+        bad = self.sampler.is_positive(a, b, r)
+        return bad | self.reject(a, b, r, u) if self.reject is not None else bad
+
+    def build_optimizer(self) -> None:
+        """Adam over the head (``lr · head_lr_scale``) and the trainable backbone (``lr``)."""
+        cfg = self.cfg
+        head = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.")]
+        body = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": cfg.lr * cfg.head_lr_scale}] + ([{"params": body, "lr": cfg.lr}] if body else [])
+        # Large models (VGG-16: 138M parameters) get the fused Adam kernel: one pass over the
+        # parameters, ~10x faster than the multi-tensor one on CPU, where it would otherwise take
+        # a large part of a small-batch step. Small models keep the default (identical numerics).
+        big = sum(p.numel() for p in head + body) >= _FUSED_ADAM_MIN_PARAMS
+        self.opt = torch.optim.Adam(groups, lr=cfg.lr, **({"fused": True} if big else {}))
+        self.base_lrs = [g["lr"] for g in groups]
+
+    def resume(self) -> None:
+        """Continue from the run's checkpoint: weights, optimizer, RNGs, history and the interrupted epoch's sums."""
+        if not self.ckpt_path.exists():
+            self.log(f"notice: --resume but no checkpoint in {self.out}; training from scratch")
+            return
+        ck = load_checkpoint(self.ckpt_path)
+        meta = ck["meta"]
+        _check_resumable(meta, self.cfg, self.catalog, self.ctx.world_size, self.ckpt_path)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.history, self.best = meta["history"], meta["best"]
+        self.start_epoch, self.start_step, self.global_step = meta["epoch"], meta["step"], meta["global_step"]
+        self.rng.bit_generator.state = meta["np_rng_epoch_start"]
+        restore_rng(ck["rng"][self.ctx.rank])
+        self.partial = meta["partial"][self.ctx.rank]
+        if "guide_penalty" in ck:
+            self.pair_step.penalty = ck["guide_penalty"].to(self.dev)
+        self.log(f"resuming from {self.ckpt_path}: epoch {self.start_epoch + 1}, step {self.start_step} (after {self.global_step} steps)")
+
+    def wrap_ddp(self, step: nn.Module) -> nn.Module:
+        """The step module as DDP sees it (unchanged in a single process)."""
+        if not self.ctx.enabled:
+            return step
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        dev = self.dev
         # without users (or --no-personalize) θ_delta gets no gradient; DDP must be told to expect that
-        step_module = DDP(step_module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=model.n_users == 0)
-        if not frozen and not cfg.sync_batchnorm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
-    images_path = None if frozen else catalog.root / "images.npy"
-    masks_path = ({"gt": catalog.root / "masks.npy", "mark": catalog.root / "shortcut_masks.npy"}.get(cfg.guide_masks)
-                  if cfg.guide is not None else None)
-    mark_fill = None
-    if cfg.mark_augment > 0:  # the artifact to stamp/remove: a watermark (filled from an unmarked image) or a tint
-        mark_fill = catalog_artifact(catalog.root, catalog.meta, catalog.images)
-    norm = _Norm(model.backbone.mean, model.backbone.std)
-    pin = dev.type == "cuda"
+        wrapped = DDP(step, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=self.model.n_users == 0)
+        if not self.frozen and not self.cfg.sync_batchnorm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            self.log("notice: BatchNorm under DDP uses per-rank batch statistics, running statistics follow rank 0 (--sync-batchnorm on GPUs for global ones)")
+        return wrapped
 
-    def checkpoint(epoch: int, step: int, epoch_start_state: dict, loss_sum: float, n_seen: int, guide_sum: float = 0.0,
-                   rank_sum: float = 0.0, recon_sum: float = 0.0) -> None:
-        """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
-        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": {"loss_sum": loss_sum, "n_seen": n_seen, "guide_sum": guide_sum,
-                                                                             "rank_sum": rank_sum, "recon_sum": recon_sum}})
-        if not ctx.is_main:
-            return
-        meta = {
-            "format": "lrprec-train-checkpoint", "version": 1, "config": asdict(cfg), "catalog_fingerprint": catalog.fingerprint,
-            "world_size": ctx.world_size, "epoch": epoch, "step": step, "global_step": global_step,
-            "np_rng_epoch_start": epoch_start_state, "history": history, "best": best,
-            "partial": [s.pop("partial") for s in states],
-        }
-        extra = {} if pair_step.penalty is None else {"guide_penalty": pair_step.penalty.cpu()}
-        save_checkpoint(ckpt_path, meta, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": states, **extra})
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        epoch_start_state = rng.bit_generator.state
-        neg = sampler.sample(train_pos, rng, reject, protocol=cfg.negatives, mix=cfg.negative_mix, user_share=cfg.user_negatives)
-        pairs = Pairs.concat([train_pos, neg])
-        pairs = pairs.take(rng.permutation(len(pairs)))
-        first = start_step if epoch == start_epoch else 0
-        total, n_seen = (float(partial["loss_sum"]), int(partial["n_seen"])) if first else (0.0, 0)
-        guide_total = float(partial.get("guide_sum", 0.0)) if first else 0.0
-        rank_total = float(partial.get("rank_sum", 0.0)) if first else 0.0
-        recon_total = float(partial.get("recon_sum", 0.0)) if first else 0.0
-        n_steps = _n_steps(len(pairs), cfg, ctx.world_size)
-        ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, ctx.rank, ctx.world_size, images_path, norm, config.get("input_size"),
-                           (cfg.seed, epoch) if cfg.augment else None, masks_path, related if ranking_on else None,
-                           (cfg.mark_augment, mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None,
+    # ---- one epoch -------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int, first: int) -> tuple[_EpochBatches, int]:
+        """The epoch's pairs (positives + freshly sampled negatives, shuffled) as this rank's batches, and the step count."""
+        cfg = self.cfg
+        neg = self.sampler.sample(self.train_pos, self.rng, self.reject, protocol=cfg.negatives, mix=cfg.negative_mix, user_share=cfg.user_negatives)
+        pairs = Pairs.concat([self.train_pos, neg])
+        pairs = pairs.take(self.rng.permutation(len(pairs)))
+        n_steps = _n_steps(len(pairs), cfg, self.ctx.world_size)
+        ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, self.ctx.rank, self.ctx.world_size, self.images_path, self.norm,
+                           self.config.get("input_size"), (cfg.seed, epoch) if cfg.augment else None, self.masks_path,
+                           self.related if cfg.rank_weight > 0 else None,
+                           (cfg.mark_augment, self.mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None,
                            forbid_masks=cfg.guide_masks == "mark")
+        return ds, n_steps
+
+    def run_epoch(self, epoch: int) -> tuple[_Sums, float]:
+        """Sample the epoch's negatives, then one optimizer step per batch; returns this rank's sums and the seconds."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        epoch_start_state = self.rng.bit_generator.state
+        first = self.start_step if epoch == self.start_epoch else 0
+        sums = _Sums.resumed(self.partial) if first else _Sums()
+        ds, n_steps = self.epoch_batches(epoch, first)
+        pin = self.dev.type == "cuda"
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers, pin_memory=pin, generator=torch.Generator())
-        model.train()
-        if frozen:
-            model.backbone.eval()
+        self.model.train()
+        if self.frozen:
+            self.model.backbone.eval()
         it = iter(loader)
-        if progress:
+        if self.progress:
             from tqdm import tqdm
             it = iter(tqdm(it, total=len(ds), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False))
-        wait, seen_here = 0.0, 0
         for step in range(first, n_steps):
             tw = time.perf_counter()
             batch = next(it)
             n_global = int(batch.pop("n_global"))
-            batch = {k: v.to(dev, non_blocking=pin) for k, v in batch.items()}
-            wait += time.perf_counter() - tw
-            lr_f, rank_f = schedule(cfg, epoch + (step + 1) / n_steps)
-            for g, base in zip(opt.param_groups, base_lrs):
-                g["lr"] = base * lr_f
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logit, guide_share, ranking, appearance = step_module(batch)
-            loss_sum = pair_loss(logit.float(), batch["label"], batch["user"], cfg.user_weight)
-            objective = loss_sum
-            if appearance is not None:  # per pair, like the BCE: the same scaling holds under DDP
-                objective = objective + cfg.recon_weight * appearance.float()
-                recon_total += appearance.item()
-            if ranking is not None:
-                objective = objective + cfg.rank_weight * rank_f * ranking.float()
-                rank_total += ranking.item()
-            if guide_share is not None:  # per pair: BCE + λ · mean share of the pair's images
-                n_local = int(batch["label"].shape[0])
-                if cfg.guide_weight:  # λ = 0 only logs: no branch joins the backward, so training is exactly unguided
-                    objective = objective + cfg.guide_weight * n_local * guide_share.float()
-                guide_total += guide_share.item() * n_local
-            # DDP averages gradients over ranks: scaling by world / n_global makes that the global-batch mean's gradient
-            loss = objective * (ctx.world_size / n_global)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
-            global_step += 1
-            total += loss_sum.item()
-            n_seen += int(batch["label"].shape[0])
-            seen_here += int(batch["label"].shape[0])
-            if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
-                checkpoint(epoch, step + 1, epoch_start_state, total, n_seen, guide_total, rank_total, recon_total)
+            batch = {k: v.to(self.dev, non_blocking=pin) for k, v in batch.items()}
+            sums.wait += time.perf_counter() - tw
+            self.train_step(batch, n_global, epoch + (step + 1) / n_steps, sums)
+            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 and step + 1 < n_steps:
+                self.checkpoint(epoch, step + 1, epoch_start_state, sums)
         del it, loader
-        train_time = time.perf_counter() - t0
+        return sums, time.perf_counter() - t0
+
+    def train_step(self, batch: dict[str, torch.Tensor], n_global: int, progress: float, sums: _Sums) -> None:
+        """One optimizer step: the scheduled learning rate, the objective's terms, backward, clip, Adam."""
+        cfg = self.cfg
+        lr_f, rank_f = schedule(cfg, progress)
+        for g, base in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = base * lr_f
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logit, guide_share, ranking, appearance, *concept = self.step_module(batch)
+        loss_sum = pair_loss(logit.float(), batch["label"], batch["user"], cfg.user_weight)
+        objective = loss_sum
+        if appearance is not None:  # per pair, like the BCE: the same scaling holds under DDP
+            objective = objective + cfg.recon_weight * appearance.float()
+            sums.recon += appearance.item()
+        if ranking is not None:
+            objective = objective + cfg.rank_weight * rank_f * ranking.float()
+            sums.rank += ranking.item()
+        if guide_share is not None:  # per pair: BCE + λ · mean share of the pair's images
+            n_local = int(batch["label"].shape[0])
+            if cfg.guide_weight:  # λ = 0 only logs: no branch joins the backward, so training is exactly unguided
+                objective = objective + cfg.guide_weight * n_local * guide_share.float()
+            sums.guide += guide_share.item() * n_local
+        if concept and concept[0] is not None:  # fine-tuning's concept term (lrprec correct), summed over pairs like the BCE
+            objective = objective + concept[0].float()
+            sums.concept += concept[0].item()
+        # DDP averages gradients over ranks: scaling by world / n_global makes that the global-batch mean's gradient
+        loss = objective * (self.ctx.world_size / n_global)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        self.opt.step()
+        self.global_step += 1
+        sums.loss += loss_sum.item()
+        n = int(batch["label"].shape[0])
+        sums.n_seen += n
+        sums.seen_here += n
+
+    # ---- after each epoch ------------------------------------------------------------------
+    def validate(self, epoch: int, sums: _Sums, train_time: float) -> tuple[dict, float]:
+        """Sum the epoch over ranks, measure validation accuracy, log; returns the epoch's history record and the validation size."""
+        cfg, ctx, model = self.cfg, self.ctx, self.model
         dist_.broadcast_buffers(ctx, model)
-        total, n_all, seen_all, guide_all, rank_all, recon_all = dist_.all_reduce_sum(
-            ctx, [total, n_seen, seen_here, guide_total, rank_total, recon_total])
-        correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, catalog, val, ctx, config.get("input_size"), feats, cfg.bf16)))
+        total, n_all, seen_all, guide_all, rank_all, recon_all, concept_all = dist_.all_reduce_sum(
+            ctx, [sums.loss, sums.n_seen, sums.seen_here, sums.guide, sums.rank, sums.recon, sums.concept])
+        correct, n_val = dist_.all_reduce_sum(ctx, list(_validate(model, self.catalog, self.val, ctx, self.config.get("input_size"), self.feats, cfg.bf16)))
         val_acc = correct / n_val if n_val else float("nan")
         rec = {"epoch": epoch + 1, "loss": total / max(n_all, 1), "val_accuracy": val_acc, "seconds": round(train_time, 2),
-               "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(wait / train_time, 4)}
-        if ranking_on:
+               "pairs_per_second": round(seen_all / train_time, 1), "data_wait_fraction": round(sums.wait / train_time, 4)}
+        if cfg.rank_weight > 0:
             rec["rank_loss"] = rank_all / max(n_all, 1)  # per pair of the epoch (positives carry it)
         if model.recon is not None:
             rec["appearance_loss"] = recon_all / max(n_all, 1)  # per pair of the epoch
+        if self.pair_step.concept is not None:
+            rec["concept_loss"] = concept_all / max(n_all, 1)  # per pair of the epoch, weighted
         if cfg.guide is not None:
-            # mean share of squared relevance on penalized pixels per image (None: no map yet)
-            rec["guide_loss"] = guide_all / n_all if (masks_path is not None or pair_step.penalty is not None) and n_all else None
-            if cfg.guide_masks == "relevance":
-                pair_step.penalty = _outer_penalty(model, catalog, val, cfg.guide_val_pairs, config.get("input_size"), cfg.guide_rule)
-                rec["guide_penalized_area"] = round(float(pair_step.penalty.mean()), 4)
-                if ctx.is_main:
-                    np.save(out / "guide_penalty.npy", pair_step.penalty.cpu().numpy())
-        history.append(rec)
+            self._guide_record(rec, guide_all, n_all)
+        self.history.append(rec)
         guide_note = f"  guide {rec['guide_loss']:.3f}" if rec.get("guide_loss") is not None else ""
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}{guide_note}  val acc {100 * val_acc:.1f}%  "
-            f"{rec['pairs_per_second']:.3g} pairs/s  (data wait {100 * rec['data_wait_fraction']:.1f}% of step time)")
-        if val_acc > best["val_accuracy"] or not n_val:
-            best = {"epoch": epoch + 1, "val_accuracy": val_acc}
-            if ctx.is_main:
-                save_weights(model, weights_path)
-        checkpoint(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
-    dist_.barrier(ctx)
-    result = {"epochs": history, "best": best, "run": str(out)}
-    if not ctx.is_main:
-        return result
-    from safetensors.torch import load_file
+        self.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}{guide_note}  val acc {100 * val_acc:.1f}%  "
+                 f"{rec['pairs_per_second']:.3g} pairs/s  (data wait {100 * rec['data_wait_fraction']:.1f}% of step time)")
+        return rec, n_val
 
-    model.load_state_dict(load_file(str(weights_path)))
-    config.update({
-        "catalog": str(catalog.root.resolve()),
-        "catalog_fingerprint": catalog.fingerprint,
-        "weights_id": _weights_id(model),
-        "best_epoch": best["epoch"],
-        "n_users": len(catalog.user_ids),
-        "lrprec_version": __import__("lrprec").__version__,
-    })
-    atomic_write_text(out / "history.json", json.dumps({"epochs": history, "best": best}, indent=2))
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    return result
+    def _guide_record(self, rec: dict, guide_all: float, n_all: float) -> None:
+        """Guided training's epoch figures; the outer loop (``guide_masks="relevance"``) recomputes its map here."""
+        cfg, step = self.cfg, self.pair_step
+        # mean share of squared relevance on penalized pixels per image (None: no map yet)
+        rec["guide_loss"] = guide_all / n_all if (self.masks_path is not None or step.penalty is not None) and n_all else None
+        if cfg.guide_masks == "relevance":
+            step.penalty = _outer_penalty(self.model, self.catalog, self.val, cfg.guide_val_pairs, self.config.get("input_size"), cfg.guide_rule)
+            rec["guide_penalized_area"] = round(float(step.penalty.mean()), 4)
+            if self.ctx.is_main:
+                np.save(self.out / "guide_penalty.npy", step.penalty.cpu().numpy())
+
+    def select_best(self, epoch: int, rec: dict, n_val: float) -> None:
+        """Keep the weights of the best validation epoch so far (every epoch's when there is no validation)."""
+        if rec["val_accuracy"] > self.best["val_accuracy"] or not n_val:
+            self.best = {"epoch": epoch + 1, "val_accuracy": rec["val_accuracy"]}
+            if self.ctx.is_main:
+                save_weights(self.model, self.weights_path)
+
+    def checkpoint(self, epoch: int, step: int, epoch_start_state: dict, sums: _Sums) -> None:
+        """Collective: gathers every rank's RNG and partial sums; rank 0 writes."""
+        ctx = self.ctx
+        states = dist_.all_gather_object(ctx, {**capture_rng(), "partial": sums.partial()})
+        if not ctx.is_main:
+            return
+        meta = {
+            "format": "lrprec-train-checkpoint", "version": 1, "config": asdict(self.cfg), "catalog_fingerprint": self.catalog.fingerprint,
+            "world_size": ctx.world_size, "epoch": epoch, "step": step, "global_step": self.global_step,
+            "np_rng_epoch_start": epoch_start_state, "history": self.history, "best": self.best,
+            "partial": [s.pop("partial") for s in states],
+        }
+        penalty = self.pair_step.penalty
+        extra = {} if penalty is None else {"guide_penalty": penalty.cpu()}
+        save_checkpoint(self.ckpt_path, meta, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": states, **extra})
+
+    # ---- the end ---------------------------------------------------------------------------
+    def finalize(self) -> dict:
+        """Reload the best epoch's weights and write history.json and config.json (rank 0)."""
+        dist_.barrier(self.ctx)
+        result = {"epochs": self.history, "best": self.best, "run": str(self.out)}
+        if not self.ctx.is_main:
+            return result
+        from safetensors.torch import load_file
+
+        model, catalog = self.model, self.catalog
+        model.load_state_dict(load_file(str(self.weights_path)))
+        self.config.update({
+            "catalog": str(catalog.root.resolve()),
+            "catalog_fingerprint": catalog.fingerprint,
+            "weights_id": _weights_id(model),
+            "best_epoch": self.best["epoch"],
+            "n_users": len(catalog.user_ids),
+            "lrprec_version": __import__("lrprec").__version__,
+        })
+        atomic_write_text(self.out / "history.json", json.dumps({"epochs": self.history, "best": self.best}, indent=2))
+        atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=2))
+        return result

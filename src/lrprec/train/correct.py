@@ -1,0 +1,339 @@
+"""``lrprec correct``: remove a discovered artifact from a trained run in latent space (issue 26).
+
+Reads the audit ``lrprec audit`` wrote (``RUN/audit/audit.json``), takes its flagged cluster (or
+``cluster``), labels every catalog item t = 1 if it is a member of the cluster, and fits the
+artifact's concept direction(s) V on the backbone features of the training images
+(:mod:`lrprec.explain.concepts`: the pattern CAV, more directions while a linear probe still
+reads t). Then one of:
+
+* ``p-clarc`` — projection at inference, no training: a ← a − VᵀV(a − z̄₀), z̄₀ the mean
+  feature of the non-members, as a frozen linear layer after the backbone
+  (:mod:`lrprec.model.projection`); every later stage that loads the run sees it.
+* ``rr-clarc`` — fine-tuning from the run's weights with λ · (∇_a ŷ · v)² added (Dreyer, Pahde
+  et al. 2024): the gradient of every trained relation's logit of the pair with respect to the
+  backbone features of both images, along the concept, squared (second order, create_graph).
+* ``a-clarc`` — fine-tuning where each training image's features are, with probability
+  ``share``, moved along V to the members' mean z̄₁ or to z̄₀ (even odds): the artifact in latent
+  space decorrelated from the label, the latent analogue of counterfactual augmentation.
+
+The fine-tuning methods are :class:`lrprec.train.trainer.TrainLoop` started from the run's
+weights with the concept term (:class:`Start`), not a second loop. ``project=True`` also keeps the
+projection at inference after fine-tuning. The output is a normal run directory, written into a
+temporary sibling and renamed at the end: an error leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrprec.data.catalog import RELATIONS, CatalogError, Pairs
+from lrprec.data.splits import protocol_pairs
+from lrprec.errors import UsageError
+from lrprec.explain.concepts import class_means, concept_directions, layer_activations, signal_cav
+from lrprec.model.projection import attach_projection, projection_layer
+from lrprec.run import Run, RunError, atomic_write_text, item_inputs, predict_logits, save_weights
+from lrprec.train.config import TrainConfig
+from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
+
+CORRECT_METHODS = ("p-clarc", "rr-clarc", "a-clarc")
+# chosen on validation pairs of the shortcut catalog (docs/correct.md, "Choosing the default")
+DEFAULT_METHOD = "p-clarc"
+DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5}
+DEFAULT_WEIGHT = 1.0
+
+
+@dataclass
+class CorrectConfig:
+    """What ``lrprec correct`` does to a run."""
+
+    method: str = DEFAULT_METHOD
+    audit: str | None = None  # default RUN/audit/audit.json
+    cluster: int | None = None  # default: the highest-scoring suspicious cluster
+    epochs: int | None = None  # fine-tuning epochs (default per method: DEFAULT_EPOCHS; p-clarc: 0 = projection only)
+    weight: float = DEFAULT_WEIGHT  # λ of the RR-ClArC penalty
+    share: float = 0.5  # A-ClArC: probability that an image's features are moved along V
+    max_dirs: int = 3  # cap on concept directions
+    project: bool | None = None  # keep the projection at inference (default: p-clarc only)
+    lr: float | None = None  # fine-tuning learning rate (default: the run's)
+    overwrite: bool = False
+
+
+@dataclass
+class Concept:
+    """The artifact in the backbone's output space: directions V (k, F), the non-member and member means."""
+
+    V: torch.Tensor
+    z0: torch.Tensor
+    z1: torch.Tensor
+    probes: list[float]
+    n_members: int
+    n_items: int
+
+
+# ---- the audit ---------------------------------------------------------------------------------
+def read_audit(run: Run, path: str | os.PathLike | None) -> tuple[dict, Path]:
+    """The audit JSON (default ``RUN/audit/audit.json``) and its folder; it must be made for this run's weights."""
+    p = Path(path) if path is not None else run.path / "audit" / "audit.json"
+    if not p.is_file():
+        raise UsageError(f"no audit at {p}; run 'lrprec audit {run.path}' first (or pass --audit FILE)")
+    try:
+        audit = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{p} is not valid JSON: {exc}") from None
+    if not isinstance(audit, dict) or not isinstance(audit.get("clusters"), list):
+        raise UsageError(f"{p} is not an lrprec audit (no 'clusters' list)")
+    if audit.get("weights_id") != run.version:
+        raise UsageError(f"{p} was made for other weights (weights_id {audit.get('weights_id')!r}, this run {run.version!r}); "
+                         f"audit this run again")
+    return audit, p.parent
+
+
+def pick_cluster(audit: dict, cluster: int | None) -> dict:
+    """The cluster to correct: ``cluster`` by id, else the highest-scoring suspicious one."""
+    clusters = audit["clusters"]
+    if cluster is not None:
+        for c in clusters:
+            if int(c["id"]) == int(cluster):
+                return c
+        raise UsageError(f"the audit has no cluster {cluster}; its clusters: {', '.join(str(c['id']) for c in clusters) or 'none'}")
+    suspicious = [c for c in clusters if c.get("suspicious")]
+    if not suspicious:
+        raise UsageError("the audit flagged no cluster as suspicious; nothing to correct (pass --cluster ID to correct one anyway)")
+    return max(suspicious, key=lambda c: float(c.get("score", 0.0)))
+
+
+def concept_labels(n_items: int, cluster: dict) -> np.ndarray:
+    """t per catalog item: 1 for the cluster's members, 0 otherwise."""
+    members = np.asarray(cluster.get("members", []), dtype=np.int64)
+    if members.size == 0:
+        raise UsageError(f"cluster {cluster.get('id')} has no members")
+    if members.min() < 0 or members.max() >= n_items:
+        raise UsageError(f"cluster {cluster.get('id')} names items outside the catalog (0..{n_items - 1})")
+    t = np.zeros(n_items, np.int64)
+    t[members] = 1
+    return t
+
+
+# ---- the concept -------------------------------------------------------------------------------
+def training_items(run: Run) -> np.ndarray:
+    """Items that appear in the run's training pairs (the images the concept is fitted on)."""
+    pos = run.catalog.pairs("train")
+    return np.unique(np.concatenate([pos.a, pos.b]))
+
+
+def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, batch_size: int = 256) -> Concept:
+    """Concept directions of the backbone features (before any projection) of ``rows`` labelled ``t[rows]``.
+
+    The members come from validation heatmaps and are few; the items' own features then say
+    which other images carry the same thing: t is refined once by the members' side of the
+    midpoint between both groups' projections on the first pattern CAV (self-labelling), and
+    the directions are refitted with the refined labels.
+    """
+    model = run.model
+    acts = torch.cat([layer_activations(model, item_inputs(run.catalog, model, rows[s:s + batch_size], run.input_size))
+                      for s in range(0, len(rows), batch_size)]).double()
+    tt = torch.from_numpy(t[rows]).double()
+    if tt.sum() < 2 or (1 - tt).sum() < 2:
+        raise UsageError(f"the cluster's members and the other items must both number ≥ 2 among the {len(rows)} training images "
+                         f"(members there: {int(tt.sum())})")
+    v = signal_cav(acts, tt)
+    s = acts @ v
+    cut = 0.5 * (s[tt == 1].mean() + s[tt == 0].mean())
+    refined = (s > cut).double()
+    if refined.sum() >= 2 and (1 - refined).sum() >= 2:
+        tt = refined
+    V, probes = concept_directions(acts, tt, max_dirs=max_dirs, return_probes=True)
+    z0, z1 = class_means(acts, tt)
+    return Concept(V.float(), z0.float(), z1.float(), probes, int(tt.sum()), len(rows))
+
+
+# ---- the loss terms the fine-tuning step adds ----------------------------------------------------
+class RRClArC(nn.Module):
+    """λ · Σ_pairs mean_r Σ_{both images} ‖V ∇_a ŷ_r‖², ŷ_r every trained relation's logit of the pair.
+
+    The gradient is taken with ``create_graph=True`` so the penalty's own gradient (second order)
+    reaches the head and, through the features, the backbone.
+    """
+
+    def __init__(self, V: torch.Tensor, relations: list[int], weight: float):
+        super().__init__()
+        self.register_buffer("V", V.float())
+        self.relations = list(relations)
+        self.weight = float(weight)
+
+    def penalty(self, model, feats: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """The summed penalty for features (2n, F) of n pairs ([a-images; b-images]) and the pairs' users."""
+        n = user.shape[0]
+        if not feats.requires_grad:  # a frozen backbone: the features are data, the head still learns
+            feats = feats.detach().requires_grad_(True)
+        logits = model.logits_all(model.project_all(feats[:n]), model.project_partner_all(feats[n:]), model.theta_all(user))
+        total = feats.new_zeros(())
+        for r in self.relations:
+            g = torch.autograd.grad(logits[:, r].sum(), feats, create_graph=True)[0]  # row i: ∂ŷ_r(pair of i)/∂a_i
+            total = total + (g @ self.V.T.to(g.dtype)).pow(2).sum()
+        return self.weight * total / len(self.relations)
+
+    def forward(self, model, feats: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not torch.is_grad_enabled():
+            return feats, None
+        return feats, self.penalty(model, feats, batch["user"])
+
+
+class AClArC(nn.Module):
+    """In training, each image's features move along V to the members' mean (artifact added) or
+    the non-members' mean (removed), with probability ``share``, even odds; seeded."""
+
+    def __init__(self, V: torch.Tensor, z0: torch.Tensor, z1: torch.Tensor, share: float, seed: int):
+        super().__init__()
+        self.register_buffer("V", V.float())
+        self.register_buffer("z0", z0.float())
+        self.register_buffer("z1", z1.float())
+        self.share = float(share)
+        self.gen = torch.Generator().manual_seed(int(seed))
+
+    def forward(self, model, feats: torch.Tensor, batch: dict) -> tuple[torch.Tensor, None]:
+        if not self.training:
+            return feats, None
+        coins = torch.rand(2, feats.shape[0], generator=self.gen).to(feats.device)
+        move = (coins[0] < self.share).unsqueeze(1)
+        target = torch.where((coins[1] < 0.5).unsqueeze(1), self.z1, self.z0)
+        V = self.V.to(feats.dtype)
+        shifted = feats - ((feats - target.to(feats.dtype)) @ V.T) @ V
+        return torch.where(move, shifted, feats), None
+
+
+# ---- the command -------------------------------------------------------------------------------
+def _check(run: Run, out: Path, cfg: CorrectConfig) -> list[str]:
+    if cfg.method not in CORRECT_METHODS:
+        raise UsageError(f"unknown --method {cfg.method!r}; known: {', '.join(CORRECT_METHODS)}")
+    if out.resolve() == run.path.resolve():
+        raise UsageError("--out must be a new run directory, not the run being corrected")
+    if out.exists() and not cfg.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    if run.config["backbone"] == "features" or run.model.backbone.kind == "features":
+        raise UsageError("correct needs a run trained on images: a features-mode run has no images to find the artifact in")
+    if run.config.get("concept_projection"):
+        raise UsageError(f"{run.path} already carries a concept projection; correct the run it came from")
+    if cfg.epochs is not None and cfg.epochs < 0 or cfg.weight < 0 or not 0 <= cfg.share <= 1 or cfg.max_dirs < 1:
+        raise UsageError("--epochs and --weight must be >= 0, --share in [0, 1], --max-dirs >= 1")
+    if cfg.method != "p-clarc" and (cfg.epochs == 0):
+        raise UsageError(f"--method {cfg.method} fine-tunes: --epochs must be positive")
+    rels = run.relations
+    val = _filter_pairs(run.catalog, protocol_pairs(run.catalog, "validation"), rels, run.config.get("category"))
+    if len(val) == 0:
+        raise CatalogError(f"{run.catalog.root} has no validation pairs for this run's relations: the correction "
+                           "is judged (and its default chosen) on validation pairs")
+    return rels
+
+
+def validation_accuracy(run_model, run: Run) -> float:
+    """Accuracy (logit > 0 ⇔ related) on the run's validation pairs."""
+    val = _filter_pairs(run.catalog, protocol_pairs(run.catalog, "validation"), run.relations, run.config.get("category"))
+    logits = predict_logits(run_model, run.catalog, val, input_size=run.input_size)
+    return float(((logits > 0) == (val.label == 1)).mean())
+
+
+def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConfig, progress: bool = False, log=print) -> dict:
+    """Correct ``run_dir`` into a new run ``out``; returns a summary (also ``out/correction.json``)."""
+    cfg_path = Path(run_dir) / "config.json"
+    if cfg_path.is_file() and json.loads(cfg_path.read_text()).get("backbone") == "features":
+        raise UsageError("correct needs a run trained on images: a features-mode run has no images to find the artifact in")
+    run = Run.load(run_dir)
+    out = Path(out)
+    rels = _check(run, out, cfg)
+    audit, _ = read_audit(run, cfg.audit)
+    cluster = pick_cluster(audit, cfg.cluster)
+    t = concept_labels(len(run.catalog), cluster)
+    concept = fit_concept(run, t, training_items(run), cfg.max_dirs)
+    epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
+    project = cfg.method == "p-clarc" if cfg.project is None else cfg.project
+    log(f"cluster {cluster['id']} ({len(cluster.get('members', []))} members): {concept.V.shape[0]} direction(s), "
+        f"{concept.n_members}/{concept.n_items} training images labelled with the artifact; probe after removal "
+        f"{100 * concept.probes[-1]:.1f}%")
+    summary = {"method": cfg.method, "cluster": int(cluster["id"]), "audit_weights_id": audit.get("weights_id"), "epochs": epochs,
+               "weight": cfg.weight if cfg.method == "rr-clarc" else None, "share": cfg.share if cfg.method == "a-clarc" else None,
+               "project": project, "directions": int(concept.V.shape[0]), "probe_after_removal": concept.probes,
+               "members_in_training_images": concept.n_members, "training_images": concept.n_items,
+               "source": str(run.path.resolve()), "val_accuracy_before": validation_accuracy(run.model, run)}
+    tmp = out.with_name(out.name + ".correct-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if epochs > 0:
+            _fine_tune(run, tmp, cfg, concept, rels, epochs, project, summary, progress, log)
+        else:
+            _project_only(run, tmp, concept, summary)
+        atomic_write_text(tmp / "correction.json", json.dumps(summary, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"validation accuracy {100 * summary['val_accuracy_before']:.1f}% -> {100 * summary['val_accuracy']:.1f}%  ({cfg.method}); wrote {out}")
+    return summary
+
+
+def _projection_config(concept: Concept) -> dict:
+    return {"directions": int(concept.V.shape[0]), "file": "concept_projection.safetensors"}
+
+
+def _save_projection(path: Path, concept: Concept) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"V": concept.V.contiguous(), "ref": concept.z0.contiguous(), "artifact_mean": concept.z1.contiguous()}, str(path))
+
+
+def _project_only(run: Run, tmp: Path, concept: Concept, summary: dict) -> None:
+    """P-ClArC without training: the run's weights plus the projection layer."""
+    tmp.mkdir(parents=True)
+    model = run.model
+    attach_projection(model.backbone, projection_layer(concept.V, concept.z0))
+    model.eval()
+    summary["val_accuracy"] = validation_accuracy(model, run)
+    save_weights(model, tmp / "model.safetensors")
+    _save_projection(tmp / "concept_projection.safetensors", concept)
+    config = dict(run.config)
+    config.update({"concept_projection": _projection_config(concept), "weights_id": _weights_id(model), "corrected_from": str(run.path.resolve()),
+                   "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions")}})
+    hist_src = run.path / "history.json"
+    history = json.loads(hist_src.read_text()) if hist_src.exists() else {"epochs": [], "best": {}}
+    history["correction"] = {"method": "p-clarc", "val_accuracy": summary["val_accuracy"]}
+    atomic_write_text(tmp / "history.json", json.dumps(history, indent=2))
+    atomic_write_text(tmp / "config.json", json.dumps(config, indent=2))
+
+
+def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: list[str], epochs: int, project: bool, summary: dict,
+               progress: bool, log) -> None:
+    """The training loop from the run's weights with the method's concept term (and the projection, if kept)."""
+    known = {f.name for f in fields(TrainConfig)}
+    tcfg = TrainConfig(**{k: v for k, v in run.config.items() if k in known})
+    tcfg.epochs = epochs
+    tcfg.warmup_epochs = 0.0
+    if cfg.lr is not None:
+        tcfg.lr = cfg.lr
+    rel_idx = [RELATIONS.index(r) for r in rels]
+    term: nn.Module = (RRClArC(concept.V, rel_idx, cfg.weight) if cfg.method == "rr-clarc"
+                       else AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed))
+    weights = run.model.state_dict()
+    model_config = dict(run.config)
+    extra = {"corrected_from": str(run.path.resolve()), "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions", "weight", "share")}}
+    if project:
+        layer = projection_layer(concept.V, concept.z0)
+        model_config["concept_projection"] = _projection_config(concept)
+        n = len(run.model.backbone.classifier)
+        weights = {**weights, f"backbone.classifier.{n}.weight": layer.weight.detach(), f"backbone.classifier.{n}.bias": layer.bias.detach()}
+        extra["concept_projection"] = model_config["concept_projection"]
+        tmp.mkdir(parents=True)
+        _save_projection(tmp / "concept_projection.safetensors", concept)
+    result = run_loop(run.catalog, rels, tmp, tcfg, progress, log, start=Start(weights=weights, concept=term, config=extra, model_config=model_config))
+    summary["val_accuracy"] = float(result["best"]["val_accuracy"])
+    summary["best_epoch"] = int(result["best"]["epoch"])
+    ck = tmp / "checkpoint.ckpt"
+    if ck.exists():
+        ck.unlink()  # a fine-tuning is not resumable from here; the weights are the result
