@@ -61,23 +61,6 @@ def test_focus_region_holds_the_mass_and_respects_the_area_cap():
     assert focus_region(np.ones((16, 16)), mass=0.9, max_area=0.25).sum() == 64
 
 
-def test_cav_and_projection_on_a_hand_built_linear_case():
-    from lrprec.evaluate.audit import project_out, signal_cav
-
-    g = torch.Generator().manual_seed(0)
-    t = (torch.rand(400, generator=g) < 0.5).double()
-    v = torch.tensor([3.0, -1.0, 0.5, 0.0], dtype=torch.float64)
-    acts = torch.randn(400, 4, generator=g, dtype=torch.float64) * 0.1 + t[:, None] * v
-    cav = signal_cav(acts, t)
-    assert torch.allclose(cav, v, atol=0.05)  # cov(a, t)/var(t) recovers the planted direction and its scale
-    ref = acts[t == 0].mean(0)
-    moved = project_out(acts, cav, ref)
-    u = cav / cav.norm()
-    assert torch.allclose(moved @ u, torch.full((400,), float(ref @ u), dtype=torch.float64))  # every point at the reference
-    other = torch.linalg.svd(torch.eye(4, dtype=torch.float64) - torch.outer(u, u)).U[:, :3]
-    assert torch.allclose(moved @ other, acts @ other)  # nothing orthogonal to v moves
-
-
 def test_the_suspicion_rule_separates_an_artifact_from_a_legitimate_feature():
     from lrprec.evaluate.audit import THRESHOLD, effect_and_cost, suspicion
 

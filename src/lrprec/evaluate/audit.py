@@ -14,7 +14,8 @@
    every item of the validation pairs in two ways — its *focus region* (the pixels holding
    half of the cluster's mean absolute relevance) in-filled by ROAD's linear imputer, and its
    *concept direction* in the features the head reads (the pattern CAV cov(f, t)/var(t) of
-   cluster membership t, projected out towards the non-members' mean, P-ClArC style) — and
+   cluster membership t, :func:`lrprec.explain.concepts.signal_cav`, projected out towards the
+   non-members' mean, P-ClArC style: :func:`~lrprec.explain.concepts.project_out`) — and
    for each removal the *effect* (mean |ΔP| over validation pairs) is set against the
    *cost* (validation accuracy lost). A legitimate feature costs accuracy when removed; an
    artifact moves the outputs and costs nothing (or gains). ``score`` = max over the two
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from lrprec.errors import UsageError
+from lrprec.explain.concepts import project_out, signal_cav
 
 # Chosen on validation pairs (docs/guide/audit-and-correct.md): effect − COST_WEIGHT · cost > THRESHOLD.
 COST_WEIGHT = 2.0
@@ -118,19 +120,6 @@ def focus_region(region: np.ndarray, mass: float = FOCUS_MASS, max_area: float =
 
 
 # ---- behaviour ------------------------------------------------------------------------------
-def signal_cav(acts: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Pattern ("signal") CAV cov(a, t)/var(t) of activations (n, d) and a concept label t (n,)."""
-    t = t.to(acts.dtype)
-    tc = t - t.mean()
-    return (acts - acts.mean(0)).T @ tc / tc.pow(2).sum().clamp_min(1e-12)
-
-
-def project_out(acts: torch.Tensor, v: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """P-ClArC: move every activation's component along v̂ to the reference's (a − v̂ v̂ᵀ (a − ref))."""
-    u = v / v.norm().clamp_min(1e-12)
-    return acts - torch.outer((acts - reference) @ u, u)
-
-
 def cluster_figure(region: np.ndarray, images: list[np.ndarray], heatmaps: list[np.ndarray], path: Path, scale: int = 2) -> Path:
     """A PNG strip: the cluster's mean |relevance| (red), then each prototype's image and its heatmap (bwr)."""
     from PIL import Image
