@@ -1,0 +1,164 @@
+"""Issue 26's experiment: find and fix a Clever Hans without being told the artifact.
+
+For each artifact kind (``mark``, ``tint``; ``clean`` = the default catalog without an artifact) and
+seed: make the catalog, train the plain model (today's defaults) and, on artifact catalogs, the
+oracle (``--mark-augment 0.5``: counterfactual augmentation with the *known* artifact); audit the
+plain model (``lrprec audit``), correct it with each method (``lrprec correct``; on a clean catalog,
+where nothing is flagged, the top-scoring cluster is forced with ``--cluster`` to measure what a
+wrong correction costs), then measure every model: the shortcut report (test split, behaviour and
+probe; validation split for choosing the method) or, on clean catalogs, test accuracy.
+
+Every step is skipped when its output exists, so the script resumes and reuses runs made by hand
+with the same layout: catalogs ``OUT/<kind>-<seed>``, runs ``OUT/runs/<kind>-<seed>-<variant>``.
+
+    python experiments/audit_correct.py OUT --kinds mark tint clean --seeds 0 1 2 --epochs 10 --jobs 2 \\
+        --json experiments/results/audit_correct.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("p-clarc", "rr-clarc", "a-clarc")
+
+
+def lrprec(*args: str, log: Path | None = None) -> float:
+    """Run ``python -m lrprec ARGS`` on one thread; returns the wall seconds (raises on failure)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.perf_counter()
+    with open(log or os.devnull, "w") as fh:
+        subprocess.run([sys.executable, "-m", "lrprec", *args], check=True, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    return time.perf_counter() - t0
+
+
+def run_parallel(jobs: list, n: int) -> list:
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda f: f(), jobs))
+
+
+def catalog(out: Path, kind: str, seed: int) -> Path:
+    path = out / f"{kind}-{seed}"
+    if not (path / "catalog.json").exists():
+        extra = [] if kind == "clean" else ["--spurious", "0.9", "--spurious-kind", kind]
+        lrprec("synth", str(path), "--seed", str(seed), *extra)
+    return path
+
+
+def train_job(out: Path, kind: str, seed: int, variant: str, epochs: int, extra: list[str]):
+    run = out / "runs" / f"{kind}-{seed}-{variant}"
+
+    def job():
+        if (run / "config.json").exists():
+            return
+        lrprec("train", str(out / f"{kind}-{seed}"), "--out", str(run), "--seed", str(seed), "--epochs", str(epochs), *extra,
+               log=run.with_suffix(".log"))
+    return job
+
+
+def correct_job(out: Path, kind: str, seed: int, method: str, timings: dict):
+    plain = out / "runs" / f"{kind}-{seed}-plain"
+    run = out / "runs" / f"{kind}-{seed}-{method}"
+
+    def job():
+        if (run / "config.json").exists():
+            return
+        audit = json.loads((plain / "audit" / "audit.json").read_text())
+        force = []
+        if audit["flagged"] is None:  # nothing flagged (the clean catalogs): force the top-scoring cluster to measure the cost
+            force = ["--cluster", str(max(audit["clusters"], key=lambda c: c["score"])["id"])]
+        timings[f"{kind}-{seed}-{method}"] = lrprec("correct", str(plain), "--out", str(run), "--method", method, *force,
+                                                    log=run.with_suffix(".log"))
+    return job
+
+
+def measure(run: Path, kind: str, split: str) -> dict | None:
+    """The shortcut report (artifact catalogs) or plain accuracy (clean ones) of a run on ``split``."""
+    if not (run / "config.json").exists():
+        return None
+    sys.path.insert(0, str(ROOT / "src"))
+    if kind != "clean":
+        from lrprec.app.evaluation import shortcut_report
+
+        r = shortcut_report(run, split=split, independent_pairs=0)
+        return {"accuracy": r["test_accuracy"], "agrees": r["test_accuracy_mark_agrees"], "disagrees": r["test_accuracy_mark_disagrees"],
+                "sensitivity": r["counterfactual"]["sensitivity"], "mark_share": r["mark_share"], "mark_area": r["mark_area"],
+                "probe": r["probe"], "alarm": r["alarm"]}
+    from lrprec.run import Run, predict_logits
+
+    rr = Run.load(run)
+    p = rr.catalog.pairs(split)
+    return {"accuracy": float(((predict_logits(rr.model, rr.catalog, p, input_size=rr.input_size) > 0) == (p.label == 1)).mean())}
+
+
+def audit_summary(run: Path, kind: str) -> dict:
+    from lrprec.data.watermark import watermark_box
+
+    a = json.loads((run / "audit" / "audit.json").read_text())
+    top = max(a["clusters"], key=lambda c: c["score"])
+    flagged = next((c for c in a["clusters"] if c["id"] == a["flagged"]), None)
+    out = {"n_clusters": a["n_clusters"], "flagged": a["flagged"], "seconds": a["seconds"], "top_score": top["score"],
+           "scores": [c["score"] for c in a["clusters"]], "sizes": [c["size"] for c in a["clusters"]],
+           "tests": {c["id"]: c["tests"] for c in a["clusters"]}}
+    if kind == "mark" and flagged is not None:
+        region = np.load(run / "audit" / flagged["region"])
+        o, m = watermark_box(region.shape[0])
+        out["flagged_mass_in_mark_box"] = float(np.abs(region[o:o + m, o:o + m]).sum() / np.abs(region).sum())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--kinds", nargs="+", default=["mark", "tint", "clean"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs of new plain/oracle runs (existing runs are kept as they are)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--no-train", action="store_true", help="only audit/correct/measure the runs that exist")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    out = args.out
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    cells = [(k, s) for k in args.kinds for s in args.seeds]
+    for k, s in cells:
+        catalog(out, k, s)
+    if not args.no_train:
+        jobs = [train_job(out, k, s, "plain", args.epochs, []) for k, s in cells]
+        jobs += [train_job(out, k, s, "oracle", args.epochs, ["--mark-augment", "0.5"]) for k, s in cells if k != "clean"]
+        run_parallel(jobs, args.jobs)
+    timings: dict[str, float] = {}
+    for k, s in cells:  # audits one at a time: they are short, and their time is a target
+        plain = out / "runs" / f"{k}-{s}-plain"
+        if (plain / "config.json").exists() and not (plain / "audit" / "audit.json").exists():
+            timings[f"{k}-{s}-audit"] = lrprec("audit", str(plain), log=plain / "audit.log")
+    run_parallel([correct_job(out, k, s, m, timings) for k, s in cells for m in args.methods
+                  if (out / "runs" / f"{k}-{s}-plain" / "audit" / "audit.json").exists()], args.jobs)
+    results = []
+    for k, s in cells:
+        plain = out / "runs" / f"{k}-{s}-plain"
+        row = {"kind": k, "seed": s, "audit": audit_summary(plain, k) if (plain / "audit" / "audit.json").exists() else None, "models": {}}
+        for variant in ["plain", "oracle", *args.methods]:
+            run = out / "runs" / f"{k}-{s}-{variant}"
+            if (run / "config.json").exists():
+                cfg = json.loads((run / "config.json").read_text())
+                row["models"][variant] = {"epochs": cfg.get("epochs"), "test": measure(run, k, "test"), "validation": measure(run, k, "validation")}
+        results.append(row)
+        print(json.dumps({"kind": k, "seed": s, "flagged": (row["audit"] or {}).get("flagged"),
+                          **{v: round(m["test"]["accuracy"], 3) for v, m in row["models"].items()}}), flush=True)
+    doc = {"command": " ".join(sys.argv), "timings_s": timings, "results": results}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
