@@ -12,7 +12,8 @@
 2. **Suspicion from behaviour on held-out pairs**, not from the heatmap: the brand mark,
    pattern and colour are legitimate evidence on this catalog. Each cluster is removed from
    every item of the validation pairs in two ways — its *focus region* (the pixels holding
-   half of the cluster's mean absolute relevance) in-filled by ROAD's linear imputer, and its
+   80% of the cluster's distinctive relevance: its mean |R| minus the other heatmaps', clipped
+   at 0) in-filled by ROAD's linear imputer, and its
    *concept direction* in the features the head reads (the pattern CAV cov(f, t)/var(t) of
    cluster membership t, :func:`lrprec.explain.concepts.signal_cav`, projected out towards the
    non-members' mean, P-ClArC style: :func:`~lrprec.explain.concepts.project_out`) — and
@@ -41,7 +42,7 @@ from lrprec.explain.concepts import project_out, signal_cav
 # Chosen on validation pairs (docs/guide/audit-and-correct.md): effect − COST_WEIGHT · cost > THRESHOLD.
 COST_WEIGHT = 2.0
 THRESHOLD = 0.02
-FOCUS_MASS = 0.5  # the focus region: the smallest pixel set holding this share of the cluster's mean |R| ...
+FOCUS_MASS = 0.8  # the focus region: the smallest pixel set holding this share of the cluster's distinctive |R| ...
 FOCUS_MAX_AREA = 0.25  # ... but at most this share of the image
 
 
@@ -106,6 +107,16 @@ def prototypes(embedding: np.ndarray, members: np.ndarray, n: int = 6) -> np.nda
     e = embedding[members]
     d = ((e - e.mean(0)) ** 2).sum(1)
     return members[np.argsort(d, kind="stable")[:n]]
+
+
+def distinctive_map(maps: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """What sets a cluster apart: its mean normalized |relevance| minus the other heatmaps' mean, clipped at 0
+    (the whole cluster's mean when it holds every heatmap). A strategy is where the cluster looks *and the others
+    do not*: the product, which every heatmap covers, cancels, a mark only some look at stays."""
+    mean_in = maps[inside].mean(0)
+    if inside.all():
+        return mean_in
+    return np.clip(mean_in - maps[~inside].mean(0), 0, None)
 
 
 def focus_region(region: np.ndarray, mass: float = FOCUS_MASS, max_area: float = FOCUS_MAX_AREA) -> np.ndarray:
@@ -191,7 +202,7 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
     """Audit a run: SpRAy clusters of its heatmaps, each scored by behaviour on the split's pairs.
 
     Writes ``RUN/audit/audit.json`` (or ``out``) with, per cluster, ``cluster_<id>_region.npy`` (the
-    cluster's mean normalized |relevance|, H×W) and ``cluster_<id>.png`` (that map, then its
+    cluster's distinctive relevance, :func:`distinctive_map`, H×W) and ``cluster_<id>.png`` (that map, then its
     prototypes' images and heatmaps) next to it; returns the report."""
     from lrprec.defaults import DEFAULT_COMPOSITE
     from lrprec.explain.targets import explain_catalog_pairs
@@ -224,7 +235,7 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
     clusters = []
     for c in range(cl["n_clusters"]):
         members = np.flatnonzero(cl["labels"] == c)
-        region = full[members].mean(0)
+        region = distinctive_map(full, cl["labels"] == c)
         np.save(out_path.parent / f"cluster_{c}_region.npy", region.astype(np.float32))
         focus = torch.from_numpy(np.broadcast_to(focus_region(region), (len(x), 1, *region.shape)).copy())
         from lrprec.evaluate.imputers import linear_imputation
