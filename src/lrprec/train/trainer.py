@@ -31,6 +31,7 @@ from lrprec.data.sampling import NegativeSampler
 from lrprec.data.splits import protocol_pairs
 from lrprec.data.watermark import unmarked_image
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write
 from lrprec.model.backbones import hub_vgg16_weights
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
@@ -328,7 +329,7 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
                 pair_step.penalty = _outer_penalty(model, catalog, val, cfg.guide_val_pairs, config.get("input_size"), cfg.guide_rule)
                 rec["guide_penalized_area"] = round(float(pair_step.penalty.mean()), 4)
                 if ctx.is_main:
-                    np.save(out / "guide_penalty.npy", pair_step.penalty.cpu().numpy())
+                    atomic_write(out / "guide_penalty.npy", lambda t: np.save(t, pair_step.penalty.cpu().numpy()))
         history.append(rec)
         guide_note = f"  guide {rec['guide_loss']:.3f}" if rec.get("guide_loss") is not None else ""
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {rec['loss']:.4f}{guide_note}  val acc {100 * val_acc:.1f}%  "
