@@ -61,16 +61,19 @@ def rss_mb(pid: int) -> float:
 class Workload:
     """Draws requests of the mix from the served catalog's ids."""
 
-    def __init__(self, items: list[dict], users: list[str], categories: list[str], seed: int):
+    def __init__(self, items: list[dict], users: list[str], categories: list[str], seed: int, explain_share: float = MIX[2][1]):
         self.items, self.users, self.categories = items, users, categories
         self.rng = random.Random(seed)
+        # browse : recommend stay 70 : 25 whatever share explanations get
+        self.cut_browse = (1 - explain_share) * MIX[0][1] / (MIX[0][1] + MIX[1][1])
+        self.cut_recommend = 1 - explain_share
 
     def _item(self) -> str:
         return self.rng.choice(self.items)["item_id"]
 
     def next(self) -> tuple[str, str, dict]:
         r = self.rng.random()
-        kind = "browse" if r < MIX[0][1] else "recommend" if r < MIX[0][1] + MIX[1][1] else "explain"
+        kind = "browse" if r < self.cut_browse else "recommend" if r < self.cut_recommend else "explain"
         rng = self.rng
         if kind == "browse":
             pick = rng.random()
@@ -180,6 +183,7 @@ def main() -> int:
         items = httpx.get(base + "/api/items", params={"limit": 500}).json()["items"]
         users = httpx.get(base + "/api/users").json()["users"]
         load = Workload(items, users, info["catalog"]["categories"], args.seed)
+        print(f"load average (1 min) at the start: {os.getloadavg()[0]:.1f}")
         print(f"run {args.run} ({info['catalog']['items']} items, {info['catalog']['image_size']} px); pool "
               f"{args.explain_workers} worker(s) + {args.explain_queue} waiting; cores: {os.cpu_count()}")
         print("| users | browse (70 %) | recommend (25 %) | explain (5 %) |\n|---|---|---|---|")
@@ -203,6 +207,11 @@ def main() -> int:
 
         held = asyncio.run(hold())
         print(row(hold_users, held))
+        control = asyncio.run(drive(base, Workload(items, users, info["catalog"]["categories"], args.seed + 1, explain_share=0.0), hold_users,
+                                    args.stage_seconds))
+        print("control, the same users without explanations (browse 74 %, recommend 26 %):")
+        print(row(hold_users, control))
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         first = rss[min(1, len(rss) - 1)][1]  # after the first 5 s (caches and connections set up)
         growth = (rss[-1][1] - first) / first
         print(f"server RSS: {first:.0f} MB at 5 s -> {rss[-1][1]:.0f} MB at {rss[-1][0]:.0f} s ({100 * growth:+.1f} %); max {max(r for _, r in rss):.0f} MB")
@@ -211,7 +220,8 @@ def main() -> int:
         print(f"at 4x saturation: browse/recommend p95 {cheap_p95} ms (target <= 100), errors other than 503: {other_errors} (target 0), "
               f"RSS growth {100 * growth:+.1f} % over {args.hold_seconds:.0f} s (target <= 10 % over 600 s)")
         if args.json:
-            args.json.write_text(json.dumps({"stages": stages, "saturation_users": sat, "hold_users": hold_users, "hold": held, "rss_mb": rss,
+            args.json.write_text(json.dumps({"stages": stages, "saturation_users": sat, "hold_users": hold_users, "hold": held, "control": control,
+                                             "loadavg_end": os.getloadavg(), "rss_mb": rss,
                                              "rss_growth": growth, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
