@@ -212,6 +212,9 @@ def main() -> int:
         print("control, the same users without explanations (browse 74 %, recommend 26 %):")
         print(row(hold_users, control))
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        base_p95 = max(control["browse"]["p95_ms"] or 0, control["recommend"]["p95_ms"] or 0)
+        mix_p95 = max(held["browse"]["p95_ms"] or 0, held["recommend"]["p95_ms"] or 0)
+        print(f"ratio browse/recommend p95 with explanations / without (baseline, same users): {mix_p95 / max(base_p95, 1e-9):.2f}")
         first = rss[min(1, len(rss) - 1)][1]  # after the first 5 s (caches and connections set up)
         growth = (rss[-1][1] - first) / first
         print(f"server RSS: {first:.0f} MB at 5 s -> {rss[-1][1]:.0f} MB at {rss[-1][0]:.0f} s ({100 * growth:+.1f} %); max {max(r for _, r in rss):.0f} MB")
