@@ -14,7 +14,7 @@ import lrprec
 ROOT = Path(lrprec.__file__).parent
 # Lower layers never import higher ones. Same-layer packages may not import each other either.
 LAYERS = {
-    "errors": 0, "jsonable": 0, "defaults": 0, "data": 1, "model": 2, "run": 3, "explain": 4,
+    "errors": 0, "jsonable": 0, "defaults": 0, "files": 0, "data": 1, "model": 2, "run": 3, "explain": 4,
     "evaluate": 5, "recommend": 5, "report": 6, "train": 6,
     "app": 7, "demo": 8, "serve": 8, "cli": 9, "__main__": 10,
 }

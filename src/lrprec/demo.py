@@ -16,6 +16,7 @@ import numpy as np
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError
 from lrprec.data.synthetic import SynthConfig, generate
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write_text
 from lrprec.train.trainer import TrainConfig, train
 
 
@@ -84,7 +85,7 @@ def _stage_done(marker: Path, settings: dict) -> bool:
 
 
 def _mark(marker: Path, settings: dict) -> None:
-    marker.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    atomic_write_text(marker, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def run_ablation(data: Path, run: Path, out: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
@@ -103,7 +104,7 @@ def run_ablation(data: Path, run: Path, out: Path, cfg: DemoConfig, log: Callabl
             _mark(path / ".demo-train", settings)
         variants[name] = path
     comparison = {name: evaluate_run(path, "test") for name, path in variants.items()}
-    (run / "comparison.json").write_text(json.dumps(comparison, indent=2))
+    atomic_write_text(run / "comparison.json", json.dumps(comparison, indent=2))
     return comparison
 
 
@@ -120,7 +121,7 @@ def run_baselines(data: Path, run: Path, log: Callable[[str], None] = print) -> 
         rk = rep["ranking"]["overall"]
         log(f"      baseline {name:<14} recall@10 {rk['recall@10']:.3f}  MRR {rk['mrr']:.3f}  "
             f"accuracy {100 * rep['protocols']['random']['overall']['accuracy']:.1f}% (random negatives)")
-    (run / "baselines.json").write_text(json.dumps({"test": reps}, indent=2))
+    atomic_write_text(run / "baselines.json", json.dumps({"test": reps}, indent=2))
     return reps
 
 
@@ -197,7 +198,7 @@ def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], Non
             f"{'–' if agree is None else f'{100 * agree:.1f}'} / {'–' if disagree is None else f'{100 * disagree:.1f}'}%)  "
             f"relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%  "
             f"shortcut sensitivity {rep['counterfactual']['sensitivity']:+.3f}" + (f"\n      {rep['alarm']}" if rep.get('alarm') else ""))
-    (run / "guidance.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(run / "guidance.json", json.dumps(result, indent=2))
     return result
 
 
@@ -361,7 +362,7 @@ def _run_stages(out: Path, cfg: DemoConfig, ablation: bool, guidance: bool, log:
     from lrprec.report import write_report
 
     timings["total"] = time.perf_counter() - t_start
-    (run / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
+    atomic_write_text(run / "demo_timings.json", json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
     path = write_report(run, title="demo on the synthetic catalog")
     log(f"[5/5] report written: {path}")
     return path
@@ -412,7 +413,7 @@ def _recommend_stage(run: Path, cfg: DemoConfig, log: Callable[[str], None]) -> 
                    "top": top["results"], "figures": [str(f) for f in figs if f.name == "contact_sheet.png"]}
             out.append(rec)
     (run / "recommendations").mkdir(exist_ok=True)
-    (run / "recommendations" / "recommendations.json").write_text(json.dumps(out, indent=2))
+    atomic_write_text(run / "recommendations" / "recommendations.json", json.dumps(out, indent=2))
     log(f"      recommended for {len(queries)} queries × {len(users)} users")
 
 

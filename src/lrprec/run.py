@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from lrprec.data.catalog import RELATIONS, Catalog, CatalogError, Pairs
 from lrprec.errors import LrprecError
+from lrprec.files import atomic_write, atomic_write_text  # noqa: F401  (atomic_write_text: re-exported for the writers of run files)
 from lrprec.model.backbones import build_backbone, preprocess
 from lrprec.model.pair import PairModel
 from lrprec.model.projection import attach_projection
@@ -46,16 +47,40 @@ def build_model(config: dict, n_users: int) -> PairModel:
                      seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+#: Keys every run's config.json has (written by ``lrprec train``).
+CONFIG_KEYS = ("backbone", "dim", "relations", "catalog")
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    parts = []
+    for x in str(v).split("."):
+        digits = "".join(c for c in x if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json, checked: valid JSON, an object with the keys a run needs, written by this lrprec or an older one."""
+    from lrprec import __version__
+
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc}); the run is damaged: retrain or restore the file") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path} is not an lrprec run config (a JSON object was expected)")
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise RunError(f"{path} lacks {', '.join(missing)}: not a config written by 'lrprec train', or damaged")
+    written = str(config.get("lrprec_version", "0"))
+    if _version_tuple(written) > _version_tuple(__version__):
+        raise RunError(f"{path} was written by lrprec {written}, newer than this lrprec {__version__}: upgrade lrprec to read this run")
+    return config
 
 
 def save_weights(model: PairModel, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    """The model's weights as safetensors, written atomically."""
+    atomic_write(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp)))
 
 
 @dataclass
@@ -74,7 +99,7 @@ class Run:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise RunError(f"{path} is not an lrprec run (no config.json); create one with 'lrprec train'")
-        config = json.loads(cfg_path.read_text())
+        config = read_config(cfg_path)
         cat = Catalog(catalog or config["catalog"])
         if config.get("catalog_fingerprint") and cat.fingerprint != config["catalog_fingerprint"]:
             raise RunError(f"the catalog at {cat.root} changed since this run was trained (fingerprint mismatch); retrain")
@@ -83,9 +108,19 @@ class Run:
         if not weights.is_file():
             raise RunError(f"{weights} is missing; the run has not finished training")
         try:
-            model.load_state_dict(load_file(str(weights)))
+            state = load_file(str(weights))
+        except Exception as exc:  # safetensors raises its own error types for truncated or garbled files
+            raise RunError(f"cannot read {weights} (truncated or not a safetensors file: {exc}); retrain or restore the file") from None
+        expected = model.state_dict()
+        bad = [k for k, v in state.items() if k in expected and (v.dtype != expected[k].dtype or v.shape != expected[k].shape)]
+        if bad:
+            k = bad[0]
+            raise RunError(f"{weights} does not match {cfg_path}: {k} is {tuple(state[k].shape)} {state[k].dtype}, the model "
+                           f"expects {tuple(expected[k].shape)} {expected[k].dtype} ({len(bad)} tensor(s) differ); retrain or restore the file")
+        try:
+            model.load_state_dict(state)
         except Exception as exc:
-            raise RunError(f"cannot load {weights}: {exc}") from None
+            raise RunError(f"cannot load {weights}: {str(exc).splitlines()[0]}; it belongs to another model (retrain or restore the file)") from None
         model.eval()
         return cls(path=path, config=config, catalog=cat, model=model)
 

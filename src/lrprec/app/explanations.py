@@ -14,6 +14,7 @@ import torch
 
 from lrprec.data.catalog import RELATIONS
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write, atomic_write_text
 from lrprec.run import Run
 
 
@@ -76,8 +77,8 @@ def explain_ids(
         if out is not None:
             d = Path(out) if len(pairs) == 1 else Path(out) / f"{ia}__{ib}"
             d.mkdir(parents=True, exist_ok=True)
-            np.save(d / "relevance_a.npy", rel_a[k])
-            np.save(d / "relevance_b.npy", rel_b[k])
+            atomic_write(d / "relevance_a.npy", lambda t: np.save(t, rel_a[k]))
+            atomic_write(d / "relevance_b.npy", lambda t: np.save(t, rel_b[k]))
             rec["files"] += [str(d / "relevance_a.npy"), str(d / "relevance_b.npy")]
             if cat.images is not None:
                 from lrprec.explain.render import bilrp_figure, pair_figure
@@ -87,9 +88,9 @@ def explain_ids(
                 if matrices is not None:
                     rec["files"].append(str(bilrp_figure(cat.images[a[k]], cat.images[b[k]], matrices[k], grid, d / "bilrp.png")))
             if matrices is not None:
-                np.save(d / "bilrp.npy", matrices[k])
+                atomic_write(d / "bilrp.npy", lambda t: np.save(t, matrices[k]))
                 rec["files"].append(str(d / "bilrp.npy"))
-            (d / "explanation.json").write_text(json.dumps(rec, indent=2))
+            atomic_write_text(d / "explanation.json", json.dumps(rec, indent=2))
         records.append(rec)
     return records
 
@@ -147,5 +148,5 @@ def explain_examples(run: Run, out: Path, per_kind: int = 2) -> list[dict]:
         rec = explain_ids(run, [(ex["item_a"], ex["item_b"])], user=ex["user"], relation=ex["relation"], out=d)[0]
         records.append({**ex, **rec})
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "examples.json").write_text(json.dumps(records, indent=2))
+    atomic_write_text(Path(out) / "examples.json", json.dumps(records, indent=2))
     return records

@@ -10,6 +10,7 @@ import typer
 from lrprec.cli._app import command, emit
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
+from lrprec.files import dir_lock
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -49,10 +50,11 @@ def faithfulness_cmd(
     method_list = _split(methods)
     r = Run.load(run)
     log = (lambda msg: print(msg, file=sys.stderr)) if not as_json else None
-    result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
+    with dir_lock(run, "lrprec faithfulness"):
+        result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
                           image=image, seed=seed, batch_size=batch_size, target=target, progress=log, split=split,
                           imputers=_split(imputers) or (), srg_steps=srg_steps, randomization_pairs=randomization_pairs)
-    files = write_result(result, out if out is not None else Path(run) / "faithfulness")
+        files = write_result(result, out if out is not None else Path(run) / "faithfulness")
     doc = to_json(result)
     doc["files"] = [str(p) for p in files]
     emit(doc, as_json, lambda d: leaderboard_table(d) + "\n\nwritten: " + ", ".join(str(p) for p in files))
@@ -71,4 +73,6 @@ def shortcut_cmd(
     from lrprec.app.evaluation import shortcut_report
     from lrprec.evaluate.shortcut import shortcut_text
 
-    emit(shortcut_report(run, pairs=pairs, composite=composite, split=split), as_json, shortcut_text)
+    with dir_lock(run, "lrprec shortcut"):
+        report = shortcut_report(run, pairs=pairs, composite=composite, split=split)
+    emit(report, as_json, shortcut_text)

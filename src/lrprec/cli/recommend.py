@@ -11,6 +11,7 @@ import typer
 from lrprec.cli._app import command, emit
 from lrprec.cli._tables import Col, table_text
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write_text, dir_lock
 
 
 class Backend(str, Enum):
@@ -40,7 +41,8 @@ def index_cmd(
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
     r = Run.load(run)
     log = (lambda m: typer.echo(m, err=True))
-    index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log)
+    with dir_lock(run, "lrprec index"):
+        index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log)
     emit({**index.meta, "path": str(index.path)}, as_json, _index_text)
 
 
@@ -92,7 +94,7 @@ def recommend_cmd(
         typer.echo(f"notice: {note}", err=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recommendations.json").write_text(json.dumps(result, indent=2))
+        atomic_write_text(out / "recommendations.json", json.dumps(result, indent=2))
     if explain:
         from lrprec.app.explanations import explain_recommendations
 

@@ -1,6 +1,7 @@
 """Training and link-prediction evaluation commands."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import typer
 from lrprec.cli._app import command, emit
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
+from lrprec.files import dir_lock
 
 
 @command("train")
@@ -90,7 +92,8 @@ def train_cmd(
         if not isinstance(cfg.backbone_config, dict):
             raise UsageError("--backbone-config must be a JSON object")
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    result = train(data, out, cfg, log=log, resume=resume)
+    with dir_lock(out, "lrprec train"):
+        result = train(data, out, cfg, log=log, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # only rank 0 of a torchrun job reports
     emit(result, as_json, lambda r: f"best epoch {r['best']['epoch']} (validation accuracy {100 * r['best']['val_accuracy']:.1f}%); run saved in {r['run']}")
@@ -118,4 +121,6 @@ def evaluate(
         return
     if len(runs) > 1:
         raise UsageError("several runs given: add --compare to lay them side by side")
-    emit(evaluate_run(runs[0], split), as_json, evaluation_text)
+    with dir_lock(runs[0], "lrprec evaluate") if Path(runs[0], "config.json").is_file() else contextlib.nullcontext():
+        report = evaluate_run(runs[0], split)
+    emit(report, as_json, evaluation_text)

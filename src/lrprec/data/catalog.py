@@ -92,11 +92,16 @@ class Catalog:
             raise CatalogError(f"{self.root} is not an lrprec catalog (no catalog.json); create one with 'lrprec synth' or 'lrprec import'")
         try:
             self.meta: dict = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CatalogError(f"{meta_path} is not valid JSON: {exc}") from None
+        if not isinstance(self.meta, dict):
+            raise CatalogError(f"{meta_path} is not an lrprec catalog (a JSON object was expected)")
         if self.meta.get("format") != FORMAT:
             raise CatalogError(f"{meta_path} is not an lrprec catalog (format={self.meta.get('format')!r})")
         items = _read_table(self.root / "items.parquet")
+        missing = [c for c in ("item_id", "category") if c not in items.column_names]
+        if missing:
+            raise CatalogError(f"{self.root / 'items.parquet'} lacks the column(s) {', '.join(missing)}: not written by lrprec, or damaged")
         self.item_ids: np.ndarray = np.asarray(items.column("item_id").to_pylist(), dtype=object)
         self.categories: np.ndarray = np.asarray(items.column("category").to_pylist(), dtype=object)
         self.titles: np.ndarray = np.asarray(items.column("title").to_pylist(), dtype=object) if "title" in items.column_names else np.full(len(self.item_ids), "", dtype=object)
@@ -162,6 +167,8 @@ class Catalog:
     def images(self) -> np.ndarray | None:
         """uint8 (N, H, W, 3) memmap of decoded images, or None for a features-only catalog."""
         arr = self._npy("images")
+        if arr is not None and (arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3):
+            raise CatalogError(f"{self.root / 'images.npy'} holds {arr.dtype} {arr.shape}, expected uint8 (items, H, W, 3): damaged or not written by lrprec")
         if arr is not None and arr.shape[0] != len(self):
             raise CatalogError(f"{self.root / 'images.npy'} holds {arr.shape[0]} images for {len(self)} items")
         return arr
@@ -174,7 +181,11 @@ class Catalog:
     @property
     def features(self) -> np.ndarray | None:
         """float32 (N, F) precomputed image features (features mode), when present."""
-        return self._npy("features")
+        arr = self._npy("features")
+        if arr is not None and (arr.dtype != np.float32 or arr.ndim != 2 or arr.shape[0] != len(self)):
+            raise CatalogError(f"{self.root / 'features.npy'} holds {arr.dtype} {arr.shape}, expected float32 ({len(self)}, F): "
+                               "damaged or not written by lrprec")
+        return arr
 
     def feature_rows(self, rows: np.ndarray) -> np.ndarray:
         """float32 feature rows, read per call (indexing the memmap would keep the file resident)."""

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 from lrprec.data.catalog import RELATIONS, SPLITS, Catalog, Pairs, pairs_table, split_file
 from lrprec.data.sampling import EVAL_PROTOCOLS, NegativeSampler, RejectFn
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write
 
 RATIOS = (0.8, 0.1, 0.1)
 
@@ -48,13 +49,13 @@ def make_splits(catalog: Catalog, seed: int = 0, reject: RejectFn | None = None,
         splits = {name: pos.take(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLITS)}
     sampler = NegativeSampler(pos, catalog.category_codes)
     (catalog.root / "splits").mkdir(exist_ok=True)
-    pq.write_table(pairs_table(catalog.item_ids, splits["train"], catalog.user_ids), split_file(catalog.root, "train"))
+    atomic_write(split_file(catalog.root, "train"), lambda t: pq.write_table(pairs_table(catalog.item_ids, splits["train"], catalog.user_ids), t))
     out: dict[str, Pairs] = {"train": splits["train"]}
     for k, protocol in enumerate(EVAL_PROTOCOLS):
         rng = np.random.default_rng(seed + 1 if k == 0 else [seed, 1 + k])  # category draws as before protocols existed
         for name in ("validation", "test"):
             pairs = Pairs.concat([splits[name], sampler.sample(splits[name], rng, reject, protocol=protocol)])
-            pq.write_table(pairs_table(catalog.item_ids, pairs, catalog.user_ids), split_file(catalog.root, name, protocol))
+            atomic_write(split_file(catalog.root, name, protocol), lambda t, pairs=pairs: pq.write_table(pairs_table(catalog.item_ids, pairs, catalog.user_ids), t))
             out[name if protocol == "category" else f"{name}-{protocol}"] = pairs
     return out
 

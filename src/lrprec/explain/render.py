@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write
 
 
 def _plt():
@@ -74,7 +75,7 @@ def pair_figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)
     plt.close(fig)
     return path
 
@@ -104,7 +105,7 @@ def bilrp_figure(image_a: np.ndarray, image_b: np.ndarray, matrix: np.ndarray, g
     ax.set_title(title or f"BiLRP: the {len(flat)} strongest patch links", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)
     plt.close(fig)
     return path
 
@@ -126,5 +127,5 @@ def contact_sheet(paths: list[Path], out: Path, columns: int = 1) -> Path:
             sheet.paste(im, (c * w, y))
         y += hgt
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    atomic_write(out, sheet.save)
     return out

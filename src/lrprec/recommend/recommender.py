@@ -236,7 +236,7 @@ def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
         raise IndexMissingError(f"no recommendation index in {root}; build it with 'lrprec index {run.path}'")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StaleIndexError(f"{meta_path} is corrupt ({exc}); {_rebuild_hint(run)}") from None
     if meta.get("format") != INDEX_FORMAT or meta.get("format_version") != INDEX_FORMAT_VERSION:
         raise StaleIndexError(f"{root} holds an index of another format or version; {_rebuild_hint(run)}")

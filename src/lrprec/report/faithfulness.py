@@ -13,6 +13,7 @@ import numpy as np
 
 from lrprec.evaluate.faithfulness import to_json
 from lrprec.explain.methods import DEFAULT_METHOD
+from lrprec.files import atomic_write, atomic_write_text
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -90,7 +91,7 @@ def leaderboard_table(result: Mapping[str, Any]) -> str:
 def _save(fig: Any, plt: Any, path: Path) -> Path:
     """Lay out, write (110 dpi) and close one figure."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=110))
     plt.close(fig)
     return path
 
@@ -197,14 +198,12 @@ def write_result(result: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = plot_curves(result, out)
     npz = out / "curves.npz"
-    np.savez_compressed(npz, **{k.replace("/", "__"): v for k, v in result.get("_arrays", {}).items()})
+    atomic_write(npz, lambda t: np.savez_compressed(t, **{k.replace("/", "__"): v for k, v in result.get("_arrays", {}).items()}))
     files.append(npz)
     path = out / "faithfulness.json"
     doc = to_json(result)
     doc["files"] = [str(p) for p in files + [path]]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return files + [path]
 
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import jinja2
 
+from lrprec.files import atomic_write, atomic_write_text
+
 
 @dataclass
 class Section:
@@ -189,7 +191,7 @@ def plot_training(hist: dict, path: Path) -> Path:
     ax2.set_ylabel("validation accuracy %", color="tab:green")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_write(path, fig.savefig)
     plt.close(fig)
     return path
 
@@ -304,5 +306,5 @@ def write_report(run: str | Path, title: str | None = None, extra: list[Section]
     sections = [s for b in SECTION_BUILDERS if (s := b(run)) is not None] + list(extra or [])
     config = {"backbone": cfg.get("backbone", "?"), "dim": cfg.get("dim", "?"), "relations": cfg.get("relations") or [], "catalog": cfg.get("catalog", "?")}
     out = run / "report.html"
-    out.write_text(_env().get_template("report.html").render(title=title or run.name, config=config, sections=sections))
+    atomic_write_text(out, _env().get_template("report.html").render(title=title or run.name, config=config, sections=sections))
     return out

@@ -8,11 +8,14 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
+from lrprec.explain.composites import COMPOSITES
+
 from lrprec.data.catalog import CatalogError
 from lrprec.jsonable import plain
 from lrprec.serve import heatmap
 from lrprec.serve.params import (IMAGE_SUFFIXES, MAX_ID_LEN, MAX_K, MAX_LIMIT, MAX_OFFSET, MAX_SEARCH_LEN, PNG_HEADERS, RUN_SUFFIXES, Grid,
-                                 ItemId, Links, RelationName, RuleName, TargetName, UserId)
+                                 ItemId, Links, TargetName, UserId, choice_query)
+from lrprec.serve.schema import error_responses
 from lrprec.serve.state import BadParam, NotFound, ServeState, safe_file
 from lrprec.serve.urls import bilrp_png_url, heatmap_url, item_url
 
@@ -34,12 +37,19 @@ def item_listing(state: ServeState, search: str | None, category: str | None, li
 def api_router(state: ServeState) -> APIRouter:
     """The JSON API and the file routes, answered from ``state``."""
     run = state.run
-    router = APIRouter()
+    router = APIRouter(responses=error_responses())
+    busy = error_responses(503)
+    png = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
+    # the values this run accepts, listed in the schema (empty: the default); the code checks them too
+    category_q = choice_query(["", *state.catalog.category_names], "A category of the catalog; empty or absent: every category.", MAX_ID_LEN)
+    relation_all_q = choice_query(["", "all", *run.relations], "A trained relation, or 'all' (default).")
+    relation_q = choice_query(["", *run.relations], "A trained relation; empty or absent: the pair's most probable one.")
+    rule_q = choice_query(["", *COMPOSITES], "LRP rule/composite; empty or absent: the default.")
 
     # ---- JSON API --------------------------------------------------------------------------------------
     @router.get("/api/health", tags=["meta"], summary="Liveness check (also the benchmark's baseline endpoint).")
     async def api_health() -> dict:
-        return {"status": "ok", "run": run.path.name, "version": run.version}
+        return {"status": "ok", "run": run.path.name, "version": run.version, "explain_pool": state.pool.stats()}
 
     @router.get("/api/run", tags=["meta"], summary="The run: config, relations, rules, metrics, faithfulness results, figures.")
     def api_run() -> dict:
@@ -48,14 +58,14 @@ def api_router(state: ServeState) -> APIRouter:
     @router.get("/api/items", tags=["items"], summary="Browse and search items by id/title substring and category.")
     def api_items(
         search: Annotated[str | None, Query(max_length=MAX_SEARCH_LEN, description="Case-insensitive substring of id or title.")] = None,
-        category: Annotated[str | None, Query(max_length=MAX_ID_LEN)] = None,
+        category: str | None = category_q,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict:
         return item_listing(state, search, category, limit, offset)
 
     @router.get("/api/items/{item_id:path}/image.png", tags=["items"], summary="An item's image as PNG (from the catalog).",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+             response_class=Response, responses=png)
     def api_item_image(item_id: str, size: Annotated[int, Query(ge=16, le=512)] = heatmap.DISPLAY) -> Response:
         return Response(state.thumbnail(state.item_row(item_id), size), media_type="image/png", headers=PNG_HEADERS)
 
@@ -76,7 +86,7 @@ def api_router(state: ServeState) -> APIRouter:
     def api_recommend(
         item: ItemId,
         user: UserId = None,
-        relation: Annotated[str | None, Query(max_length=64, description="A trained relation or 'all' (default).")] = None,
+        relation: str | None = relation_all_q,
         k: Annotated[int, Query(ge=1, le=MAX_K, description=f"Items per relation (per category with per_category); at most {MAX_K}.")] = 10,
         per_category: Annotated[bool, Query(description="The top k of every category (the paper's eq 5).")] = False,
     ) -> dict:
@@ -98,19 +108,20 @@ def api_router(state: ServeState) -> APIRouter:
         rel = state.relation(relation)
         return state.explain([(ra, rb)], rel, u, rule_name, target)[0]
 
-    @router.get("/api/explain", tags=["explain"], summary="First-order LRP explanation of a pair: values and heatmap URLs.")
-    def api_explain(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
-                    target: TargetName = "similarity") -> dict:
-        rec = _explain_one(a, b, user, relation, rule, target)
+    @router.get("/api/explain", tags=["explain"], summary="First-order LRP explanation of a pair: values and heatmap URLs.", responses=busy)
+    async def api_explain(a: ItemId, b: ItemId, user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
+                          target: TargetName = "similarity") -> dict:
+        rec = await state.pool.run(_explain_one, a, b, user, relation, rule, target)
         out = {k: v for k, v in rec.items() if not k.startswith("_")}
         out["heatmaps"] = {s: heatmap_url(a, b, s, rec["relation"], user, rec["rule"], target) for s in ("a", "b")}
         return plain(out)
 
     @router.get("/api/explain/heatmap.png", tags=["explain"], summary="One image's relevance heatmap (red +, blue −) as PNG.",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def api_heatmap(a: ItemId, b: ItemId, side: Annotated[Literal["a", "b"], Query(description="Which image of the pair.")],
-                    user: UserId = None, relation: RelationName = None, rule: RuleName = None, target: TargetName = "similarity") -> Response:
-        rec = _explain_one(a, b, user, relation, rule, target)
+             response_class=Response, responses={**png, **busy})
+    async def api_heatmap(a: ItemId, b: ItemId, side: Annotated[Literal["a", "b"], Query(description="Which image of the pair.")],
+                          user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
+                          target: TargetName = "similarity") -> Response:
+        rec = await state.pool.run(_explain_one, a, b, user, relation, rule, target)
         return Response(rec["_png"][side], media_type="image/png", headers=PNG_HEADERS)
 
     def _bilrp(a: str, b: str, user: str | None, relation: str | None, rule: str | None, grid: int) -> tuple[np.ndarray, str, str]:
@@ -121,21 +132,25 @@ def api_router(state: ServeState) -> APIRouter:
             relation = max(probs, key=probs.get)
         return state.bilrp(ra, rb, state.relation(relation), u, rule_name, grid), relation, rule_name
 
-    @router.get("/api/bilrp", tags=["explain"], summary="BiLRP: which patch of image a matches which patch of image b (strongest links).")
-    def api_bilrp(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
-                  grid: Grid = 8, links: Links = 12) -> dict:
+    @router.get("/api/bilrp", tags=["explain"], summary="BiLRP: which patch of image a matches which patch of image b (strongest links).",
+                responses=busy)
+    async def api_bilrp(a: ItemId, b: ItemId, user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
+                        grid: Grid = 8, links: Links = 12) -> dict:
         from lrprec.explain.bilrp import top_links
 
-        m, relation, rule_name = _bilrp(a, b, user, relation, rule, grid)
+        m, relation, rule_name = await state.pool.run(_bilrp, a, b, user, relation, rule, grid)
         top = top_links(torch.from_numpy(m), links)
         return plain({"item_a": a, "item_b": b, "user": user or None, "relation": relation, "rule": rule_name, "grid": grid,
                       "sum": float(m.sum()), "links": [{"patch_a": p, "patch_b": q, "value": v} for p, q, v in top],
                       "image": bilrp_png_url(a, b, relation, user, rule_name, grid, links)})
 
     @router.get("/api/bilrp.png", tags=["explain"], summary="The strongest BiLRP links drawn between the two images, PNG.",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def api_bilrp_png(a: ItemId, b: ItemId, user: UserId = None, relation: RelationName = None, rule: RuleName = None,
-                      grid: Grid = 8, links: Links = 12) -> Response:
+             response_class=Response, responses={**png, **busy})
+    async def api_bilrp_png(a: ItemId, b: ItemId, user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
+                            grid: Grid = 8, links: Links = 12) -> Response:
+        return Response(await state.pool.run(_bilrp_png, a, b, user, relation, rule, grid, links), media_type="image/png", headers=PNG_HEADERS)
+
+    def _bilrp_png(a: str, b: str, user: str | None, relation: str | None, rule: str | None, grid: int, links: int) -> bytes:
         from lrprec.explain.bilrp import top_links
 
         m, relation, rule_name = _bilrp(a, b, user, relation, rule, grid)
@@ -147,14 +162,18 @@ def api_router(state: ServeState) -> APIRouter:
                 raise NotFound("an item of this pair has no image")
             png = heatmap.links_png(ia, ib, top_links(torch.from_numpy(m), links), grid)
             state.pngs.put(key, png)
-        return Response(png, media_type="image/png", headers=PNG_HEADERS)
+        return png
 
     # ---- files of the run and its catalog -----------------------------------------------------------------
-    @router.get("/files/run/{path:path}", tags=["files"], summary="A figure or the report of the run directory.")
+    files = {200: {"content": {t: {} for t in ("image/png", "image/jpeg", "image/webp", "image/gif", "text/html")}, "description": "The file."}}
+
+    @router.get("/files/run/{path:path}", tags=["files"], summary="A figure or the report of the run directory.",
+                response_class=FileResponse, responses=files)
     def run_file(path: str) -> FileResponse:
         return FileResponse(safe_file(run.path, path, RUN_SUFFIXES))
 
-    @router.get("/files/catalog/{path:path}", tags=["files"], summary="An image file of the catalog directory.")
+    @router.get("/files/catalog/{path:path}", tags=["files"], summary="An image file of the catalog directory.",
+                response_class=FileResponse, responses=files)
     def catalog_file(path: str) -> FileResponse:
         return FileResponse(safe_file(run.catalog.root, path, IMAGE_SUFFIXES))
 

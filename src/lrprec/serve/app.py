@@ -15,11 +15,12 @@ unknown ids give 404, bad parameters 422 with a readable message, unexpected err
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +36,8 @@ from lrprec.run import Run
 from lrprec.serve.api import api_router
 from lrprec.serve.middleware import LimitsMiddleware
 from lrprec.serve.pages import pages_router
-from lrprec.serve.params import CACHE_ENTRIES
+from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_QUEUE, EXPLAIN_WORKERS
+from lrprec.serve.pool import Busy
 from lrprec.serve.state import BadParam, NotFound, ServeState
 from lrprec.serve.urls import bilrp_png_url, heatmap_url, image_url, item_url, pair_url
 
@@ -60,16 +62,19 @@ def _is_page(request: Request) -> bool:
     return not (p.startswith("/api") or p.startswith("/files") or p.startswith("/static") or p in ("/openapi.json", "/docs", "/favicon.ico"))
 
 
-def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_entries: int = CACHE_ENTRIES,
-               warmup: bool = False) -> FastAPI:
+def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_entries: int = CACHE_ENTRIES, cache_bytes: int = CACHE_BYTES,
+               explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE, warmup: bool = False) -> FastAPI:
     """The FastAPI app for a run directory: loads the run and its index once, then serves pages and ``/api``.
 
     ``index`` (a :class:`lrprec.recommend.recommender.RecIndex`) skips loading ``RUN/index``;
     without a usable stored index one is built in memory at start (with a notice).
+    ``explain_workers``/``explain_queue`` size the explanation pool (past both: 503 + Retry-After);
+    ``cache_bytes`` bounds each in-memory cache.
     ``warmup`` explains one pair at start, so the first page does not pay torch's first-call cost.
     """
     run = run_path if isinstance(run_path, Run) else Run.load(run_path)
-    state = ServeState(run, index=index, cache_entries=cache_entries)
+    state = ServeState(run, index=index, cache_entries=cache_entries, cache_bytes=cache_bytes, explain_workers=explain_workers,
+                       explain_queue=explain_queue)
     if warmup:
         state.warmup()
     app = FastAPI(
@@ -78,6 +83,7 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
         description="Recommend related items and explain every prediction with LRP heatmaps on both images. "
                     f"Serving run `{run.path.name}` ({len(run.catalog)} items).",
         docs_url=None, redoc_url=None,  # /docs below serves Swagger UI from local files (works offline)
+        lifespan=_lifespan,
     )
     app.state.lrprec = state
     app.add_middleware(LimitsMiddleware)
@@ -103,6 +109,12 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> Response:
         return error(request, 404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy) -> Response:
+        resp = error(request, 503, str(exc))
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
 
     @app.exception_handler(BadParam)
     async def _bad_param(request: Request, exc: BadParam) -> Response:
@@ -150,6 +162,13 @@ def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_en
 DOCS_ASSETS = "/docs-assets"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # uvicorn has already answered the requests in flight (graceful shutdown); finish what the explanation pool still holds
+    app.state.lrprec.pool.drain(timeout=60)
+
+
 def swagger_ui_assets() -> Path | None:
     """The folder of Swagger UI's files shipped by the ``swagger-ui-py`` package, or None when it is not installed.
 
@@ -181,8 +200,12 @@ def api_endpoints(schema: dict) -> list[dict]:
 
 
 def serve(run_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          echo: Callable[[str], None] | None = None) -> None:
-    """Load the run and serve the app with uvicorn until interrupted (binds loopback unless ``host`` says otherwise)."""
+          echo: Callable[[str], None] | None = None, explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE,
+          drain_seconds: float = 30.0) -> None:
+    """Load the run and serve the app with uvicorn until interrupted (binds loopback unless ``host`` says otherwise).
+
+    On SIGTERM or Ctrl-C the server stops accepting connections and answers the requests in flight
+    (for at most ``drain_seconds``) before it exits."""
     import uvicorn
 
     say = echo or (lambda m: print(m, file=sys.stderr))
@@ -190,9 +213,11 @@ def serve(run_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         raise UsageError(f"--port must be in 1..65535, got {port}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: binding {host}: the app will be reachable from other machines; it has no authentication")
-    app = create_app(run_path, warmup=True)
+    if explain_workers < 1 or explain_queue < 0:
+        raise UsageError(f"--explain-workers must be >= 1 and --explain-queue >= 0, got {explain_workers}, {explain_queue}")
+    app = create_app(run_path, warmup=True, explain_workers=explain_workers, explain_queue=explain_queue)
     state: ServeState = app.state.lrprec
     say(f"lrprec: serving run {state.run.path} ({len(state.catalog)} items); {state.index_note}")
     shown = f"[{host}]" if ":" in host else host
     say(f"open http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds)

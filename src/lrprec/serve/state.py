@@ -23,7 +23,8 @@ from lrprec.errors import LrprecError
 from lrprec.jsonable import plain
 from lrprec.run import Run
 from lrprec.serve import heatmap
-from lrprec.serve.params import CACHE_ENTRIES, IMAGE_SUFFIXES, TARGETS, WARM_BATCH
+from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_QUEUE, EXPLAIN_WORKERS, IMAGE_SUFFIXES, TARGETS, WARM_BATCH
+from lrprec.serve.pool import ComputePool
 from lrprec.serve.urls import image_url
 
 log = logging.getLogger("lrprec.serve")
@@ -37,13 +38,32 @@ class BadParam(LrprecError):
     """A parameter the model or catalog cannot take: answered with 422."""
 
 
-class LRU:
-    """A thread-safe least-recently-used cache of at most ``maxsize`` entries (cachetools' LRUCache
-    behind a lock, counting hits and misses for the run page)."""
+def size_of(value: Any) -> int:
+    """Approximate bytes a cached value holds (PNG bytes, arrays, and the dicts of explanation records)."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) + 64
+    if isinstance(value, np.ndarray):
+        return value.nbytes + 128
+    if isinstance(value, dict):
+        return 512 + sum(size_of(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return 64 + sum(size_of(v) for v in value)
+    return 64
 
-    def __init__(self, maxsize: int):
+
+class LRU:
+    """A thread-safe least-recently-used cache of at most ``maxsize`` entries and, with ``max_bytes``, at most that
+    many bytes (:func:`size_of`; each entry counts at least ``max_bytes / maxsize``, so both bounds hold) —
+    cachetools' LRUCache behind a lock, counting hits and misses for the run page."""
+
+    def __init__(self, maxsize: int, max_bytes: int | None = None):
         self.maxsize = max(1, int(maxsize))
-        self._data: LRUCache = LRUCache(self.maxsize)
+        self.max_bytes = max_bytes
+        if max_bytes:
+            floor = max(1, int(max_bytes) // self.maxsize)
+            self._data: LRUCache = LRUCache(int(max_bytes), getsizeof=lambda v: max(floor, size_of(v)))
+        else:
+            self._data = LRUCache(self.maxsize)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -59,7 +79,15 @@ class LRU:
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
-            self._data[key] = value
+            try:
+                self._data[key] = value
+            except ValueError:  # larger than the whole budget: not cached
+                pass
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (by :func:`size_of`); the entry count without a byte budget."""
+        return int(self._data.currsize)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -82,13 +110,15 @@ def safe_file(root: Path, relative: str, suffixes: frozenset[str]) -> Path:
 class ServeState:
     """The run, its recommender and the caches, shared by all requests (loaded once at start)."""
 
-    def __init__(self, run: Run, index: Any = None, cache_entries: int = CACHE_ENTRIES):
+    def __init__(self, run: Run, index: Any = None, cache_entries: int = CACHE_ENTRIES, cache_bytes: int = CACHE_BYTES,
+                 explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE):
         self.run = run
         self.catalog = run.catalog
         self.compute_lock = threading.Lock()  # one LRP computation at a time: bounded memory, no duplicate work
-        self.explanations = LRU(cache_entries)
-        self.bilrp_cache = LRU(max(8, cache_entries // 8))
-        self.pngs = LRU(cache_entries)
+        self.pool = ComputePool(explain_workers, explain_queue)  # explanation requests: bounded, 503 past the queue
+        self.explanations = LRU(cache_entries, cache_bytes)
+        self.bilrp_cache = LRU(max(8, cache_entries // 8), cache_bytes // 4)
+        self.pngs = LRU(cache_entries, cache_bytes)
         self.has_pixels = run.model.backbone.kind == "image"
         self.sources = read_item_sources(self.catalog.root)  # raw titles, image URLs, placeholder flags
         self._has_image: dict[int, bool] = {}

@@ -31,6 +31,7 @@ from lrprec.data.sampling import NegativeSampler
 from lrprec.data.splits import protocol_pairs
 from lrprec.data.watermark import catalog_artifact
 from lrprec.errors import UsageError
+from lrprec.files import atomic_write
 from lrprec.model.backbones import hub_vgg16_weights
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
@@ -443,7 +444,7 @@ class TrainLoop:
             step.penalty = _outer_penalty(self.model, self.catalog, self.val, cfg.guide_val_pairs, self.config.get("input_size"), cfg.guide_rule)
             rec["guide_penalized_area"] = round(float(step.penalty.mean()), 4)
             if self.ctx.is_main:
-                np.save(self.out / "guide_penalty.npy", step.penalty.cpu().numpy())
+                atomic_write(self.out / "guide_penalty.npy", lambda t: np.save(t, step.penalty.cpu().numpy()))
 
     def select_best(self, epoch: int, rec: dict, n_val: float) -> None:
         """Keep the weights of the best validation epoch so far (every epoch's when there is no validation)."""
