@@ -206,9 +206,20 @@ def test_fine_tuning_methods_run_the_training_loop_from_the_run(shortcut_run, tm
     assert cfg["correction"]["method"] == "rr-clarc" and cfg["epochs"] == 1 and "concept_projection" not in cfg
     assert not (out / "checkpoint.ckpt").exists()
     out2 = tmp_path / "ac"
-    correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True), log=lambda m: None)
+    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True), log=lambda m: None)
     run2 = Run.load(out2)
     assert run2.config["concept_projection"] and len(run2.model.backbone.classifier) == len(Run.load(shortcut_run).model.backbone.classifier) + 1
+    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"]
+    # the kept projection is the one refitted on the fine-tuned backbone: features sit at one point along its V
+    from safetensors.torch import load_file
+
+    layer = run2.model.backbone.classifier[-1]
+    P = torch.eye(layer.weight.shape[0]) - layer.weight
+    x = run2.inputs(np.arange(20))
+    with torch.no_grad():
+        f = run2.model.embed(x)
+    assert torch.allclose(f @ P, (f @ P)[:1].expand(20, -1), atol=1e-3)
+    assert load_file(str(out2 / "concept_projection.safetensors"))["V"].shape[1] == layer.weight.shape[0]
 
 
 # ---- errors: one line, exit 2, nothing written ----------------------------------------------------

@@ -61,6 +61,7 @@ class CorrectConfig:
     share: float = 0.5  # A-ClArC: probability that an image's features are moved along V
     max_dirs: int = 3  # cap on concept directions
     project: bool | None = None  # keep the projection at inference (default: p-clarc only)
+    refit: bool = False  # fine-tuning: refit the directions on the current backbone after every epoch
     lr: float | None = None  # fine-tuning learning rate (default: the run's)
     overwrite: bool = False
 
@@ -75,6 +76,7 @@ class Concept:
     probes: list[float]
     n_members: int
     n_items: int
+    labels: torch.Tensor | None = None  # t of the fitted images (after self-labelling)
 
 
 # ---- the audit ---------------------------------------------------------------------------------
@@ -128,7 +130,15 @@ def training_items(run: Run) -> np.ndarray:
     return np.unique(np.concatenate([pos.a, pos.b]))
 
 
-def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, batch_size: int = 256) -> Concept:
+def _features(model, catalog, rows: np.ndarray, input_size, batch_size: int = 256) -> torch.Tensor:
+    """Backbone features of ``rows`` before any concept projection the model carries, (n, F) float64."""
+    cls = model.backbone.classifier
+    layer = f"classifier.{len(cls) - 2}" if len(cls) and isinstance(cls[-1], nn.Linear) and cls[-1].weight.requires_grad is False else None
+    return torch.cat([layer_activations(model, item_inputs(catalog, model, rows[s:s + batch_size], input_size), layer=layer)
+                      for s in range(0, len(rows), batch_size)]).double()
+
+
+def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3) -> Concept:
     """Concept directions of the backbone features (before any projection) of ``rows`` labelled ``t[rows]``.
 
     The members come from validation heatmaps and are few; the items' own features then say
@@ -136,9 +146,7 @@ def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, ba
     midpoint between both groups' projections on the first pattern CAV (self-labelling), and
     the directions are refitted with the refined labels.
     """
-    model = run.model
-    acts = torch.cat([layer_activations(model, item_inputs(run.catalog, model, rows[s:s + batch_size], run.input_size))
-                      for s in range(0, len(rows), batch_size)]).double()
+    acts = _features(run.model, run.catalog, rows, run.input_size)
     tt = torch.from_numpy(t[rows]).double()
     if tt.sum() < 2 or (1 - tt).sum() < 2:
         raise UsageError(f"the cluster's members and the other items must both number ≥ 2 among the {len(rows)} training images "
@@ -149,9 +157,36 @@ def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, ba
     refined = (s > cut).double()
     if refined.sum() >= 2 and (1 - refined).sum() >= 2:
         tt = refined
+    return _directions(acts, tt, max_dirs)
+
+
+def _directions(acts: torch.Tensor, tt: torch.Tensor, max_dirs: int) -> Concept:
     V, probes = concept_directions(acts, tt, max_dirs=max_dirs, return_probes=True)
     z0, z1 = class_means(acts, tt)
-    return Concept(V.float(), z0.float(), z1.float(), probes, int(tt.sum()), len(rows))
+    return Concept(V.float(), z0.float(), z1.float(), probes, int(tt.sum()), len(tt), tt)
+
+
+class Refit:
+    """After each fine-tuning epoch: the concept's directions again, on the current backbone, with the same labels
+    (the backbone may move the artifact to another direction); the term and the projection layer follow."""
+
+    def __init__(self, catalog, rows: np.ndarray, labels: torch.Tensor, input_size, max_dirs: int, term: nn.Module):
+        self.catalog, self.rows, self.labels, self.input_size, self.max_dirs, self.term = catalog, rows, labels, input_size, max_dirs, term
+        self.history: list[dict] = []
+        self.concepts: list[Concept] = []
+
+    def __call__(self, loop) -> None:
+        model = loop.model
+        c = _directions(_features(model, self.catalog, self.rows, self.input_size), self.labels, self.max_dirs)
+        self.term.set_concept(c)
+        cls = model.backbone.classifier
+        if isinstance(cls[-1], nn.Linear) and not cls[-1].weight.requires_grad:
+            fresh = projection_layer(c.V, c.z0)
+            with torch.no_grad():
+                cls[-1].weight.copy_(fresh.weight)
+                cls[-1].bias.copy_(fresh.bias)
+        self.history.append({"directions": int(c.V.shape[0]), "probe_after_removal": c.probes[-1]})
+        self.concepts.append(c)
 
 
 # ---- the loss terms the fine-tuning step adds ----------------------------------------------------
@@ -167,6 +202,9 @@ class RRClArC(nn.Module):
         self.register_buffer("V", V.float())
         self.relations = list(relations)
         self.weight = float(weight)
+
+    def set_concept(self, c: Concept) -> None:
+        self.V = c.V.to(self.V.device)
 
     def penalty(self, model, feats: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """The summed penalty for features (2n, F) of n pairs ([a-images; b-images]) and the pairs' users."""
@@ -197,6 +235,9 @@ class AClArC(nn.Module):
         self.register_buffer("z1", z1.float())
         self.share = float(share)
         self.gen = torch.Generator().manual_seed(int(seed))
+
+    def set_concept(self, c: Concept) -> None:
+        self.V, self.z0, self.z1 = c.V.to(self.V.device), c.z0.to(self.V.device), c.z1.to(self.V.device)
 
     def forward(self, model, feats: torch.Tensor, batch: dict) -> tuple[torch.Tensor, None]:
         if not self.training:
@@ -251,7 +292,8 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     audit, _ = read_audit(run, cfg.audit)
     cluster = pick_cluster(audit, cfg.cluster)
     t = concept_labels(len(run.catalog), cluster)
-    concept = fit_concept(run, t, training_items(run), cfg.max_dirs)
+    rows = training_items(run)
+    concept = fit_concept(run, t, rows, cfg.max_dirs)
     epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
     project = cfg.method == "p-clarc" if cfg.project is None else cfg.project
     log(f"cluster {cluster['id']} ({len(cluster.get('members', []))} members): {concept.V.shape[0]} direction(s), "
@@ -266,7 +308,7 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         if epochs > 0:
-            _fine_tune(run, tmp, cfg, concept, rels, epochs, project, summary, progress, log)
+            _fine_tune(run, tmp, cfg, concept, rows, rels, epochs, project, summary, progress, log)
         else:
             _project_only(run, tmp, concept, summary)
         atomic_write_text(tmp / "correction.json", json.dumps(summary, indent=2))
@@ -308,8 +350,8 @@ def _project_only(run: Run, tmp: Path, concept: Concept, summary: dict) -> None:
     atomic_write_text(tmp / "config.json", json.dumps(config, indent=2))
 
 
-def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: list[str], epochs: int, project: bool, summary: dict,
-               progress: bool, log) -> None:
+def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: np.ndarray, rels: list[str], epochs: int, project: bool,
+               summary: dict, progress: bool, log) -> None:
     """The training loop from the run's weights with the method's concept term (and the projection, if kept)."""
     known = {f.name for f in fields(TrainConfig)}
     tcfg = TrainConfig(**{k: v for k, v in run.config.items() if k in known})
@@ -331,9 +373,16 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: 
         extra["concept_projection"] = model_config["concept_projection"]
         tmp.mkdir(parents=True)
         _save_projection(tmp / "concept_projection.safetensors", concept)
-    result = run_loop(run.catalog, rels, tmp, tcfg, progress, log, start=Start(weights=weights, concept=term, config=extra, model_config=model_config))
+    refit = Refit(run.catalog, rows, concept.labels, run.input_size, cfg.max_dirs, term) if cfg.refit else None
+    extra["correction"]["refit"] = cfg.refit
+    result = run_loop(run.catalog, rels, tmp, tcfg, progress, log,
+                      start=Start(weights=weights, concept=term, config=extra, model_config=model_config, on_epoch_end=refit))
     summary["val_accuracy"] = float(result["best"]["val_accuracy"])
     summary["best_epoch"] = int(result["best"]["epoch"])
+    if refit is not None:
+        summary["refits"] = refit.history
+        if project:  # the projection the best epoch's weights carry
+            _save_projection(tmp / "concept_projection.safetensors", refit.concepts[summary["best_epoch"] - 1])
     ck = tmp / "checkpoint.ckpt"
     if ck.exists():
         ck.unlink()  # a fine-tuning is not resumable from here; the weights are the result

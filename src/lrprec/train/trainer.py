@@ -151,6 +151,7 @@ class Start:
     concept: nn.Module | None = None
     config: dict = field(default_factory=dict)
     model_config: dict | None = None  # the config the model is built from (the source run's), default: the training config
+    on_epoch_end: object = None  # callable(loop) after each epoch's steps, before validation (e.g. refit the concept)
 
 
 @dataclass
@@ -214,6 +215,8 @@ class TrainLoop:
         self.step_module = self.wrap_ddp(self.pair_step)
         for epoch in range(self.start_epoch, self.cfg.epochs):
             sums, seconds = self.run_epoch(epoch)
+            if self.start is not None and self.start.on_epoch_end is not None:
+                self.start.on_epoch_end(self)
             rec, n_val = self.validate(epoch, sums, seconds)
             self.select_best(epoch, rec, n_val)
             self.checkpoint(epoch + 1, 0, self.rng.bit_generator.state, _Sums())
