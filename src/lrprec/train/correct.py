@@ -178,7 +178,8 @@ class Refit:
     def __call__(self, loop) -> None:
         model = loop.model
         c = _directions(_features(model, self.catalog, self.rows, self.input_size), self.labels, self.max_dirs)
-        self.term.set_concept(c)
+        if self.term is not None:
+            self.term.set_concept(c)
         cls = model.backbone.classifier
         if isinstance(cls[-1], nn.Linear) and not cls[-1].weight.requires_grad:
             fresh = projection_layer(c.V, c.z0)
@@ -360,8 +361,9 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: 
     if cfg.lr is not None:
         tcfg.lr = cfg.lr
     rel_idx = [RELATIONS.index(r) for r in rels]
-    term: nn.Module = (RRClArC(concept.V, rel_idx, cfg.weight) if cfg.method == "rr-clarc"
-                       else AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed))
+    term: nn.Module | None = {"rr-clarc": lambda: RRClArC(concept.V, rel_idx, cfg.weight),
+                              "a-clarc": lambda: AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed),
+                              "p-clarc": lambda: None}[cfg.method]()  # p-clarc fine-tunes the model behind the projection
     weights = run.model.state_dict()
     model_config = dict(run.config)
     extra = {"corrected_from": str(run.path.resolve()), "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions", "weight", "share")}}
