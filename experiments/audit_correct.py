@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("p-clarc", "rr-clarc", "a-clarc")
+METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
 
 
 def lrprec(*args: str, log: Path | None = None) -> float:
