@@ -3,9 +3,8 @@
 For each artifact kind (``mark``, ``tint``; ``clean`` = the default catalog without an artifact) and
 seed: make the catalog, train the plain model (today's defaults) and, on artifact catalogs, the
 oracle (``--mark-augment 0.5``: counterfactual augmentation with the *known* artifact); audit the
-plain model (``lrprec audit``), correct it with each method (``lrprec correct``; on a clean catalog,
-where nothing is flagged, the top-scoring cluster is forced with ``--cluster`` to measure what a
-wrong correction costs), then measure every model: the shortcut report (test split, behaviour and
+plain model (``lrprec audit``), correct it with each method (``lrprec correct``; where the audit
+flags nothing, ``correct`` refuses and the model stays as it is), then measure every model: the shortcut report (test split, behaviour and
 probe; validation split for choosing the method) or, on clean catalogs, test accuracy.
 
 Every step is skipped when its output exists, so the script resumes and reuses runs made by hand
@@ -72,10 +71,9 @@ def correct_job(out: Path, kind: str, seed: int, method: str, timings: dict):
         if (run / "config.json").exists():
             return
         audit = json.loads((plain / "audit" / "audit.json").read_text())
-        force = []
-        if audit["flagged"] is None:  # nothing flagged (the clean catalogs): force the top-scoring cluster to measure the cost
-            force = ["--cluster", str(max(audit["clusters"], key=lambda c: c["score"])["id"])]
-        timings[f"{kind}-{seed}-{method}"] = lrprec("correct", str(plain), "--out", str(run), "--method", method, *force,
+        if audit["flagged"] is None:  # nothing flagged: correct refuses, the model stays as it is (a user's default path)
+            return
+        timings[f"{kind}-{seed}-{method}"] = lrprec("correct", str(plain), "--out", str(run), "--method", method,
                                                     log=run.with_suffix(".log"))
     return job
 
