@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this worktree's lrprec, not an installed one
 METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
 
 
@@ -82,7 +83,6 @@ def measure(run: Path, kind: str, split: str) -> dict | None:
     """The shortcut report (artifact catalogs) or plain accuracy (clean ones) of a run on ``split``."""
     if not (run / "config.json").exists():
         return None
-    sys.path.insert(0, str(ROOT / "src"))
     if kind != "clean":
         from lrprec.app.evaluation import shortcut_report
 
