@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="only audit/correct/measure the runs that exist")
+    ap.add_argument("--no-correct", action="store_true", help="only measure the corrections that exist")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out = args.out
@@ -138,8 +139,9 @@ def main() -> None:
         plain = out / "runs" / f"{k}-{s}-plain"
         if (plain / "config.json").exists() and not (plain / "audit" / "audit.json").exists():
             timings[f"{k}-{s}-audit"] = lrprec("audit", str(plain), log=plain / "audit.log")
-    run_parallel([correct_job(out, k, s, m, timings) for k, s in cells for m in args.methods
-                  if (out / "runs" / f"{k}-{s}-plain" / "audit" / "audit.json").exists()], args.jobs)
+    if not args.no_correct:
+        run_parallel([correct_job(out, k, s, m, timings) for k, s in cells for m in args.methods
+                      if (out / "runs" / f"{k}-{s}-plain" / "audit" / "audit.json").exists()], args.jobs)
     results = []
     for k, s in cells:
         plain = out / "runs" / f"{k}-{s}-plain"
