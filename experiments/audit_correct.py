@@ -3,9 +3,8 @@
 For each artifact kind (``mark``, ``tint``; ``clean`` = the default catalog without an artifact) and
 seed: make the catalog, train the plain model (today's defaults) and, on artifact catalogs, the
 oracle (``--mark-augment 0.5``: counterfactual augmentation with the *known* artifact); audit the
-plain model (``lrprec audit``), correct it with each method (``lrprec correct``; on a clean catalog,
-where nothing is flagged, the top-scoring cluster is forced with ``--cluster`` to measure what a
-wrong correction costs), then measure every model: the shortcut report (test split, behaviour and
+plain model (``lrprec audit``), correct it with each method (``lrprec correct``; where the audit
+flags nothing, ``correct`` refuses and the model stays as it is), then measure every model: the shortcut report (test split, behaviour and
 probe; validation split for choosing the method) or, on clean catalogs, test accuracy.
 
 Every step is skipped when its output exists, so the script resumes and reuses runs made by hand
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("p-clarc", "rr-clarc", "a-clarc")
+sys.path.insert(0, str(ROOT / "src"))  # this worktree's lrprec, not an installed one
+METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
 
 
 def lrprec(*args: str, log: Path | None = None) -> float:
@@ -72,10 +72,9 @@ def correct_job(out: Path, kind: str, seed: int, method: str, timings: dict):
         if (run / "config.json").exists():
             return
         audit = json.loads((plain / "audit" / "audit.json").read_text())
-        force = []
-        if audit["flagged"] is None:  # nothing flagged (the clean catalogs): force the top-scoring cluster to measure the cost
-            force = ["--cluster", str(max(audit["clusters"], key=lambda c: c["score"])["id"])]
-        timings[f"{kind}-{seed}-{method}"] = lrprec("correct", str(plain), "--out", str(run), "--method", method, *force,
+        if audit["flagged"] is None:  # nothing flagged: correct refuses, the model stays as it is (a user's default path)
+            return
+        timings[f"{kind}-{seed}-{method}"] = lrprec("correct", str(plain), "--out", str(run), "--method", method,
                                                     log=run.with_suffix(".log"))
     return job
 
@@ -84,7 +83,6 @@ def measure(run: Path, kind: str, split: str) -> dict | None:
     """The shortcut report (artifact catalogs) or plain accuracy (clean ones) of a run on ``split``."""
     if not (run / "config.json").exists():
         return None
-    sys.path.insert(0, str(ROOT / "src"))
     if kind != "clean":
         from lrprec.app.evaluation import shortcut_report
 
@@ -124,6 +122,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="only audit/correct/measure the runs that exist")
+    ap.add_argument("--no-correct", action="store_true", help="only measure the corrections that exist")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out = args.out
@@ -140,8 +139,9 @@ def main() -> None:
         plain = out / "runs" / f"{k}-{s}-plain"
         if (plain / "config.json").exists() and not (plain / "audit" / "audit.json").exists():
             timings[f"{k}-{s}-audit"] = lrprec("audit", str(plain), log=plain / "audit.log")
-    run_parallel([correct_job(out, k, s, m, timings) for k, s in cells for m in args.methods
-                  if (out / "runs" / f"{k}-{s}-plain" / "audit" / "audit.json").exists()], args.jobs)
+    if not args.no_correct:
+        run_parallel([correct_job(out, k, s, m, timings) for k, s in cells for m in args.methods
+                      if (out / "runs" / f"{k}-{s}-plain" / "audit" / "audit.json").exists()], args.jobs)
     results = []
     for k, s in cells:
         plain = out / "runs" / f"{k}-{s}-plain"
@@ -150,7 +150,9 @@ def main() -> None:
             run = out / "runs" / f"{k}-{s}-{variant}"
             if (run / "config.json").exists():
                 cfg = json.loads((run / "config.json").read_text())
-                row["models"][variant] = {"epochs": cfg.get("epochs"), "test": measure(run, k, "test"), "validation": measure(run, k, "validation")}
+                row["models"][variant] = {"epochs": cfg.get("epochs"), "test": measure(run, k, "test"),
+                                          # the method is chosen on validation pairs; plain and oracle are only reported
+                                          "validation": measure(run, k, "validation") if variant in METHODS else None}
         results.append(row)
         print(json.dumps({"kind": k, "seed": s, "flagged": (row["audit"] or {}).get("flagged"),
                           **{v: round(m["test"]["accuracy"], 3) for v, m in row["models"].items()}}), flush=True)
@@ -158,6 +160,31 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
+    print(table(results))
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per (kind, seed, model) with the test figures and the audit's verdict."""
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["| catalog | seed | model | epochs | test acc. | artifact agrees | disagrees | sensitivity | probe (chance) | alarm |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in results:
+        for variant, m in row["models"].items():
+            t = m["test"] or {}
+            probe = t.get("probe")
+            sens = t.get("sensitivity")
+            probe_s = "–" if not probe else f"{pct(probe['accuracy'])} ({pct(probe['chance'])})"
+            sens_s = "–" if sens is None else f"{sens:+.3f}"
+            lines.append(f"| {row['kind']} | {row['seed']} | {variant} | {m['epochs']} | {pct(t.get('accuracy'))} | {pct(t.get('agrees'))} | "
+                         f"{pct(t.get('disagrees'))} | {sens_s} | {probe_s} | {'yes' if t.get('alarm') else 'no'} |")
+    lines += ["", "| catalog | seed | clusters | flagged | top score | flagged cluster's mass in the mark's box | audit s |", "|---|---:|---:|---|---:|---:|---:|"]
+    for row in results:
+        a = row["audit"]
+        if a:
+            box = a.get("flagged_mass_in_mark_box")
+            lines.append(f"| {row['kind']} | {row['seed']} | {a['n_clusters']} | {'none' if a['flagged'] is None else a['flagged']} | "
+                         f"{a['top_score']:+.3f} | {'–' if box is None else pct(box)} | {a['seconds']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,24 @@ def test_tint_counterfactuals_apply_and_remove_the_cast(tint_catalog):
         art.stamp(images)
 
 
+def test_mark_augment_redraws_the_tint_in_training_batches(tint_catalog):
+    """The oracle (--mark-augment) on a tint catalog: every re-drawn image is its tinted or untinted self."""
+    from lrprec.train.batches import _EpochBatches, _Norm
+
+    cat = Catalog(tint_catalog)
+    art = catalog_artifact(cat.root, cat.meta, cat.images)
+    pairs = cat.pairs("train").take(np.arange(64))
+    norm = _Norm((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # inputs = raw pixel values
+    ds = _EpochBatches(pairs, 64, 1, 0, 0, 1, tint_catalog / "images.npy", norm, None, None, mark_augment=(1.0, art, (0, 0)))
+    got = ds[0]["x"].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    rows = np.concatenate([pairs.a, pairs.b])
+    raw = np.asarray(cat.images[rows])
+    on, off = art.stamp(raw, rows), art.remove(raw, rows)
+    is_on = (got == on).all((1, 2, 3))
+    assert (is_on | (got == off).all((1, 2, 3))).all() and 0.3 < is_on.mean() < 0.7
+    assert (is_on != (art.tags[rows] == 1)).any()  # tints are moved off tagged images and onto untagged ones
+
+
 def test_fingerprints_of_catalogs_without_a_tint_do_not_change(tmp_path):
     generate(tmp_path / "a", SynthConfig(items=40, users=2, image_size=16, pairs_per_relation=20, seed=1), progress=False)
     meta = json.loads((tmp_path / "a" / "catalog.json").read_text())

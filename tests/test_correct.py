@@ -206,9 +206,48 @@ def test_fine_tuning_methods_run_the_training_loop_from_the_run(shortcut_run, tm
     assert cfg["correction"]["method"] == "rr-clarc" and cfg["epochs"] == 1 and "concept_projection" not in cfg
     assert not (out / "checkpoint.ckpt").exists()
     out2 = tmp_path / "ac"
-    correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True), log=lambda m: None)
+    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True), log=lambda m: None)
     run2 = Run.load(out2)
     assert run2.config["concept_projection"] and len(run2.model.backbone.classifier) == len(Run.load(shortcut_run).model.backbone.classifier) + 1
+    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"]
+    # the kept projection is the one refitted on the fine-tuned backbone: features sit at one point along its V
+    from safetensors.torch import load_file
+
+    layer = run2.model.backbone.classifier[-1]
+    P = torch.eye(layer.weight.shape[0]) - layer.weight
+    x = run2.inputs(np.arange(20))
+    with torch.no_grad():
+        f = run2.model.embed(x)
+    assert torch.allclose(f @ P, (f @ P)[:1].expand(20, -1), atol=1e-3)
+    assert load_file(str(out2 / "concept_projection.safetensors"))["V"].shape[1] == layer.weight.shape[0]
+
+
+def test_augment_pastes_the_discovered_pixels(shortcut_run, tmp_path):
+    from lrprec.data.watermark import WATERMARK_RGB, watermark_box
+    from lrprec.run import Run
+    from lrprec.train.correct import discovered_artifact, fit_concept, pick_cluster, read_audit, concept_labels, training_items
+
+    watermark_audit(shortcut_run)
+    run = Run.load(shortcut_run)
+    audit, folder = read_audit(run, None)
+    cluster = pick_cluster(audit, None)
+    rows = training_items(run)
+    concept = fit_concept(run, concept_labels(len(run.catalog), cluster), rows)
+    share, fill, mask, pixels = discovered_artifact(run, cluster, folder, concept, rows, 0.5)
+    o, m = watermark_box(run.catalog.images.shape[1])
+    box = np.zeros_like(mask)
+    box[o:o + m, o:o + m] = True
+    assert (mask == box).all()  # the region thresholded is the mark's box
+    assert (pixels[box] == WATERMARK_RGB).all()  # the members' median there is the mark's colour
+    tags = np.load(run.catalog.root / "shortcut_tags.npy")
+    assert not (fill[box] == WATERMARK_RGB).all(axis=-1).any()  # the fill comes from an unmarked image
+    s = correct(shortcut_run, tmp_path / "aug", CorrectConfig(method="augment", epochs=1), log=lambda m: None)
+    assert s["region_area"] == pytest.approx(box.mean()) and Run.load(tmp_path / "aug").config["correction"]["method"] == "augment"
+    # a region that is not localized is refused
+    write_audit(shortcut_run, np.flatnonzero(tags[:100] == 1), np.ones((32, 32)), folder=tmp_path / "diffuse")
+    with pytest.raises(UsageError, match="not a localized artifact"):
+        correct(shortcut_run, tmp_path / "aug2", CorrectConfig(method="augment", audit=str(tmp_path / "diffuse" / "audit.json")),
+                log=lambda m: None)
 
 
 # ---- errors: one line, exit 2, nothing written ----------------------------------------------------

@@ -12,7 +12,8 @@ directions until a linear probe no longer reads the concept, and the projection 
 * :func:`concept_directions` — one direction may leave the concept decodable (the concept can
   live in more than one direction); INLP-style iteration (Ravfogel et al. 2020): project the
   found directions out, fit a linear probe, and while it still decodes t (cross-validated
-  balanced accuracy above chance + ``margin``) add the probe's own (filter) direction,
+  balanced accuracy above chance + ``margin``) add the probe's own (filter) direction (the mean
+  of the folds' probes: once the class means agree, a probe fitted to all samples is w = 0),
   orthogonalized; capped at ``max_dirs``. The first direction is always the pattern CAV.
 * :func:`project_out` — the P-ClArC / A-ClArC algebra (Anders et al. 2022):
   a ← a − Vᵀ V (a − z) for orthonormal rows V. With z = z̄₀, the mean activation of samples
@@ -99,6 +100,11 @@ def probe_accuracy(acts: Tensor, t: Tensor, folds: int = 5, seed: int = 0, l2: f
 
     Features are standardized on each training fold; 0.5 is chance. Deterministic for a seed.
     """
+    return _cv_probe(acts, t, folds, seed, l2, steps)[0]
+
+
+def _cv_probe(acts: Tensor, t: Tensor, folds: int = 5, seed: int = 0, l2: float = 1e-3, steps: int = 100) -> tuple[float, Tensor]:
+    """(cross-validated balanced accuracy, the mean of the folds' unit probe directions in the original coordinates)."""
     a, t = _check(acts, t)
     n = a.shape[0]
     folds = max(2, min(folds, int(t.sum().item()), int((1 - t).sum().item())))
@@ -110,15 +116,18 @@ def probe_accuracy(acts: Tensor, t: Tensor, folds: int = 5, seed: int = 0, l2: f
         fold_of[rows] = np.arange(rows.size) % folds
     right = np.zeros(2)
     count = np.zeros(2)
+    direction = torch.zeros(a.shape[1], dtype=a.dtype)
     for f in range(folds):
         test = torch.from_numpy(fold_of == f)
         w, b, mu, sd = _fit_probe(a[~test], t[~test], l2, steps)
+        u = w / sd
+        direction += u / u.norm().clamp_min(1e-300)
         pred = (((a[test] - mu) / sd) @ w + b > 0).double()
         for cls in (0, 1):
             sel = t[test] == cls
             right[cls] += float((pred[sel] == cls).sum())
             count[cls] += float(sel.sum())
-    return float(np.mean(right / np.maximum(count, 1)))
+    return float(np.mean(right / np.maximum(count, 1))), direction / folds
 
 
 def _fit_probe(a: Tensor, t: Tensor, l2: float, steps: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -153,11 +162,12 @@ def concept_directions(acts: Tensor, t: Tensor, max_dirs: int = 3, margin: float
     probes: list[float] = []
     while True:
         resid = a - (a @ V.T) @ V
-        probes.append(probe_accuracy(resid, tt, folds=folds, seed=seed))
+        acc, u = _cv_probe(resid, tt, folds=folds, seed=seed)
+        probes.append(acc)
         if probes[-1] <= 0.5 + margin or V.shape[0] >= max_dirs:
             break
-        w = _fit_probe(resid, tt, 1e-3, 100)
-        u = w[0] / w[3]  # the filter in the original (unstandardized) coordinates
+        # the probe's (filter) direction: on the residual the class means agree, so a probe fitted to all of it is
+        # w = 0; the folds' probes, which read the concept out of fold, are averaged instead
         u = u - (u @ V.T) @ V  # orthogonal to the directions so far
         if u.norm() < 1e-9:
             break

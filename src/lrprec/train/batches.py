@@ -35,7 +35,7 @@ class _EpochBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: Pairs, batch_size: int, n_steps: int, first: int, rank: int, world: int,
                  images_path: Path | None, norm: _Norm | None, input_size: int | None, augment_key: tuple[int, int] | None,
-                 masks_path: Path | None = None, related=None, mark_augment: tuple[float, np.ndarray, tuple[int, int]] | None = None,
+                 masks_path: Path | None = None, related=None, mark_augment: tuple | None = None,
                  forbid_masks: bool = False):
         self.pairs, self.batch_size, self.n_steps, self.first = pairs, batch_size, n_steps, first
         self.related = related  # (a, b, r, u) -> bool, broadcasting: the ranking loss's candidate veto
@@ -43,7 +43,9 @@ class _EpochBatches(torch.utils.data.Dataset):
         self.images_path, self.norm, self.input_size, self.augment_key = images_path, norm, input_size, augment_key
         self.masks_path = masks_path  # masks ride along as "allowed" (guided training) ...
         self.forbid_masks = forbid_masks  # ... or, when True, as the forbidden region (allowed = the rest)
-        # counterfactual augmentation: (probability, the catalog's Artifact or an unmarked image to take the mark's background from, (seed, epoch))
+        # counterfactual augmentation: (probability, the catalog's Artifact or an unmarked image to take the mark's background
+        # from, (seed, epoch)), and for a discovered artifact a 4th element (mask (H, W) bool, pixels (H, W, 3) uint8) stamped
+        # instead of the watermark
         self.mark_augment = mark_augment
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
@@ -58,8 +60,13 @@ class _EpochBatches(torch.utils.data.Dataset):
         if marks is not None and (marks[0].any() or marks[1].any()):
             images = np.array(self._images[rows])
             stamp, remove = marks
+            if len(self.mark_augment) > 3:  # a discovered artifact (lrprec correct --method augment): (mask, pixels) pasted
+                mask, pixels = self.mark_augment[3]  # type: ignore[misc]
+                images[stamp] = np.where(mask[..., None], pixels, images[stamp])
+                images[remove] = np.where(mask[..., None], self.mark_augment[1], images[remove])  # type: ignore[index]
+                return preprocess(images, self.norm, self.input_size)  # type: ignore[arg-type]
             artifact = self.mark_augment[1]  # type: ignore[index]
-            if isinstance(artifact, Artifact):  # a mark or a tint (issue 26)
+            if isinstance(artifact, Artifact):  # a known mark or tint (issue 26)
                 images[stamp] = artifact.stamp(images[stamp], rows[stamp])
                 images[remove] = artifact.remove(images[remove], rows[remove])
             else:  # an unmarked image: the watermark's fill

@@ -15,6 +15,12 @@ reads t). Then one of:
 * ``a-clarc`` — fine-tuning where each training image's features are, with probability
   ``share``, moved along V to the members' mean z̄₁ or to z̄₀ (even odds): the artifact in latent
   space decorrelated from the label, the latent analogue of counterfactual augmentation.
+* ``augment`` — counterfactual augmentation with the *discovered* artifact: its region (the
+  cluster's mean heatmap ≥ ``REGION_THRESHOLD`` of its maximum) and pixels (the members'
+  per-pixel median there) are pasted onto training images, or the region is filled from the
+  first training image the concept labels clean, each with probability
+  ``share`` / 2 — the oracle's ``--mark-augment`` without being told the mark. Localized
+  artifacts only.
 
 The fine-tuning methods are :class:`lrprec.train.trainer.TrainLoop` started from the run's
 weights with the concept term (:class:`Start`), not a second loop. ``project=True`` also keeps the
@@ -42,10 +48,12 @@ from lrprec.run import Run, RunError, atomic_write_text, item_inputs, predict_lo
 from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
-CORRECT_METHODS = ("p-clarc", "rr-clarc", "a-clarc")
+CORRECT_METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
 # chosen on validation pairs of the shortcut catalog (docs/correct.md, "Choosing the default")
 DEFAULT_METHOD = "p-clarc"
-DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5}
+DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
+REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
+MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a localized artifact to paste
 DEFAULT_WEIGHT = 1.0
 
 
@@ -58,9 +66,10 @@ class CorrectConfig:
     cluster: int | None = None  # default: the highest-scoring suspicious cluster
     epochs: int | None = None  # fine-tuning epochs (default per method: DEFAULT_EPOCHS; p-clarc: 0 = projection only)
     weight: float = DEFAULT_WEIGHT  # λ of the RR-ClArC penalty
-    share: float = 0.5  # A-ClArC: probability that an image's features are moved along V
+    share: float = 0.5  # A-ClArC / augment: probability that an image's artifact is re-drawn
     max_dirs: int = 3  # cap on concept directions
     project: bool | None = None  # keep the projection at inference (default: p-clarc only)
+    refit: bool = False  # fine-tuning: refit the directions on the current backbone after every epoch
     lr: float | None = None  # fine-tuning learning rate (default: the run's)
     overwrite: bool = False
 
@@ -75,6 +84,7 @@ class Concept:
     probes: list[float]
     n_members: int
     n_items: int
+    labels: torch.Tensor | None = None  # t of the fitted images (after self-labelling)
 
 
 # ---- the audit ---------------------------------------------------------------------------------
@@ -128,7 +138,15 @@ def training_items(run: Run) -> np.ndarray:
     return np.unique(np.concatenate([pos.a, pos.b]))
 
 
-def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, batch_size: int = 256) -> Concept:
+def _features(model, catalog, rows: np.ndarray, input_size, batch_size: int = 256) -> torch.Tensor:
+    """Backbone features of ``rows`` before any concept projection the model carries, (n, F) float64."""
+    cls = model.backbone.classifier
+    layer = f"classifier.{len(cls) - 2}" if len(cls) and isinstance(cls[-1], nn.Linear) and cls[-1].weight.requires_grad is False else None
+    return torch.cat([layer_activations(model, item_inputs(catalog, model, rows[s:s + batch_size], input_size), layer=layer)
+                      for s in range(0, len(rows), batch_size)]).double()
+
+
+def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3) -> Concept:
     """Concept directions of the backbone features (before any projection) of ``rows`` labelled ``t[rows]``.
 
     The members come from validation heatmaps and are few; the items' own features then say
@@ -136,9 +154,7 @@ def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, ba
     midpoint between both groups' projections on the first pattern CAV (self-labelling), and
     the directions are refitted with the refined labels.
     """
-    model = run.model
-    acts = torch.cat([layer_activations(model, item_inputs(run.catalog, model, rows[s:s + batch_size], run.input_size))
-                      for s in range(0, len(rows), batch_size)]).double()
+    acts = _features(run.model, run.catalog, rows, run.input_size)
     tt = torch.from_numpy(t[rows]).double()
     if tt.sum() < 2 or (1 - tt).sum() < 2:
         raise UsageError(f"the cluster's members and the other items must both number ≥ 2 among the {len(rows)} training images "
@@ -149,9 +165,37 @@ def fit_concept(run: Run, t: np.ndarray, rows: np.ndarray, max_dirs: int = 3, ba
     refined = (s > cut).double()
     if refined.sum() >= 2 and (1 - refined).sum() >= 2:
         tt = refined
+    return _directions(acts, tt, max_dirs)
+
+
+def _directions(acts: torch.Tensor, tt: torch.Tensor, max_dirs: int) -> Concept:
     V, probes = concept_directions(acts, tt, max_dirs=max_dirs, return_probes=True)
     z0, z1 = class_means(acts, tt)
-    return Concept(V.float(), z0.float(), z1.float(), probes, int(tt.sum()), len(rows))
+    return Concept(V.float(), z0.float(), z1.float(), probes, int(tt.sum()), len(tt), tt)
+
+
+class Refit:
+    """After each fine-tuning epoch: the concept's directions again, on the current backbone, with the same labels
+    (the backbone may move the artifact to another direction); the term and the projection layer follow."""
+
+    def __init__(self, catalog, rows: np.ndarray, labels: torch.Tensor, input_size, max_dirs: int, term: nn.Module):
+        self.catalog, self.rows, self.labels, self.input_size, self.max_dirs, self.term = catalog, rows, labels, input_size, max_dirs, term
+        self.history: list[dict] = []
+        self.concepts: list[Concept] = []
+
+    def __call__(self, loop) -> None:
+        model = loop.model
+        c = _directions(_features(model, self.catalog, self.rows, self.input_size), self.labels, self.max_dirs)
+        if self.term is not None:
+            self.term.set_concept(c)
+        cls = model.backbone.classifier
+        if isinstance(cls[-1], nn.Linear) and not cls[-1].weight.requires_grad:
+            fresh = projection_layer(c.V, c.z0)
+            with torch.no_grad():
+                cls[-1].weight.copy_(fresh.weight)
+                cls[-1].bias.copy_(fresh.bias)
+        self.history.append({"directions": int(c.V.shape[0]), "probe_after_removal": c.probes[-1]})
+        self.concepts.append(c)
 
 
 # ---- the loss terms the fine-tuning step adds ----------------------------------------------------
@@ -167,6 +211,9 @@ class RRClArC(nn.Module):
         self.register_buffer("V", V.float())
         self.relations = list(relations)
         self.weight = float(weight)
+
+    def set_concept(self, c: Concept) -> None:
+        self.V = c.V.to(self.V.device)
 
     def penalty(self, model, feats: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
         """The summed penalty for features (2n, F) of n pairs ([a-images; b-images]) and the pairs' users."""
@@ -198,6 +245,9 @@ class AClArC(nn.Module):
         self.share = float(share)
         self.gen = torch.Generator().manual_seed(int(seed))
 
+    def set_concept(self, c: Concept) -> None:
+        self.V, self.z0, self.z1 = c.V.to(self.V.device), c.z0.to(self.V.device), c.z1.to(self.V.device)
+
     def forward(self, model, feats: torch.Tensor, batch: dict) -> tuple[torch.Tensor, None]:
         if not self.training:
             return feats, None
@@ -223,6 +273,8 @@ def _check(run: Run, out: Path, cfg: CorrectConfig) -> list[str]:
         raise UsageError(f"{run.path} already carries a concept projection; correct the run it came from")
     if cfg.epochs is not None and cfg.epochs < 0 or cfg.weight < 0 or not 0 <= cfg.share <= 1 or cfg.max_dirs < 1:
         raise UsageError("--epochs and --weight must be >= 0, --share in [0, 1], --max-dirs >= 1")
+    if cfg.method == "augment" and run.config.get("freeze_backbone"):
+        raise UsageError("--method augment edits training images: it needs a run trained end to end")
     if cfg.method != "p-clarc" and (cfg.epochs == 0):
         raise UsageError(f"--method {cfg.method} fine-tunes: --epochs must be positive")
     rels = run.relations
@@ -248,10 +300,11 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     run = Run.load(run_dir)
     out = Path(out)
     rels = _check(run, out, cfg)
-    audit, _ = read_audit(run, cfg.audit)
+    audit, audit_dir = read_audit(run, cfg.audit)
     cluster = pick_cluster(audit, cfg.cluster)
     t = concept_labels(len(run.catalog), cluster)
-    concept = fit_concept(run, t, training_items(run), cfg.max_dirs)
+    rows = training_items(run)
+    concept = fit_concept(run, t, rows, cfg.max_dirs)
     epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
     project = cfg.method == "p-clarc" if cfg.project is None else cfg.project
     log(f"cluster {cluster['id']} ({len(cluster.get('members', []))} members): {concept.V.shape[0]} direction(s), "
@@ -262,11 +315,14 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
                "project": project, "directions": int(concept.V.shape[0]), "probe_after_removal": concept.probes,
                "members_in_training_images": concept.n_members, "training_images": concept.n_items,
                "source": str(run.path.resolve()), "val_accuracy_before": validation_accuracy(run.model, run)}
+    paste = discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share) if cfg.method == "augment" else None
+    if paste is not None:
+        summary["region_area"] = float(paste[2].mean())
     tmp = out.with_name(out.name + ".correct-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         if epochs > 0:
-            _fine_tune(run, tmp, cfg, concept, rels, epochs, project, summary, progress, log)
+            _fine_tune(run, tmp, cfg, concept, rows, rels, epochs, project, summary, progress, log, paste)
         else:
             _project_only(run, tmp, concept, summary)
         atomic_write_text(tmp / "correction.json", json.dumps(summary, indent=2))
@@ -277,6 +333,29 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"validation accuracy {100 * summary['val_accuracy_before']:.1f}% -> {100 * summary['val_accuracy']:.1f}%  ({cfg.method}); wrote {out}")
     return summary
+
+
+def discovered_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray, share: float) -> tuple:
+    """(share, fill image, mask (H, W) bool, pixels (H, W, 3) uint8): the artifact as the audit found it, for pasting."""
+    images = run.catalog.images
+    region_path = audit_dir / str(cluster.get("region", ""))
+    if not cluster.get("region") or not region_path.is_file():
+        raise UsageError(f"cluster {cluster['id']} has no region file ({region_path}); --method augment needs the artifact's region")
+    region = torch.from_numpy(np.load(region_path).astype(np.float32))
+    if region.dim() != 2:
+        raise UsageError(f"{region_path} must be an (H, W) map, got shape {tuple(region.shape)}")
+    h, w = images.shape[1:3]
+    region = nn.functional.interpolate(region[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    mask = region >= REGION_THRESHOLD * region.max()
+    if mask.mean() > MAX_REGION_AREA:
+        raise UsageError(f"cluster {cluster['id']}'s region covers {100 * mask.mean():.0f}% of the image: not a localized artifact to "
+                         "paste; use a latent method (--method p-clarc, a-clarc or rr-clarc)")
+    members = np.asarray(cluster["members"], dtype=np.int64)
+    pixels = np.median(np.asarray(images[np.sort(members)]), axis=0).astype(np.uint8)
+    # the fill: the first training image the concept labels clean (its pixels replace the artifact's)
+    clean = np.flatnonzero(concept.labels.numpy() == 0) if concept.labels is not None else np.arange(1)
+    fill_row = int(rows[int(clean[0])])
+    return share, np.array(images[fill_row]), mask, pixels
 
 
 def _projection_config(concept: Concept) -> dict:
@@ -308,8 +387,8 @@ def _project_only(run: Run, tmp: Path, concept: Concept, summary: dict) -> None:
     atomic_write_text(tmp / "config.json", json.dumps(config, indent=2))
 
 
-def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: list[str], epochs: int, project: bool, summary: dict,
-               progress: bool, log) -> None:
+def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: np.ndarray, rels: list[str], epochs: int, project: bool,
+               summary: dict, progress: bool, log, paste: tuple | None = None) -> None:
     """The training loop from the run's weights with the method's concept term (and the projection, if kept)."""
     known = {f.name for f in fields(TrainConfig)}
     tcfg = TrainConfig(**{k: v for k, v in run.config.items() if k in known})
@@ -318,8 +397,9 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: 
     if cfg.lr is not None:
         tcfg.lr = cfg.lr
     rel_idx = [RELATIONS.index(r) for r in rels]
-    term: nn.Module = (RRClArC(concept.V, rel_idx, cfg.weight) if cfg.method == "rr-clarc"
-                       else AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed))
+    term: nn.Module | None = {"rr-clarc": lambda: RRClArC(concept.V, rel_idx, cfg.weight),
+                              "a-clarc": lambda: AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed),
+                              "p-clarc": lambda: None, "augment": lambda: None}[cfg.method]()  # p-clarc: the model behind the projection
     weights = run.model.state_dict()
     model_config = dict(run.config)
     extra = {"corrected_from": str(run.path.resolve()), "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions", "weight", "share")}}
@@ -331,9 +411,16 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rels: 
         extra["concept_projection"] = model_config["concept_projection"]
         tmp.mkdir(parents=True)
         _save_projection(tmp / "concept_projection.safetensors", concept)
-    result = run_loop(run.catalog, rels, tmp, tcfg, progress, log, start=Start(weights=weights, concept=term, config=extra, model_config=model_config))
+    refit = Refit(run.catalog, rows, concept.labels, run.input_size, cfg.max_dirs, term) if cfg.refit else None
+    extra["correction"]["refit"] = cfg.refit
+    result = run_loop(run.catalog, rels, tmp, tcfg, progress, log,
+                      start=Start(weights=weights, concept=term, config=extra, model_config=model_config, on_epoch_end=refit, paste=paste))
     summary["val_accuracy"] = float(result["best"]["val_accuracy"])
     summary["best_epoch"] = int(result["best"]["epoch"])
+    if refit is not None:
+        summary["refits"] = refit.history
+        if project:  # the projection the best epoch's weights carry
+            _save_projection(tmp / "concept_projection.safetensors", refit.concepts[summary["best_epoch"] - 1])
     ck = tmp / "checkpoint.ckpt"
     if ck.exists():
         ck.unlink()  # a fine-tuning is not resumable from here; the weights are the result

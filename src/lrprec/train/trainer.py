@@ -152,6 +152,9 @@ class Start:
     concept: nn.Module | None = None
     config: dict = field(default_factory=dict)
     model_config: dict | None = None  # the config the model is built from (the source run's), default: the training config
+    on_epoch_end: object = None  # callable(loop) after each epoch's steps, before validation (e.g. refit the concept)
+    # counterfactual augmentation with a discovered artifact: (probability, fill image (H, W, 3), mask (H, W), pixels (H, W, 3))
+    paste: tuple | None = None
 
 
 @dataclass
@@ -215,6 +218,8 @@ class TrainLoop:
         self.step_module = self.wrap_ddp(self.pair_step)
         for epoch in range(self.start_epoch, self.cfg.epochs):
             sums, seconds = self.run_epoch(epoch)
+            if self.start is not None and self.start.on_epoch_end is not None:
+                self.start.on_epoch_end(self)
             rec, n_val = self.validate(epoch, sums, seconds)
             self.select_best(epoch, rec, n_val)
             self.checkpoint(epoch + 1, 0, self.rng.bit_generator.state, _Sums())
@@ -340,9 +345,18 @@ class TrainLoop:
         ds = _EpochBatches(pairs, cfg.batch_size, n_steps, first, self.ctx.rank, self.ctx.world_size, self.images_path, self.norm,
                            self.config.get("input_size"), (cfg.seed, epoch) if cfg.augment else None, self.masks_path,
                            self.related if cfg.rank_weight > 0 else None,
-                           (cfg.mark_augment, self.mark_fill, (cfg.seed, epoch)) if cfg.mark_augment > 0 else None,
-                           forbid_masks=cfg.guide_masks == "mark")
+                           self._mark_augment(epoch), forbid_masks=cfg.guide_masks == "mark")
         return ds, n_steps
+
+    def _mark_augment(self, epoch: int) -> tuple | None:
+        """What re-draws the artifact on training images: the catalog's watermark (--mark-augment) or ``start.paste``."""
+        cfg = self.cfg
+        if cfg.mark_augment > 0:
+            return cfg.mark_augment, self.mark_fill, (cfg.seed, epoch)
+        if self.start is not None and self.start.paste is not None:
+            share, fill, mask, pixels = self.start.paste
+            return share, fill, (cfg.seed, epoch), (mask, pixels)
+        return None
 
     def run_epoch(self, epoch: int) -> tuple[_Sums, float]:
         """Sample the epoch's negatives, then one optimizer step per batch; returns this rank's sums and the seconds."""
