@@ -106,6 +106,9 @@ def test_a_full_explanation_pool_answers_503_with_retry_after_then_drains(app, t
             assert int(r.headers["Retry-After"]) >= 1 and "busy" in r.json()["detail"]
         assert time.perf_counter() - t0 < 2.0  # refused at once, not queued
         assert c.get("/api/recommend", params={"item": ids[0], "k": 3}).status_code == 200  # cheap requests are not gated
+        r = c.get("/pair", params={"a": ids[0], "b": ids[1]})  # the pair page needs its explanation: busy page
+        assert r.status_code == 503 and "Retry-After" in r.headers and "busy" in r.text
+        assert c.get(f"/item/{ids[0]}", params={"k": 2}).status_code == 200  # the item page skips its heatmap warm-up
         with pytest.raises(Busy):
             state.pool.submit(lambda: None)
         gate.set()

@@ -11,6 +11,7 @@ import click
 import typer
 
 from lrprec.errors import LrprecError
+from lrprec.files import DirectoryLocked
 from lrprec.jsonable import plain
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable visual recommendation with LRP.")
@@ -18,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable 
 # Errors a user can cause with bad input: shown as one line, exit code 2, no traceback.
 # Anything else is a bug: "internal error", the traceback, exit code 1 (see lrprec.errors).
 USER_ERRORS: tuple[type[BaseException], ...] = (LrprecError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
-                                                IsADirectoryError)
+                                                IsADirectoryError, DirectoryLocked)
 INTERNAL_ERROR_CODE = 1
 
 

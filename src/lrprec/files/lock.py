@@ -14,13 +14,13 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from lrprec.errors import LrprecError
-
 LOCK_NAME = ".lock"
 
 
-class DirectoryLocked(LrprecError):
-    """Another process is writing this directory."""
+class DirectoryLocked(BlockingIOError):
+    """Another process is writing this directory (what ``flock`` itself raises, with a message for people;
+    the CLI shows it as a user error, exit 2). An OSError, not an LrprecError: ``lrprec.files`` shares layer 0
+    with ``lrprec.errors``, and packages of one layer do not import each other."""
 
 
 @contextlib.contextmanager

@@ -8,9 +8,8 @@ import torch
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from lrprec.explain.composites import COMPOSITES
-
 from lrprec.data.catalog import CatalogError
+from lrprec.explain.composites import COMPOSITES
 from lrprec.jsonable import plain
 from lrprec.serve import heatmap
 from lrprec.serve.params import (IMAGE_SUFFIXES, MAX_ID_LEN, MAX_K, MAX_LIMIT, MAX_OFFSET, MAX_SEARCH_LEN, PNG_HEADERS, RUN_SUFFIXES, Grid,

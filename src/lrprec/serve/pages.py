@@ -1,6 +1,7 @@
 """The HTML pages (catalog, item, pair, run), rendered with Jinja2 from :class:`ServeState` calls."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Annotated, Any, Callable
 
@@ -13,6 +14,7 @@ from lrprec.report.faithfulness import leaderboard_rows
 from lrprec.serve.api import item_listing
 from lrprec.serve.params import (MAX_ID_LEN, MAX_K, MAX_LIMIT, MAX_OFFSET, MAX_SEARCH_LEN, TARGETS, WARM_BATCH, Grid, Links, RelationName,
                                  RuleName, TargetName, UserId)
+from lrprec.serve.pool import Busy
 from lrprec.serve.state import ServeState
 from lrprec.serve.urls import _qs
 
@@ -61,8 +63,9 @@ def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRou
             sections.append({"relation": rel, "groups": groups, "empty": not any(entries for _, entries in groups)})
             if state.has_pixels:  # one batched LRP pass for the heatmaps this page shows (the rest load lazily)
                 rows = [(row, state.item_row(e["item"])) for _, entries in groups for e in entries][:WARM_BATCH]
-                if rows:
-                    state.explain(rows, state.relation(rel), state.user_row(user), rule_name, target)
+                if rows:  # through the explanation pool; when it is full the heatmaps load lazily instead
+                    with contextlib.suppress(Busy):
+                        state.pool.submit(state.explain, rows, state.relation(rel), state.user_row(user), rule_name, target).result()
         c = state.catalog
         item = {"item_id": item_id, "category": str(c.categories[row]), "title": str(c.titles[row] or "")}
         return page(request, "item.html", item=item, result=result, sections=sections, user=user or "", relation=relation,
@@ -95,7 +98,8 @@ def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRou
             ctx.update(probabilities=probs, chosen=chosen,
                        items=[{"item_id": x, "category": str(c.categories[r]), "title": str(c.titles[r] or "")} for x, r in ((a, ra), (b, rb))])
             if state.has_pixels:
-                ctx["explanation"] = state.explain([(ra, rb)], state.relation(chosen), u, rule_name, target)[0]
+                # through the explanation pool: a full pool answers 503 + Retry-After (the error page)
+                ctx["explanation"] = state.pool.submit(state.explain, [(ra, rb)], state.relation(chosen), u, rule_name, target).result()[0]
                 ctx["bilrp"] = state.has_image(ra) and state.has_image(rb)
         return page(request, "pair.html", **ctx)
 
