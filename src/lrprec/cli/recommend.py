@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -58,7 +59,17 @@ def index_cmd(
         return
     if uri is not None and backend != Backend.milvus:
         raise UsageError("--uri is for --backend milvus")
-    index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log, uri=uri, shards=shards)
+    embedded = None
+    if shards is not None:
+        from lrprec.recommend.shards import read_shards
+
+        if backend == Backend.milvus:
+            from lrprec.recommend.milvus import check_uri
+
+            check_uri(uri)  # a usage error before reading the shards
+        embedded = read_shards(r, shards)
+    index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log, uri=uri, embedded=embedded,
+                        source=str(shards) if shards is not None else None)
     emit({**index.meta, "path": str(index.path)}, as_json, _index_text)
 
 
@@ -84,14 +95,16 @@ def embed_cmd(
         r = Run.load(run)
         r.model.to(ctx.device)
         target = out if out is not None else Path(run) / "embeddings"
+        t0 = time.perf_counter()
         done = embed_shards(r, target, shard_size=shard_size, rank=ctx.rank, world=ctx.world_size, batch_size=batch_size,
                             log=lambda m: typer.echo(m, err=True))
-        per_rank = distributed.all_gather_object(ctx, done)
+        per_rank = distributed.all_gather_object(ctx, (done, time.perf_counter() - t0))
         distributed.barrier(ctx)
     finally:
         distributed.teardown(ctx)
     if ctx.is_main:
-        res = {"out": str(target), "world_size": ctx.world_size, "written": sorted(s for d in per_rank for s in d)}
+        res = {"out": str(target), "world_size": ctx.world_size, "written": sorted(s for d, _ in per_rank for s in d),
+               "embed_seconds": round(max(t for _, t in per_rank), 3)}
         emit(res, as_json, lambda d: f"wrote {len(d['written'])} shard(s) to {d['out']} with {d['world_size']} process(es)")
 
 

@@ -345,7 +345,8 @@ def _segment_mean(x: np.ndarray, seg: np.ndarray, n_seg: int) -> tuple[np.ndarra
     """Per segment, the mean row of x (zeros where empty) and the count."""
     counts = np.bincount(seg, minlength=n_seg)
     sums = np.zeros((n_seg, x.shape[1]), np.float64)
-    np.add.at(sums, seg, x) if x.shape[0] < 4096 else _add_sorted(sums, x, seg)
+    if x.shape[0]:
+        _add_sorted(sums, x, seg)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), counts
 
 

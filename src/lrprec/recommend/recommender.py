@@ -183,8 +183,10 @@ class RecIndex:
 
 def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = None, progress: bool = True,
                 seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE, save: bool = True,
-                log: Callable[[str], None] | None = None, uri: str | None = None, shards: str | os.PathLike | None = None) -> RecIndex:
-    """Embed the catalog (or read ``lrprec embed`` shards) and build one index per trained relation.
+                log: Callable[[str], None] | None = None, uri: str | None = None,
+                embedded: dict[str, dict[str, np.ndarray]] | None = None, source: str | None = None) -> RecIndex:
+    """Embed the catalog (or take ``embedded``, e.g. ``lrprec embed``'s shards, read by
+    :func:`lrprec.recommend.shards.read_shards`; ``source`` names them in the meta) and build one index per trained relation.
 
     ``backend``: ``exact``, ``ivf``, ``hnsw``, ``auto`` (exact below
     :data:`~lrprec.recommend.index.AUTO_IVF_MIN_ITEMS` items, else ivf) — stored in ``RUN/index/``
@@ -200,10 +202,8 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         uri = check_uri(uri)  # a usage error before minutes of embedding
     kind = backend if backend == "milvus" else choose_backend(backend, n)
     t0 = time.perf_counter()
-    if shards is not None:
-        from lrprec.recommend.shards import read_shards
-
-        both = read_shards(run, shards)
+    if embedded is not None:
+        both = embedded
     else:
         both = embed_catalog(run, batch_size=batch_size, progress=progress, side="both")
     vectors = both["partner"]
@@ -239,7 +239,7 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         "embed_seconds": round(embed_s, 3),
         "build_seconds": round(time.perf_counter() - t1, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "shards": str(shards) if shards is not None else None,
+        "shards": source,
         **extra,
     }
     if kind == "milvus":
