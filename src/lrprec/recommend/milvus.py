@@ -29,7 +29,7 @@ DEFAULT_INDEX_TYPE = "FLAT"
 _PROP_WEIGHTS = "lrprec.weights_id"
 _PROP_RELATION = "lrprec.relation"
 _PROP_NEXT_ID = "lrprec.next_id"
-_INSERT_BATCH = 20_000
+_INSERT_BATCH = 2_000  # short RPCs: 20k-row inserts of 2K floats timed out (gRPC "too many pings") on a loaded machine
 _CONNECT_TIMEOUT_S = 5.0
 _CLIENTS: dict[str, object] = {}
 
