@@ -42,7 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from lrprec.recommend.hnsw import HNSWIndex  # noqa: E402
 from lrprec.recommend.index import ExactIndex, IVFIndex, default_nlist  # noqa: E402
+from lrprec.recommend.ivf import DEFAULT_SPLIT_GAIN, DEFAULT_SPLIT_WIDTH  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -209,7 +211,7 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
     # ---- IVF ----------------------------------------------------------------------------------
     r0 = rss_mb()
     t0 = time.perf_counter()
-    ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0)
+    ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0, split_gain=args.split_gain, split_width=args.split_width)
     res["ivf_build_s"] = time.perf_counter() - t0
     res["ivf_rss_mb"] = rss_mb() - r0
     res["ivf_mb"] = ivf.nbytes() / 1e6
@@ -234,7 +236,38 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
                            "lists": float(ivf.last_probed.mean()), "lists_p99": float(np.percentile(ivf.last_probed, 99))})
     del ivf
     gc.collect()
+    if args.hnsw_ef:
+        res.update(run_hnsw(p, qi, wq, truth, n_users, args, res["exact_single_qps"]))
     return res
+
+
+def run_hnsw(p: np.ndarray, qi: np.ndarray, wq: np.ndarray, truth: np.ndarray, n_users: int, args: argparse.Namespace,
+             exact_qps: float) -> dict:
+    """HNSW (graph of the unweighted p, walked under the user's weights): build, then single queries per efSearch."""
+    k = truth.shape[1]
+    r0 = rss_mb()
+    t0 = time.perf_counter()
+    hnsw = HNSWIndex(p, m=args.hnsw_m, ef_construction=args.hnsw_efc)
+    out: dict = {"hnsw_build_s": time.perf_counter() - t0, "hnsw_rss_mb": rss_mb() - r0, "hnsw_mb": hnsw.nbytes() / 1e6, "hnsw": []}
+    for ef in args.hnsw_ef:
+        hnsw.ef_search = ef
+        found = np.empty((args.queries, k), np.int64)
+        passes = []
+        for _ in range(max(1, args.ivf_passes)):
+            t0 = time.perf_counter()
+            for i in range(args.queries):
+                found[i] = hnsw.search(p[qi[i]], wq[i], k, exclude=qi[i:i + 1]).ids[0]
+            passes.append(time.perf_counter() - t0)
+        t = float(np.median(passes))
+        per_user = [recall_at(found[u::n_users], truth[u::n_users]) for u in range(n_users)]
+        out["hnsw"].append({"ef": ef, "qps": args.queries / t, "speedup": args.queries / t / exact_qps,
+                            "recall": recall_at(found, truth), "recall_min_user": min(per_user)})
+    print(f"  hnsw M={args.hnsw_m} efC={args.hnsw_efc}: build {out['hnsw_build_s']:.1f} s; "
+          + "; ".join(f"ef {v['ef']} recall {v['recall']:.4f} (worst {v['recall_min_user']:.4f}) {v['qps']:.0f} q/s = {v['speedup']:.0f}x"
+                      for v in out["hnsw"]), flush=True)
+    del hnsw
+    gc.collect()
+    return out
 
 
 def main() -> None:
@@ -250,6 +283,12 @@ def main() -> None:
                     help="IVF settings NPROBE[:REACH[:RATIO]] (missing parts 0 = off): NPROBE alone is a fixed number of lists; "
                          "RATIO adds lists within (1 + RATIO) × the nearest's distance, REACH a second round; library default 8:0:1")
     ap.add_argument("--nlist", type=int, default=None)
+    ap.add_argument("--split-gain", type=float, default=DEFAULT_SPLIT_GAIN, help="IVF: split lists 2-means improves by this share (0 with --split-width 0: no splitting, the pre-issue-27 lists)")
+    ap.add_argument("--split-width", type=float, default=DEFAULT_SPLIT_WIDTH, help="IVF: split lists wider than this × the median list")
+    ap.add_argument("--hnsw-ef", type=int, nargs="*", default=[], help="also build the HNSW backend and time these efSearch values")
+    ap.add_argument("--hnsw-m", type=int, default=16, help="HNSW graph degree M")
+    ap.add_argument("--hnsw-efc", type=int, default=40, help="HNSW efConstruction")
+    ap.add_argument("--components", type=int, default=1000, help="components of the two mixtures (the issue-27 hard case: 2000)")
     ap.add_argument("--users", type=int, default=4, help="users with different θ (the first is the global θ = 1)")
     ap.add_argument("--datasets", nargs="+", default=["lowdim", "mixture", "trained"], choices=["lowdim", "mixture", "trained", "uniform"],
                     help="lowdim: Gaussian mixture with 8-dimensional components; mixture: isotropic 100-dimensional components; "
@@ -276,7 +315,7 @@ def main() -> None:
                 p, w, note = trained_vectors(args.n, rng, args.trained_run, args.trained_epochs, args.trained_noise, Path(tmp))
             notes.append(f"trained: {note}")
         else:
-            p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng)
+            p = {"mixture": gaussian_mixture, "lowdim": lowdim_mixture, "uniform": uniform}[name](args.n, args.dim, rng, *(() if name == "uniform" else (args.components,)))
         results.append(run_dataset(name, p, w, args, bw, rng))
         results[-1]["dim"] = p.shape[1]
         r = results[-1]  # as each dataset finishes (a long run may be stopped before the tables)

@@ -320,7 +320,7 @@ def test_cli_stale_index_and_backend_choice(cli, fake_run, tmp_path):
     shutil.copytree(fake_run / "index", run / "index")
     r = cli("recommend", run, "it001")
     assert r.exit_code != 0 and "lrprec index" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = cli("index", run, "--backend", "hnsw")
+    r = cli("index", run, "--backend", "annoy")
     assert r.exit_code != 0
 
 

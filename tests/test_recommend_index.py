@@ -172,7 +172,7 @@ def test_backend_choice_and_bad_input():
     assert choose_backend("auto", AUTO_IVF_MIN_ITEMS) == "ivf"
     assert default_nlist(1_000_000) == 4096
     with pytest.raises(IndexDataError, match="unknown index backend"):
-        choose_backend("hnsw", 10)
+        choose_backend("annoy", 10)
     p = np.zeros((10, 3), np.float32)
     with pytest.raises(IndexDataError):
         ExactIndex(p.astype(np.float64))

@@ -151,8 +151,9 @@ class Run:
 
 
 def iter_item_features(model: PairModel, catalog: Catalog, input_size: int | None, batch_size: int = 256, progress: bool = False,
-                       desc: str = "embedding items"):
-    """Yield ``(rows, features)`` batch by batch over every catalog item: the one loop that runs
+                       desc: str = "embedding items", rows: np.ndarray | None = None):
+    """Yield ``(rows, features)`` batch by batch over every catalog item (or the given ``rows``, in
+    batches of ``batch_size`` from the first): the one loop that runs
     the backbone over a catalog (eval mode, no autograd; the model's training flag is restored).
 
     Callers that keep only projections (the index, the ranking scorer) consume it batch by
@@ -162,13 +163,14 @@ def iter_item_features(model: PairModel, catalog: Catalog, input_size: int | Non
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    n = len(catalog)
+    all_rows = np.arange(len(catalog)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = all_rows.size
     try:
         with torch.inference_mode(), tqdm(total=n, desc=desc, unit="item", disable=not progress, file=sys.stderr, leave=False) as bar:
             for s in range(0, n, batch_size):
-                rows = np.arange(s, min(n, s + batch_size))
-                yield rows, model.embed(item_inputs(catalog, model, rows, input_size).to(dev))
-                bar.update(rows.size)
+                batch = all_rows[s:s + batch_size]
+                yield batch, model.embed(item_inputs(catalog, model, batch, input_size).to(dev))
+                bar.update(batch.size)
     finally:
         model.train(was_training)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -18,6 +19,8 @@ class Backend(str, Enum):
     auto = "auto"
     exact = "exact"
     ivf = "ivf"
+    hnsw = "hnsw"
+    milvus = "milvus"
 
 
 def _index_text(meta: dict) -> str:
@@ -29,21 +32,82 @@ def _index_text(meta: dict) -> str:
 @command("index")
 def index_cmd(
     run: Path = typer.Argument(..., help="Run directory (from 'lrprec train')."),
-    backend: Backend = typer.Option(Backend.auto, "--backend", help="exact, ivf, or auto (exact below 200,000 items, else ivf)."),
+    backend: Backend = typer.Option(Backend.auto, "--backend", help="exact, ivf, hnsw, auto (exact below 200,000 items, else ivf), "
+                                    "or milvus (collections at --uri)."),
+    uri: Optional[str] = typer.Option(None, "--uri", help="Milvus: a file path ending in .db (embedded Milvus Lite) or http://host:19530."),
+    shards: Optional[Path] = typer.Option(None, "--shards", help="Build from the Parquet shards of 'lrprec embed RUN --out DIR' instead of embedding."),
+    add: Optional[Path] = typer.Option(None, "--add", help="Add the items of a catalog folder to the existing Milvus index (no rebuild)."),
+    remove: Optional[str] = typer.Option(None, "--remove", help="Remove items (comma-separated ids) from the existing Milvus index."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per forward pass (default by backbone)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Embed every catalog item once and build the index that serves every user (stored in RUN/index/)."""
+    """Embed every catalog item once and build the index that serves every user (stored in RUN/index/, or in Milvus)."""
     from lrprec.recommend.recommender import build_index
     from lrprec.run import Run
 
     if batch_size is not None and batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    if add is not None and remove is not None:
+        raise UsageError("give --add or --remove, not both")
     r = Run.load(run)
     log = (lambda m: typer.echo(m, err=True))
     with dir_lock(run, "lrprec index"):
-        index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log)
+        if add is not None or remove is not None:
+            from lrprec.recommend.updates import add_items, remove_items
+
+            res = add_items(r, add, batch_size=batch_size, log=log) if add is not None else remove_items(r, remove.split(","), log=log)
+            emit(res, as_json, lambda d: f"{'added' if 'added' in d else 'removed'} {d.get('added', d.get('removed'))} items "
+                                         f"({', '.join(d['relations'])})")
+            return
+        if uri is not None and backend != Backend.milvus:
+            raise UsageError("--uri is for --backend milvus")
+        embedded = None
+        if shards is not None:
+            from lrprec.recommend.shards import read_shards
+
+            if backend == Backend.milvus:
+                from lrprec.recommend.milvus import check_uri
+
+                check_uri(uri)  # a usage error before reading the shards
+            embedded = read_shards(r, shards)
+        index = build_index(r, backend.value, batch_size=batch_size, progress=True, log=log, uri=uri, embedded=embedded,
+                            source=str(shards) if shards is not None else None)
     emit({**index.meta, "path": str(index.path)}, as_json, _index_text)
+
+
+@command("embed")
+def embed_cmd(
+    run: Path = typer.Argument(..., help="Run directory (from 'lrprec train')."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the Parquet shards (default RUN/embeddings)."),
+    shard_size: int = typer.Option(65_536, "--shard-size", help="Catalog rows per shard."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per forward pass (default by backbone)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda:LOCAL_RANK under torchrun)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Embed the catalog into Parquet shards (query and partner vectors per relation); under torchrun each rank
+    takes every WORLD_SIZE-th shard. Resumable: existing shards are skipped. 'lrprec index RUN --shards DIR' builds from them."""
+    from lrprec.recommend.shards import embed_shards
+    from lrprec.run import Run
+    from lrprec.train import distributed
+
+    if batch_size is not None and batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {batch_size}")
+    ctx = distributed.setup(device)
+    try:
+        r = Run.load(run)
+        r.model.to(ctx.device)
+        target = out if out is not None else Path(run) / "embeddings"
+        t0 = time.perf_counter()
+        done = embed_shards(r, target, shard_size=shard_size, rank=ctx.rank, world=ctx.world_size, batch_size=batch_size,
+                            log=lambda m: typer.echo(m, err=True))
+        per_rank = distributed.all_gather_object(ctx, (done, time.perf_counter() - t0))
+        distributed.barrier(ctx)
+    finally:
+        distributed.teardown(ctx)
+    if ctx.is_main:
+        res = {"out": str(target), "world_size": ctx.world_size, "written": sorted(s for d, _ in per_rank for s in d),
+               "embed_seconds": round(max(t for _, t in per_rank), 3)}
+        emit(res, as_json, lambda d: f"wrote {len(d['written'])} shard(s) to {d['out']} with {d['world_size']} process(es)")
 
 
 def _results_text(result: dict, titles: dict[str, str] | None = None) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lrprec.recommend.hnsw import HNSWIndex
 from lrprec.recommend.ivf import (
     DEFAULT_MAX_NPROBE, DEFAULT_NPROBE, DEFAULT_PROBE_RATIO, DEFAULT_REACH, IVFIndex, default_nlist, kmeans, probe_lists,
 )
@@ -44,7 +45,7 @@ from lrprec.recommend.search import (
 
 __all__ = [  # the index's public names, wherever they are defined
     "AUTO_IVF_MIN_ITEMS", "BACKENDS", "DEFAULT_MAX_NPROBE", "DEFAULT_NPROBE", "DEFAULT_PROBE_RATIO", "DEFAULT_REACH",
-    "ExactIndex", "IVFIndex", "IndexDataError", "SearchResult", "VectorIndex", "augment", "build_index", "choose_backend",
+    "ExactIndex", "HNSWIndex", "IVFIndex", "IndexDataError", "SearchResult", "VectorIndex", "augment", "build_index", "choose_backend",
     "default_nlist", "faiss_threads", "kmeans", "load_index_state", "probe_lists", "query_constants", "query_vectors",
     "save_state", "weighted_distance",
 ]
@@ -54,7 +55,7 @@ __all__ = [  # the index's public names, wherever they are defined
 AUTO_IVF_MIN_ITEMS = 200_000
 
 
-BACKENDS = ("auto", "exact", "ivf")
+BACKENDS = ("auto", "exact", "ivf", "hnsw")
 
 
 def choose_backend(backend: str, n: int) -> str:
@@ -72,6 +73,8 @@ def build_index(p: np.ndarray, categories: np.ndarray | None = None, backend: st
     kind = choose_backend(backend, int(p.shape[0]))
     if kind == "exact":
         return ExactIndex(p, categories)
+    if kind == "hnsw":
+        return HNSWIndex(p, categories, seed=seed)
     return IVFIndex(p, categories, nlist=nlist, nprobe=nprobe, seed=seed)
 
 
@@ -82,6 +85,8 @@ def load_index_state(backend: str, p: np.ndarray, categories: np.ndarray | None,
         return ExactIndex(p, categories)
     if backend == "ivf":
         return IVFIndex(p, categories, nprobe=nprobe, state=state)
+    if backend == "hnsw":
+        return HNSWIndex(p, categories, state=state)
     raise IndexDataError(f"unknown stored index backend {backend!r}")
 
 

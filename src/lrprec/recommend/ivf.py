@@ -25,6 +25,18 @@ DEFAULT_PROBE_RATIO = 1.0
 DEFAULT_REACH = 0.0
 #: Cap on the lists probed per query (bounds the worst case on data without cluster structure).
 DEFAULT_MAX_NPROBE = 128
+#: A list is split in two when 2-means over its members removes at least this share of its
+#: squared error (:func:`split_mixed_lists`; 0 turns it off). A list holding one Gaussian
+#: component loses ~2/π of its largest direction's share (< 10% at K ≥ 32); one holding two
+#: separated components loses most of it. Chosen on the 200k isotropic mixture (BENCHMARKS.md, issue 27).
+DEFAULT_SPLIT_GAIN = 0.3
+#: Rounds of :func:`split_mixed_lists` (a list mixing 2^r components needs r rounds).
+_SPLIT_ROUNDS = 6
+#: ... or when its mean squared radius exceeds this multiple of the (item-weighted) median list's:
+#: a list mixing many separated clusters gains little from any one cut, but is wide.
+DEFAULT_SPLIT_WIDTH = 4.0
+#: Lists smaller than this are never split.
+_SPLIT_MIN_MEMBERS = 4
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
 _MIN_POINTS_PER_LIST = 39
 _KMEANS_ITER = 12
@@ -140,7 +152,8 @@ class IVFIndex(VectorIndex):
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
                  nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
                  reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE, probe_ratio: float = DEFAULT_PROBE_RATIO,
-                 niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID):
+                 niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID,
+                 split_gain: float = DEFAULT_SPLIT_GAIN, split_width: float = DEFAULT_SPLIT_WIDTH):
         super().__init__(p, categories)
         t0 = time.perf_counter()
         self.nprobe = int(nprobe)
@@ -148,6 +161,7 @@ class IVFIndex(VectorIndex):
         self.probe_ratio = float(probe_ratio)
         self.last_probed = np.zeros(0, np.int64)
         self.max_nprobe = int(max_nprobe)
+        self.split_gain, self.split_width = float(split_gain), float(split_width)
         if state is None:
             self.centroids, self.assign, self.list_offsets = self._train(nlist or default_nlist(self.n), seed, niter, max_points_per_centroid)
         else:
@@ -173,6 +187,8 @@ class IVFIndex(VectorIndex):
             n_c = x.shape[0]
             k_c = int(min(max(1, round(nlist * n_c / max(self.n, 1))), max(1, n_c // _MIN_POINTS_PER_LIST)))
             cent, local = kmeans(x, k_c, seed=seed + 7919 * c, niter=niter, max_points_per_centroid=max_ppc)
+            if self.split_gain > 0 or self.split_width > 0:
+                cent, local = split_mixed_lists(x, cent, local, self.split_gain, self.split_width)
             assign[members] = local + list_offsets[-1]
             cents.append(cent)
             list_offsets.append(list_offsets[-1] + cent.shape[0])
@@ -315,3 +331,113 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, niter: int = _KMEANS_ITER,
         labels[rows] = l_g + sum(c.shape[0] for c in cents)
         cents.append(c_g)
     return np.concatenate(cents), labels
+
+
+def _segment_argmax(values: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+    """Per segment id 0..n_seg−1, the index of the largest value (−1 for empty segments)."""
+    order = np.lexsort((values, seg))
+    last = np.full(n_seg, -1, np.int64)
+    last[seg[order]] = order  # later (larger) entries overwrite earlier ones
+    return last
+
+
+def _segment_mean(x: np.ndarray, seg: np.ndarray, n_seg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, the mean row of x (zeros where empty) and the count."""
+    counts = np.bincount(seg, minlength=n_seg)
+    sums = np.zeros((n_seg, x.shape[1]), np.float64)
+    if x.shape[0]:
+        _add_sorted(sums, x, seg)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), counts
+
+
+def _add_sorted(sums: np.ndarray, x: np.ndarray, seg: np.ndarray) -> None:
+    order = np.argsort(seg, kind="stable")
+    s = seg[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(s) != 0])
+    sums[s[starts]] += np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+
+
+def _two_means(x: np.ndarray, lab: np.ndarray, cent: np.ndarray, niter: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """2-means inside every list at once: (side per row, centroid 0, centroid 1, squared error after) per list.
+
+    Start: each list cut by the sign of its members' projection on the list's top principal
+    direction (a few power iterations, all lists at once) — robust where farthest-point seeds
+    are not (in high dimension every member is about as far from the centroid).
+    """
+    n_l = cent.shape[0]
+    r = x - cent[lab]
+    v = np.ones((n_l, x.shape[1]), np.float32) / np.sqrt(x.shape[1])
+    v[:, ::2] *= -1.0  # a start not orthogonal to typical directions
+    for _ in range(6):
+        proj = np.einsum("ij,ij->i", r, v[lab])
+        v, _ = _segment_mean(r * proj[:, None], lab, n_l)
+        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30)
+    side = np.einsum("ij,ij->i", r, v[lab]) > 0
+    del r
+    c0 = c1 = cent
+    for it in range(niter + 1):
+        means, counts = _segment_mean(x, 2 * lab + side, 2 * n_l)
+        c0 = np.where(counts[0::2, None] > 0, means[0::2], cent)
+        c1 = np.where(counts[1::2, None] > 0, means[1::2], cent)
+        d0 = ((x - c0[lab]) ** 2).sum(1)
+        d1 = ((x - c1[lab]) ** 2).sum(1)
+        if it < niter:
+            side = d1 < d0
+    err = np.bincount(lab, np.minimum(d0, d1), minlength=n_l)
+    return d1 < d0, c0, c1, err
+
+
+def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: float = DEFAULT_SPLIT_GAIN,
+                      width: float = DEFAULT_SPLIT_WIDTH, rounds: int = _SPLIT_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+    """Split every k-means list whose members form two separate groups: (centroids, labels) with more lists.
+
+    k-means with fewer iterations than it needs to converge (random start, a sample per
+    centroid) leaves lists that straddle two separated clusters; their centroid lies between
+    the two, far from every member, so a query probing by centroid distance skips the list and
+    misses the neighbours in it (all misses of the IVF on the isotropic 2,000-component mixture,
+    BENCHMARKS.md, issue 27). Per round, 2-means inside every list at once; a list is split
+    where it removes ≥ ``gain`` of the list's squared error (one Gaussian cluster: a few %).
+    Deterministic (seeds are the farthest members; no randomness).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cent = np.asarray(cent, np.float32)
+    lab = np.asarray(lab, np.int64).copy()
+    if x.shape[0] < _SPLIT_MIN_MEMBERS:
+        return cent, lab
+    for _ in range(rounds):
+        n_l = cent.shape[0]
+        means, counts = _segment_mean(x, lab, n_l)
+        cent = np.where(counts[:, None] > 0, means, cent)
+        before = np.bincount(lab, ((x - cent[lab]) ** 2).sum(1), minlength=n_l)
+        side, c0, c1, after = _two_means(x, lab, cent)
+        sizes1 = np.bincount(lab[side], minlength=n_l)
+        radius = before / np.maximum(counts, 1)
+        wide = radius > width * float(np.median(np.repeat(radius, counts))) if width > 0 else np.zeros(n_l, bool)
+        split = ((after <= (1.0 - gain) * before) | wide) & (sizes1 > 0) & (sizes1 < counts) & (counts >= _SPLIT_MIN_MEMBERS)
+        if not split.any():
+            break
+        new_id = np.full(n_l, -1, np.int64)
+        new_id[split] = n_l + np.arange(int(split.sum()))
+        move = side & split[lab]
+        lab[move] = new_id[lab[move]]
+        cent = np.concatenate([np.where(split[:, None], c0, cent), c1[split]]).astype(np.float32)
+    return _reassign(x, cent, lab)
+
+
+def _reassign(x: np.ndarray, cent: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One Lloyd step after the splits: every row to its nearest centroid (an HNSW graph over the
+    centroids finds it; exact search over thousands of centroids would cost minutes at 1M rows),
+    then centroids = means (empty lists keep theirs)."""
+    means, counts = _segment_mean(x, lab, cent.shape[0])
+    cent = np.where(counts[:, None] > 0, means, cent).astype(np.float32)
+    graph = faiss.IndexHNSWFlat(x.shape[1], 32)
+    graph.hnsw.efConstruction = 80
+    graph.hnsw.efSearch = 64
+    with faiss_threads(cent.shape[0] * 80 * 32 * x.shape[1]):
+        graph.add(cent)
+    with faiss_threads(x.shape[0] * 64 * 32 * x.shape[1]):
+        _, near = graph.search(x, 1)
+    new = np.where(near[:, 0] >= 0, near[:, 0], lab)
+    means, counts = _segment_mean(x, new, cent.shape[0])
+    cent = np.where(counts[:, None] > 0, means, cent).astype(np.float32)
+    return cent, new

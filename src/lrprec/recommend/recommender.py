@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from lrprec.data.catalog import COMPLEMENTS, RELATIONS, SUBSTITUTES
+from lrprec.data.catalog import COMPLEMENTS, RELATIONS, SUBSTITUTES, Catalog
 from lrprec.recommend.index import (
     AUTO_IVF_MIN_ITEMS,
     DEFAULT_NPROBE,
@@ -90,7 +90,8 @@ def default_batch_size(run: Run) -> int:
 
 
 def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: int | None = None,
-                  progress: bool = True, side: str = "query") -> dict[str, np.ndarray]:
+                  progress: bool = True, side: str = "query", catalog: Catalog | None = None,
+                  rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Projected vectors of every catalog item for each relation: {relation: float32 (N, K)}.
 
     ``side="query"``: p_j = f(x_j) E_r; ``side="partner"``: f(x_j) F_r for asymmetric heads
@@ -102,15 +103,18 @@ def embed_catalog(run: Run, relations: Iterable[str] | None = None, batch_size: 
     rels = list(relations) if relations is not None else run.relations
     r_idx = [run.check_relation(r) for r in rels]
     model = run.model
-    n = len(run.catalog)
+    cat = catalog if catalog is not None else run.catalog
+    sel = np.arange(len(cat)) if rows is None else np.asarray(rows, dtype=np.int64)
+    pos = np.empty(len(cat), np.int64)
+    pos[sel] = np.arange(sel.size)  # output row of each embedded catalog row
     bs = int(batch_size or default_batch_size(run))
     sides = ("query", "partner") if side == "both" else (side,)
-    out = {sd: {r: np.empty((n, model.dim), np.float32) for r in rels} for sd in sides}
-    for rows, f in iter_item_features(model, run.catalog, run.input_size, bs, progress):
+    out = {sd: {r: np.empty((sel.size, model.dim), np.float32) for r in rels} for sd in sides}
+    for batch, f in iter_item_features(model, cat, run.input_size, bs, progress, rows=sel):
         for sd in sides:
             a = (model.project_all(f) if sd == "query" else model.project_partner_all(f)).float().cpu().numpy()
             for r, ri in zip(rels, r_idx):
-                out[sd][r][rows] = a[:, ri]
+                out[sd][r][pos[batch]] = a[:, ri]
     return out if side == "both" else out[side]  # type: ignore[return-value]
 
 
@@ -136,7 +140,9 @@ class RecIndex:
         return list(self.meta["relations"])
 
     def get(self, relation: str) -> VectorIndex:
-        """The vector index of one relation."""
+        """The vector index of one relation (a :class:`~lrprec.recommend.milvus.MilvusIndex` for the milvus backend)."""
+        if self.backend == "milvus" and relation in self._indexes:
+            return self._indexes[relation]
         if relation not in self.vectors:
             raise StaleIndexError(f"the index has no vectors for relation {relation!r} (it holds {', '.join(self.relations)}); "
                                   "rebuild it with 'lrprec index RUN'")
@@ -148,24 +154,58 @@ class RecIndex:
 
     def query_vector(self, relation: str, row: int) -> np.ndarray:
         """The query-side vector of item ``row``: x E_r (the indexed vector itself for a metric head)."""
+        if self.backend == "milvus":
+            return self.get(relation).query_vector(row)  # type: ignore[attr-defined]
         src = self.queries.get(relation)
         return np.asarray((src if src is not None else self.get(relation).p)[row], dtype=np.float32)
+
+    def locate(self, catalog: Catalog, item_id: str) -> tuple[int, int]:
+        """(row, category code) of an item: a catalog item, or one added to a Milvus index later."""
+        if self.backend == "milvus" and item_id not in catalog._index:
+            ix = self.get(self.relations[0])
+            row = ix.find([item_id]).get(item_id)  # type: ignore[attr-defined]
+            if row is not None:
+                return row, int(ix.rows([row])[row]["category"])  # type: ignore[attr-defined]
+        i = catalog.index_of(item_id)
+        return i, int(catalog.category_codes[i])
+
+    def describe(self, catalog: Catalog, relation: str, ids: list[int]) -> dict[int, tuple[str, str]]:
+        """{row: (item id, category name)} for result rows, including items added after the build."""
+        n = len(catalog)
+        out = {j: (str(catalog.item_ids[j]), str(catalog.categories[j])) for j in ids if j < n}
+        extra = [j for j in ids if j >= n]
+        if extra:
+            got = self.get(relation).rows(extra)  # type: ignore[attr-defined]
+            names = catalog.category_names
+            out.update({j: (str(r["item"]), names[int(r["category"])]) for j, r in got.items()})
+        return out
 
 
 def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = None, progress: bool = True,
                 seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE, save: bool = True,
-                log: Callable[[str], None] | None = None) -> RecIndex:
-    """Embed the catalog and build one index per trained relation; stored in ``RUN/index/`` unless ``save`` is False.
+                log: Callable[[str], None] | None = None, uri: str | None = None,
+                embedded: dict[str, dict[str, np.ndarray]] | None = None, source: str | None = None) -> RecIndex:
+    """Embed the catalog (or take ``embedded``, e.g. ``lrprec embed``'s shards, read by
+    :func:`lrprec.recommend.shards.read_shards`; ``source`` names them in the meta) and build one index per trained relation.
 
-    ``backend``: ``exact``, ``ivf``, or ``auto`` (exact below
-    :data:`~lrprec.recommend.index.AUTO_IVF_MIN_ITEMS` items, else ivf).
+    ``backend``: ``exact``, ``ivf``, ``hnsw``, ``auto`` (exact below
+    :data:`~lrprec.recommend.index.AUTO_IVF_MIN_ITEMS` items, else ivf) — stored in ``RUN/index/``
+    unless ``save`` is False — or ``milvus``: one collection per relation at ``uri``, with only
+    ``index.json`` in ``RUN/index/``.
     """
     n = len(run.catalog)
     if n < 2:
         raise RecommendError(f"the catalog has {n} item(s); recommendations need at least 2")
-    kind = choose_backend(backend, n)
+    if backend == "milvus":
+        from lrprec.recommend.milvus import check_uri
+
+        uri = check_uri(uri)  # a usage error before minutes of embedding
+    kind = backend if backend == "milvus" else choose_backend(backend, n)
     t0 = time.perf_counter()
-    both = embed_catalog(run, batch_size=batch_size, progress=progress, side="both")
+    if embedded is not None:
+        both = embedded
+    else:
+        both = embed_catalog(run, batch_size=batch_size, progress=progress, side="both")
     vectors = both["partner"]
     asym = [r for r in vectors if run.model.asymmetric[RELATIONS.index(r)]]
     queries = {r: both["query"][r] for r in asym}
@@ -173,10 +213,14 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
     codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
     indexes: dict[str, VectorIndex] = {}
     t1 = time.perf_counter()
-    for rel, p in vectors.items():
-        if log:
-            log(f"building the {kind} index for {rel} ({n} items, K = {p.shape[1]})")
-        indexes[rel] = build_vector_index(p, codes, kind, seed=seed, nlist=nlist, nprobe=nprobe)
+    extra: dict = {}
+    if kind == "milvus":
+        indexes, extra = _build_milvus(run, uri, vectors, both["query"], codes, log)  # type: ignore[arg-type]
+    else:
+        for rel, p in vectors.items():
+            if log:
+                log(f"building the {kind} index for {rel} ({n} items, K = {p.shape[1]})")
+            indexes[rel] = build_vector_index(p, codes, kind, seed=seed, nlist=nlist, nprobe=nprobe)
     meta = {
         "format": INDEX_FORMAT,
         "format_version": INDEX_FORMAT_VERSION,
@@ -195,11 +239,44 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         "embed_seconds": round(embed_s, 3),
         "build_seconds": round(time.perf_counter() - t1, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "shards": source,
+        **extra,
     }
+    if kind == "milvus":
+        index = RecIndex(meta=meta, vectors={}, categories=codes, _indexes=indexes)
+        index.path = _write_index(run, index)
+        return index
     index = RecIndex(meta=meta, vectors=vectors, categories=codes, queries=queries, _indexes=indexes)
     if save:
         index.path = _write_index(run, index)
     return index
+
+
+def _build_milvus(run: Run, uri: str, vectors: dict[str, np.ndarray], query_side: dict[str, np.ndarray], codes: np.ndarray,
+                  log: Callable[[str], None] | None) -> tuple[dict, dict]:
+    """One Milvus collection per relation (recreated); returns the opened indexes and the meta entries."""
+    from lrprec.recommend.milvus import MilvusIndex, collection_name, connect
+
+    client = connect(uri)
+    wid = weights_identity(run)
+    items = [str(i) for i in run.catalog.item_ids]
+    out, names = {}, {}
+    for rel, p in vectors.items():
+        names[rel] = collection_name(wid, rel)
+        if log:
+            log(f"loading {len(items)} items of {rel} into Milvus collection {names[rel]} at {uri}")
+        out[rel] = MilvusIndex.create(client, names[rel], wid, rel, p, query_side[rel], codes, items, len(run.catalog.category_names))
+    return out, {"uri": uri, "collections": names}
+
+
+def open_milvus(run: Run, meta: dict) -> dict:
+    """The Milvus collections an ``index.json`` names, opened (refused when built for other weights)."""
+    from lrprec.recommend.milvus import MilvusIndex, connect
+
+    client = connect(meta.get("uri"))
+    wid = weights_identity(run)
+    return {rel: MilvusIndex(client, name, wid, int(meta["dim"]), len(run.catalog.category_names))
+            for rel, name in meta.get("collections", {}).items()}
 
 
 def _write_index(run: Run, index: RecIndex) -> Path:
@@ -213,7 +290,7 @@ def _write_index(run: Run, index: RecIndex) -> Path:
             np.save(tmp / f"vectors-{rel}.npy", p)
             ix = index._indexes.get(rel)
             if ix is not None:
-                save_state(tmp / f"ivf-{rel}.npz", ix)
+                save_state(tmp / f"{ix.backend}-{rel}.npz", ix)
         (tmp / "index.json").write_text(json.dumps(index.meta, indent=2))
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=".index.old-", dir=run.path))
@@ -248,6 +325,9 @@ def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
         raise StaleIndexError(f"the index in {root} was built for another catalog (fingerprint or item count differ); {_rebuild_hint(run)}")
     if meta.get("dim") != run.model.dim:
         raise StaleIndexError(f"the index in {root} has K = {meta.get('dim')}, the model K = {run.model.dim}; {_rebuild_hint(run)}")
+    codes = np.asarray(run.catalog.category_codes, dtype=np.int64)
+    if meta.get("backend") == "milvus":
+        return RecIndex(meta=meta, vectors={}, categories=codes, path=root, _indexes=open_milvus(run, meta))
     vectors: dict[str, np.ndarray] = {}
     queries: dict[str, np.ndarray] = {}
     states: dict[str, dict[str, np.ndarray]] = {}
@@ -267,8 +347,8 @@ def load_index(run: Run, path: str | os.PathLike | None = None) -> RecIndex:
             if rel not in meta.get("asymmetric", []):
                 raise StaleIndexError(f"the index in {root} has no query-side vectors for the asymmetric head of {rel}; {_rebuild_hint(run)}")
             queries[rel] = read(root / f"queries-{rel}.npy")
-        if meta["backend"] == "ivf":
-            spath = root / f"ivf-{rel}.npz"
+        if meta["backend"] in ("ivf", "hnsw"):
+            spath = root / f"{meta['backend']}-{rel}.npz"
             if not spath.is_file():
                 raise StaleIndexError(f"{spath} is missing; {_rebuild_hint(run)}")
             with np.load(spath) as z:
@@ -335,7 +415,7 @@ class Recommender:
                   k: int = 10, per_category: bool = False) -> dict:
         """See :func:`recommend`."""
         cat = self.run.catalog
-        i = cat.index_of(item_id)
+        i, code_i = self.index.locate(cat, item_id)
         rels = resolve_relations(self.run, relations)
         n = len(cat)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -352,21 +432,22 @@ class Recommender:
             p_i = self.index.query_vector(rel, i)
             if per_category:
                 found = vindex.search_per_category(p_i, w, int(k), exclude=i)
-                results[rel] = {name: self._entries(found.ids[code], found.distances[code], c)
+                results[rel] = {name: self._entries(rel, found.ids[code], found.distances[code], c)
                                 for code, name in enumerate(cat.category_names)
-                                if code < found.ids.shape[0] and category_side(rel, code == cat.category_codes[i])}
+                                if code < found.ids.shape[0] and category_side(rel, code == code_i)}
             else:
                 found = vindex.search(p_i, w, int(k), exclude=np.array([i]))
-                results[rel] = self._entries(found.ids[0], found.distances[0], c)
+                results[rel] = self._entries(rel, found.ids[0], found.distances[0], c)
         return {"item": item_id, "user": user, "results": results, "notices": notices, "backend": self.index.backend}
 
-    def _entries(self, ids: np.ndarray, dist: np.ndarray, c: float) -> list[dict]:
+    def _entries(self, rel: str, ids: np.ndarray, dist: np.ndarray, c: float) -> list[dict]:
         keep = ids >= 0
         ids, dist = ids[keep], dist[keep]
         prob = _sigmoid(c - dist)
-        cat = self.run.catalog
-        return [{"item": str(cat.item_ids[j]), "category": str(cat.categories[j]), "probability": float(pr),
-                 "distance": float(d), "rank": r + 1} for r, (j, d, pr) in enumerate(zip(ids.tolist(), dist.tolist(), prob.tolist()))]
+        names = self.index.describe(self.run.catalog, rel, ids.tolist())
+        return [{"item": names[j][0], "category": names[j][1], "probability": float(pr),
+                 "distance": float(d), "rank": r + 1} for r, (j, d, pr) in enumerate(zip(ids.tolist(), dist.tolist(), prob.tolist()))
+                if j in names]
 
 
 def recommend(run: Run, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,

@@ -1,0 +1,74 @@
+"""Issue 27 index changes: IVF lists that straddle separated clusters are split; the HNSW backend walks a graph of
+the unweighted vectors under each user's weights and agrees with the exact backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from lrprec.recommend.hnsw import HNSWIndex, l2_form, l2_queries
+from lrprec.recommend.index import ExactIndex, IVFIndex, build_index, load_index_state
+from lrprec.recommend.ivf import split_mixed_lists
+from lrprec.recommend.search import weighted_distance
+
+
+def _blobs(rng, n_blobs=40, per=60, dim=16, spread=0.05):
+    centers = rng.standard_normal((n_blobs, dim)).astype(np.float32) * 3
+    lab = np.repeat(np.arange(n_blobs), per)
+    return (centers[lab] + spread * rng.standard_normal((lab.size, dim))).astype(np.float32), lab
+
+
+def test_split_separates_lists_that_mix_clusters():
+    rng = np.random.default_rng(0)
+    x, comp = _blobs(rng)
+    # a bad start: 10 lists, each holding 4 whole clusters
+    lab = comp // 4
+    cent = np.stack([x[lab == i].mean(0) for i in range(10)])
+    cent2, lab2 = split_mixed_lists(x, cent, lab)
+    assert cent2.shape[0] >= 40
+    purity = [np.bincount(comp[lab2 == L]).max() / (lab2 == L).sum() for L in np.unique(lab2)]
+    assert min(purity) == 1.0
+    # a list holding one tight cluster is left alone
+    one = x[comp == 0]
+    c1, l1 = split_mixed_lists(one, one.mean(0, keepdims=True), np.zeros(len(one), np.int64))
+    assert c1.shape[0] == 1 and (l1 == 0).all()
+
+
+def test_ivf_with_split_lists_finds_the_exact_neighbours_on_mixed_start():
+    rng = np.random.default_rng(1)
+    x, _ = _blobs(rng, n_blobs=60, per=50, dim=24, spread=0.3)
+    w = np.exp(rng.normal(0, 0.5, (5, x.shape[1]))).astype(np.float32) ** 2
+    q = rng.choice(len(x), 5, replace=False)
+    exact = ExactIndex(x).search(x[q], w, 10, exclude=q)
+    ivf = IVFIndex(x, nlist=16, seed=0)  # 16 lists for 60 clusters: k-means must mix; the split undoes it
+    got = ivf.search(x[q], w, 10, exclude=q)
+    assert ivf.nlist > 16
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.ids, exact.ids)]) >= 0.98
+
+
+def test_l2_form_turns_the_weighted_distance_into_an_l2_one():
+    rng = np.random.default_rng(2)
+    p = rng.standard_normal((50, 6)).astype(np.float32)
+    w = rng.random((1, 6)).astype(np.float32) + 0.1
+    v, _ = l2_form(p)
+    q = l2_queries(p[3:4], w)
+    l2 = ((v - q) ** 2).sum(1).astype(np.float64)
+    d = weighted_distance(p[3], p, w[0])
+    np.testing.assert_allclose(l2 - l2[3], d - d[3], atol=1e-4)  # equal up to the query's constant
+
+
+def test_hnsw_matches_exact_and_survives_save_load():
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((3000, 12)).astype(np.float32)
+    cats = rng.integers(0, 3, 3000)
+    w = np.exp(rng.normal(0, 0.5, (8, 12))).astype(np.float32) ** 2
+    q = rng.choice(3000, 8, replace=False)
+    exact = ExactIndex(p, cats)
+    hnsw = build_index(p, cats, "hnsw")
+    assert isinstance(hnsw, HNSWIndex)
+    got, want = hnsw.search(p[q], w, 10, exclude=q), exact.search(p[q], w, 10, exclude=q)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.ids, want.ids)]) >= 0.95
+    again = load_index_state("hnsw", p, cats, hnsw.state())
+    np.testing.assert_array_equal(again.search(p[q], w, 10, exclude=q).ids, got.ids)
+    # per category: exact scan of small categories
+    pc, ec = hnsw.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0])), exact.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0]))
+    np.testing.assert_array_equal(pc.ids, ec.ids)
+    assert all((cats[row] == c).all() for c, row in enumerate(pc.ids))
