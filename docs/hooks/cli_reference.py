@@ -26,8 +26,11 @@ def cli_markdown() -> str:
     from lrprec.cli import load_commands
 
     command = typer.main.get_command(load_commands())
-    text = get_docs_for_click(obj=command, ctx=click.Context(command, info_name="lrprec"), name="lrprec",
-                              title="lrprec")
+    ctx = click.Context(command, info_name="lrprec")
+    try:
+        text = get_docs_for_click(obj=command, ctx=ctx, name="lrprec", title="lrprec")
+    except TypeError:  # typer releases before the ``title`` argument
+        text = get_docs_for_click(obj=command, ctx=ctx, name="lrprec")
     text = re.sub(r"\A# lrprec\n", "## `lrprec`\n", text)  # the page's own title is the only level-1 heading
     return "\n".join(_escape_help(line) for line in text.split("\n"))
 

@@ -44,12 +44,14 @@ def build_model(config: dict, n_users: int) -> PairModel:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def save_weights(model: PairModel, path: Path) -> None:
+    """Save the model's state dict to ``path`` (safetensors), atomically."""
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
@@ -67,6 +69,12 @@ class Run:
 
     @classmethod
     def load(cls, path: str | os.PathLike, catalog: str | os.PathLike | None = None) -> "Run":
+        """Load the run directory ``path`` (from ``lrprec train``) with its catalog, in eval mode.
+
+        ``catalog`` overrides the catalog path stored in the run's ``config.json``. Raises
+        ``RunError`` when ``path`` is no run, its weights are missing or unreadable, or the catalog
+        changed since training (fingerprint mismatch); ``CatalogError`` for a missing catalog.
+        """
         path = Path(path)
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
@@ -101,6 +109,7 @@ class Run:
         return self.config.get("input_size")
 
     def check_relation(self, name: str) -> int:
+        """Index of relation ``name`` in ``RELATIONS``; raises ``UsageError`` if the run was not trained on it."""
         if name not in RELATIONS:
             raise CatalogError(f"unknown relation {name!r}; known relations: {', '.join(RELATIONS)}")
         if name not in self.relations:
@@ -141,6 +150,7 @@ def embed_items(model: PairModel, catalog: Catalog, input_size: int | None, batc
 
 
 def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:
+    """Model inputs of catalog ``rows``: float (N, 3, S, S) preprocessed images (resized to ``input_size`` if given), or (N, F) features for a features-mode model. Raises ``CatalogError`` for an image model over a catalog without images."""
     rows = np.asarray(rows, dtype=np.int64)
     if model.backbone.kind == "features":
         return torch.from_numpy(catalog.feature_rows(rows))

@@ -55,6 +55,7 @@ class Pairs:
         return int(self.a.shape[0])
 
     def take(self, idx: np.ndarray | slice) -> "Pairs":
+        """The pairs at ``idx`` (an index array, a boolean mask or a slice), as new ``Pairs``."""
         return Pairs(self.a[idx], self.b[idx], self.relation[idx], self.user[idx], self.label[idx])
 
     def spread(self, n: int) -> "Pairs":
@@ -124,6 +125,7 @@ class Catalog:
         return len(self.item_ids)
 
     def index_of(self, item_id: str) -> int:
+        """Row of ``item_id`` in the catalog's arrays. Raises ``CatalogError`` for an unknown id."""
         try:
             return self._index[item_id]
         except KeyError:
@@ -141,6 +143,7 @@ class Catalog:
         return k
 
     def check_category(self, category: str) -> str:
+        """``category`` unchanged if the catalog has it; raises ``CatalogError`` naming the categories otherwise."""
         if category not in self.category_names:
             raise CatalogError(f"unknown category {category!r}; categories: {', '.join(self.category_names)}")
         return category
@@ -193,6 +196,7 @@ class Catalog:
 
     # ---- pairs ----------------------------------------------------------------------------
     def relation_table(self) -> pa.Table:
+        """Every known relation as an Arrow table (``relations.parquet``: item_a, item_b, relation, user)."""
         return _read_table(self.root / "relations.parquet")
 
     def _pairs_from_table(self, table: pa.Table) -> Pairs:

@@ -75,6 +75,7 @@ def weights_identity(run: Run) -> str:
 
 
 def index_dir(run: Run) -> Path:
+    """Where the run's index lives: ``RUN/index/``."""
     return Path(run.path) / INDEX_DIR
 
 
