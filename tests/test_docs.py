@@ -177,6 +177,9 @@ def test_site_builds_strictly(tmp_path):
         assert command in cli, command  # generated from the typer app, not a stale copy
     api = (tmp_path / "site" / "reference" / "api" / "recommend" / "index.html").read_text()
     assert "StaleIndexError" in api and "per_category" in api  # mkdocstrings rendered the docstrings
+    assert ":func:<code>" not in api and ":class:<code>" not in api  # Sphinx roles dropped by the hook
+    tutorial = (tmp_path / "site" / "tutorials" / "own-catalog" / "index.html").read_text()
+    assert "Not run by the docs test: the docs test already runs inside an installed checkout" in tutorial
     bench = (tmp_path / "site" / "results" / "benchmarks" / "index.html").read_text()
     assert "Recommendation index (1,000,000 items" in bench  # BENCHMARKS.md included, not copied
 

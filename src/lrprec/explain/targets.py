@@ -202,7 +202,7 @@ def explain_pairs(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: In
     With ``create_graph`` the relevance is differentiable w.r.t. the model's parameters.
 
     Args:
-        model: A trained ``PairModel``.
+        model (PairModel): A trained pair model.
         x_a: (B, 3, H, W) float preprocessed images (``Run.inputs``), or (B, F) features.
         x_b: Same shape as ``x_a``: the partners.
         relation: Relation index per pair (an int is broadcast), into ``RELATIONS``.
