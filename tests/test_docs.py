@@ -83,6 +83,35 @@ def test_every_tutorial_marker_has_a_reason_and_every_page_runs_something():
         assert sum(b.language in RUNNABLE and b.mode == "run" for b in blocks) >= 3, page.name
 
 
+def _api_modules() -> list[str]:
+    """The modules the API reference renders (``::: module`` lines of docs/reference/api/*.md)."""
+    pages = (ROOT / "docs" / "reference" / "api").glob("*.md")
+    return [m for page in pages for m in re.findall(r"^::: (\S+)", page.read_text(), re.M)]
+
+
+def test_public_api_in_the_reference_has_docstrings():
+    """Every public function, class, method and property of the referenced modules says what it does."""
+    import importlib
+    import inspect
+
+    modules = _api_modules()
+    assert len(modules) >= 30, modules
+    missing = []
+    for name in modules:
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+                continue
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
+                missing.append(f"{name}.{attr}")
+            if inspect.isclass(obj):
+                for member, value in vars(obj).items():
+                    fn = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+                    if not member.startswith("_") and inspect.isfunction(fn) and not inspect.getdoc(getattr(obj, member)):
+                        missing.append(f"{name}.{attr}.{member}")
+    assert not missing, f"public API without a docstring (the reference would show nothing): {missing}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -106,6 +106,7 @@ class Run:
 
     @property
     def input_size(self) -> int | None:
+        """Side the images are resized to before the backbone, or None for the catalog's own size."""
         return self.config.get("input_size")
 
     def check_relation(self, name: str) -> int:

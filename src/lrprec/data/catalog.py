@@ -64,11 +64,13 @@ class Pairs:
 
     @staticmethod
     def concat(parts: Iterable["Pairs"]) -> "Pairs":
+        """The pairs of ``parts`` one after the other."""
         parts = list(parts)
         return Pairs(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("a", "b", "relation", "user", "label")))
 
     @staticmethod
     def empty() -> "Pairs":
+        """No pairs (int64 arrays of length 0, int8 labels)."""
         z = np.zeros(0, dtype=np.int64)
         return Pairs(z, z, z, z, z.astype(np.int8))
 
@@ -114,6 +116,7 @@ class Catalog:
     # ---- identity -------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The catalog's name from catalog.json (default: its folder's name)."""
         return str(self.meta.get("name", self.root.name))
 
     @property
@@ -191,6 +194,7 @@ class Catalog:
 
     @property
     def image_size(self) -> int | None:
+        """Side in pixels of the decoded square images, or None for a features-only catalog."""
         imgs = self.images
         return None if imgs is None else int(imgs.shape[1])
 

@@ -130,10 +130,12 @@ class RecIndex:
 
     @property
     def backend(self) -> str:
+        """``exact`` or ``ivf``: the backend the index was built with."""
         return str(self.meta["backend"])
 
     @property
     def relations(self) -> list[str]:
+        """The relations indexed (those the run was trained on)."""
         return list(self.meta["relations"])
 
     def get(self, relation: str) -> VectorIndex:
