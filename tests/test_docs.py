@@ -118,7 +118,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _environment(bin_dir: Path) -> dict:
+def _environment(bin_dir: Path, threads: int | None = None) -> dict:
     """PATH with ``lrprec`` and ``python`` of this interpreter first; the checkout's ``src`` first on PYTHONPATH."""
     bin_dir.mkdir()
     for name, body in (("lrprec", f'exec "{sys.executable}" -m lrprec "$@"'), ("python", f'exec "{sys.executable}" "$@"')):
@@ -127,7 +127,8 @@ def _environment(bin_dir: Path) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", "2")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads in every block's process
     return env
 
 
@@ -156,9 +157,10 @@ def _wait_until_serving(proc: subprocess.Popen, port: int, timeout_s: float = 12
         assert r.status == 200 and b"<html" in r.read().lower()
 
 
-def run_tutorial(page: Path, workdir: Path) -> list[str]:
-    """Run every block of ``page`` in ``workdir``; returns a line per block (what ran, how long)."""
-    env = _environment(workdir / ".bin")
+def run_tutorial(page: Path, workdir: Path, threads: int | None = None) -> list[str]:
+    """Run every block of ``page`` in ``workdir`` (created); returns a line per block (what ran, how long)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = _environment(workdir / ".bin", threads)
     port, background, log = None, [], []
     try:
         for k, block in enumerate(parse_blocks(page.read_text())):
@@ -177,7 +179,7 @@ def run_tutorial(page: Path, workdir: Path) -> list[str]:
                 proc = subprocess.Popen(_command(block, workdir, k), cwd=workdir, env=env, stdout=server_log,
                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
                 proc.log_path = Path(server_log.name)
-                background.append(proc)
+                background.append((proc, server_log))
                 _wait_until_serving(proc, port)
             else:
                 done = subprocess.run(_command(block, workdir, k), cwd=workdir, env=env, capture_output=True, text=True,
@@ -187,9 +189,10 @@ def run_tutorial(page: Path, workdir: Path) -> list[str]:
                                               f"--- stderr ---\n{done.stderr[-4000:]}")
             log.append(f"{where} {block.mode} {time.monotonic() - start:.1f} s")
     finally:
-        for proc in background:
+        for proc, server_log in background:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+            server_log.close()
     return log
 
 
@@ -214,8 +217,22 @@ def test_site_builds_strictly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", TUTORIALS, ids=[p.stem for p in TUTORIALS])
-def test_tutorial_runs(page, tmp_path):
-    log = run_tutorial(page, tmp_path)
-    print("\n".join(log))
-    assert any(" run " in line for line in log)
+def test_every_tutorial_runs(tmp_path):
+    """Every tutorial, block by block, each page in its own folder; two pages at a time, one torch thread
+    each (most of a page's time is single-threaded: interpreter start-up, imports, data), so the two
+    cores are both busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(page: Path) -> tuple[Path, list[str] | BaseException]:
+        try:
+            return page, run_tutorial(page, tmp_path / page.stem, threads=1)
+        except BaseException as exc:  # noqa: BLE001 (reported below, per page)
+            return page, exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run, TUTORIALS))
+    for page, outcome in results:
+        print(f"--- {page.name}", *(outcome if isinstance(outcome, list) else [repr(outcome)]), sep="\n")
+    failed = {page.name: outcome for page, outcome in results if not isinstance(outcome, list)}
+    assert not failed, "\n\n".join(f"{name}: {exc}" for name, exc in failed.items())
+    assert all(any(" run " in line for line in outcome) for _, outcome in results)
