@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: demo test test-fast venv test-deps bench clean
+.PHONY: demo test test-fast venv test-deps bench clean docs
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,12 @@ test: $(VENV)/.installed-test browser
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
+# the documentation site into site/: no broken link, no missing reference (the CLI page is generated from the typer app)
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 bench: $(VENV)/.installed-test
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info

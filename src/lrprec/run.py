@@ -79,7 +79,7 @@ def read_config(path: Path) -> dict:
 
 
 def save_weights(model: PairModel, path: Path) -> None:
-    """The model's weights as safetensors, written atomically."""
+    """Save the model's state dict to ``path`` (safetensors), atomically: readers never see a partial file."""
     atomic_write(path, lambda tmp: save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp)))
 
 
@@ -95,6 +95,12 @@ class Run:
 
     @classmethod
     def load(cls, path: str | os.PathLike, catalog: str | os.PathLike | None = None) -> "Run":
+        """Load the run directory ``path`` (from ``lrprec train``) with its catalog, in eval mode.
+
+        ``catalog`` overrides the catalog path stored in the run's ``config.json``. Raises
+        ``RunError`` when ``path`` is no run, its weights are missing or unreadable, or the catalog
+        changed since training (fingerprint mismatch); ``CatalogError`` for a missing catalog.
+        """
         path = Path(path)
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
@@ -136,9 +142,11 @@ class Run:
 
     @property
     def input_size(self) -> int | None:
+        """Side the images are resized to before the backbone, or None for the catalog's own size."""
         return self.config.get("input_size")
 
     def check_relation(self, name: str) -> int:
+        """Index of relation ``name`` in ``RELATIONS``; raises ``UsageError`` if the run was not trained on it."""
         if name not in RELATIONS:
             raise CatalogError(f"unknown relation {name!r}; known relations: {', '.join(RELATIONS)}")
         if name not in self.relations:
@@ -181,6 +189,7 @@ def embed_items(model: PairModel, catalog: Catalog, input_size: int | None, batc
 
 
 def item_inputs(catalog: Catalog, model: PairModel, rows: np.ndarray, input_size: int | None = None) -> torch.Tensor:
+    """Model inputs of catalog ``rows``: float (N, 3, S, S) preprocessed images (resized to ``input_size`` if given), or (N, F) features for a features-mode model. Raises ``CatalogError`` for an image model over a catalog without images."""
     rows = np.asarray(rows, dtype=np.int64)
     if model.backbone.kind == "features":
         return torch.from_numpy(catalog.feature_rows(rows))

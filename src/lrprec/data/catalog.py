@@ -55,6 +55,7 @@ class Pairs:
         return int(self.a.shape[0])
 
     def take(self, idx: np.ndarray | slice) -> "Pairs":
+        """The pairs at ``idx`` (an index array, a boolean mask or a slice), as new ``Pairs``."""
         return Pairs(self.a[idx], self.b[idx], self.relation[idx], self.user[idx], self.label[idx])
 
     def spread(self, n: int) -> "Pairs":
@@ -63,11 +64,13 @@ class Pairs:
 
     @staticmethod
     def concat(parts: Iterable["Pairs"]) -> "Pairs":
+        """The pairs of ``parts`` one after the other."""
         parts = list(parts)
         return Pairs(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("a", "b", "relation", "user", "label")))
 
     @staticmethod
     def empty() -> "Pairs":
+        """No pairs (int64 arrays of length 0, int8 labels)."""
         z = np.zeros(0, dtype=np.int64)
         return Pairs(z, z, z, z, z.astype(np.int8))
 
@@ -118,6 +121,7 @@ class Catalog:
     # ---- identity -------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The catalog's name from catalog.json (default: its folder's name)."""
         return str(self.meta.get("name", self.root.name))
 
     @property
@@ -129,6 +133,7 @@ class Catalog:
         return len(self.item_ids)
 
     def index_of(self, item_id: str) -> int:
+        """Row of ``item_id`` in the catalog's arrays. Raises ``CatalogError`` for an unknown id."""
         try:
             return self._index[item_id]
         except KeyError:
@@ -146,6 +151,7 @@ class Catalog:
         return k
 
     def check_category(self, category: str) -> str:
+        """``category`` unchanged if the catalog has it; raises ``CatalogError`` naming the categories otherwise."""
         if category not in self.category_names:
             raise CatalogError(f"unknown category {category!r}; categories: {', '.join(self.category_names)}")
         return category
@@ -199,11 +205,13 @@ class Catalog:
 
     @property
     def image_size(self) -> int | None:
+        """Side in pixels of the decoded square images, or None for a features-only catalog."""
         imgs = self.images
         return None if imgs is None else int(imgs.shape[1])
 
     # ---- pairs ----------------------------------------------------------------------------
     def relation_table(self) -> pa.Table:
+        """Every known relation as an Arrow table (``relations.parquet``: item_a, item_b, relation, user)."""
         return _read_table(self.root / "relations.parquet")
 
     def _pairs_from_table(self, table: pa.Table) -> Pairs:

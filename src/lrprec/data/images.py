@@ -131,6 +131,7 @@ class ImageStats:
     examples: dict[str, list[str]] = field(default_factory=lambda: {"missing": [], "corrupt": []})
 
     def report(self, keep_missing: bool) -> dict:
+        """The import report's ``images`` entry: decoded, missing and corrupt counts, the policy, the first missing / corrupt ids."""
         return {
             "decoded": int(self.ok.sum()),
             "missing": self.missing,

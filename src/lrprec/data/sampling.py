@@ -93,6 +93,7 @@ class NegativeSampler:
         return (a.astype(np.int64) * self.n_items + b.astype(np.int64)) * 4 + r.astype(np.int64)
 
     def is_positive(self, a: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Boolean (N,): whether each (a[n], b[n], r[n]) (item rows, relation index) is a known positive."""
         keys = self._key(a, b, r)
         pos = np.searchsorted(self._known, keys)
         pos = np.minimum(pos, max(len(self._known) - 1, 0))

@@ -123,6 +123,7 @@ def popularity_table(catalog: Catalog) -> np.ndarray:
 
 
 def popularity_scorer(catalog: Catalog):
+    """Scorer ``(a, relation, user) -> (N,)`` of the popularity baseline: each candidate's training degree under the relation."""
     deg = popularity_table(catalog)
     return lambda a, relation, user: deg[relation]
 
@@ -153,6 +154,7 @@ def category_tree_logits(catalog: Catalog, pairs: Pairs) -> np.ndarray:
 
 
 def category_tree_scorer(catalog: Catalog):
+    """Scorer ``(a, relation, user) -> (len(a), N)`` of the category-tree baseline: log T_r(c_j | c_i) − log U(c_j) from training positives."""
     t = category_tree_table(catalog)
     codes = catalog.category_codes
     return lambda a, relation, user: t[relation, codes[a]][:, codes]
@@ -186,6 +188,7 @@ class WNN(torch.nn.Module):
         self.c = torch.nn.Parameter(torch.ones(n_relations))
 
     def importance(self) -> torch.Tensor:
+        """Per-relation feature weights exp(v), (R, F) (v clamped at 30 against overflow)."""
         return self.v.clamp(max=30.0).exp()
 
     def weights(self) -> torch.Tensor:
@@ -193,6 +196,7 @@ class WNN(torch.nn.Module):
         return self.importance() / self.scale
 
     def forward(self, xa: torch.Tensor, xb: torch.Tensor, relation: torch.Tensor) -> torch.Tensor:
+        """Logits c_r − Σ_f w_rf (x_af − x_bf)² / scale_f, (B,), for features ``xa``, ``xb`` (B, F) and ``relation`` (B,)."""
         z = (xa - xb).pow(2) / self.scale
         d = (z * self.importance()[relation]).sum(-1)
         return self.c[relation] - d
@@ -213,6 +217,7 @@ def _scale(feats: LazyFeatures, pairs: Pairs, rng: np.random.Generator, n: int, 
 
 @torch.inference_mode()
 def wnn_logits(model: WNN, feats: LazyFeatures, pairs: Pairs, batch_size: int = 256) -> np.ndarray:
+    """WNN logits of every pair, float32 (len(pairs),), batched, in eval mode."""
     model.eval()
     out = np.empty(len(pairs), np.float32)
     for s in range(0, len(pairs), batch_size):

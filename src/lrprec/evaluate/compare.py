@@ -119,6 +119,7 @@ def compare_text(named_reports: dict[str, dict]) -> str:
 
 
 def unique_name(name: str, taken: dict) -> str:
+    """``name``, or ``name#2``, ``name#3``, …: the first that is not a key of ``taken``."""
     if name not in taken:
         return name
     k = 2

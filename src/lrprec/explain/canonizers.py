@@ -34,6 +34,7 @@ class ParamLayer:
     conv_args: dict = field(default_factory=dict)
 
     def apply(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        """The layer's linear map with weight ``w`` and bias ``b`` (possibly modified by a rule) applied to ``x``."""
         if self.kind == "conv2d":
             return F.conv2d(x, w, b, **self.conv_args)
         return F.linear(x, w, b)

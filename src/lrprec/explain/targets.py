@@ -43,7 +43,19 @@ IndexLike = int | Sequence[int] | Tensor
 
 @dataclass
 class PairExplanation:
-    """Relevance of both images of each pair for one explained quantity (see module docstring)."""
+    """Relevance of both images of each pair for one explained quantity (see module docstring).
+
+    Attributes:
+        relevance_a: Relevance on image a, the shape of ``x_a``: (B, 3, H, W), or (B, F) in features mode.
+        relevance_b: Relevance on image b, the shape of ``x_b``.
+        target_value: (B,) the explained quantity (S, d or the logit, per ``target``).
+        logit: (B,) c − d.
+        probability: (B,) P(related) = σ(c − d).
+        absorbed: (B,) the target's share that does not reach the input (biases, ε, and c for the logit).
+        relevance_sum_a: (B,) Σ relevance_a, as computed (not assumed).
+        relevance_sum_b: (B,) Σ relevance_b.
+        conservation: (B,) measured Σ R over both images / the share that should reach them (1 = conserved).
+    """
 
     relevance_a: Tensor   # same shape as x_a: (B, 3, H, W), or (B, F) in features mode
     relevance_b: Tensor
@@ -188,6 +200,23 @@ def explain_pairs(model, x_a: Tensor, x_b: Tensor, relation: IndexLike, user: In
     Batched: the backbone runs once per batch on [x_a; x_b]. The caller's model is not
     modified (explanations use eval semantics: running BN statistics, no dropout).
     With ``create_graph`` the relevance is differentiable w.r.t. the model's parameters.
+
+    Args:
+        model (PairModel): A trained pair model.
+        x_a: (B, 3, H, W) float preprocessed images (``Run.inputs``), or (B, F) features.
+        x_b: Same shape as ``x_a``: the partners.
+        relation: Relation index per pair (an int is broadcast), into ``RELATIONS``.
+        user: User row per pair; −1 (default) for the global θ.
+        target: ``similarity`` (2 Σ θ² a_i a_j), ``distance`` (d) or ``logit`` (c − d).
+        composite: A composite name (``COMPOSITES``) or a ``Composite``.
+        batch_size: Pairs per backward pass.
+        create_graph: Keep the graph so the relevance can be differentiated (guided training).
+
+    Returns:
+        A ``PairExplanation`` with (B, …) tensors.
+
+    Raises:
+        UsageError: An unknown target or composite, shapes of x_a and x_b that differ, batch_size ≤ 0.
     """
     check_target(target)
     if x_a.shape != x_b.shape:

@@ -28,6 +28,7 @@ class Backbone(nn.Module):
     kind: str = "image"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (B, F) of preprocessed images x (B, 3, H, W)."""
         x = self.features(x)
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
@@ -53,6 +54,7 @@ class ScaleNorm2d(nn.BatchNorm2d):
         self.bias = None  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """γ · x / √(E[x²] + eps) per channel for x (B, C, H, W): the batch's second moment in training (tracked in ``running_var``), the running one in eval."""
         if self.training:
             ms = x.pow(2).mean((0, 2, 3))
             with torch.no_grad():
@@ -111,6 +113,7 @@ class SmallCNN(Backbone):
         self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (B, F) of preprocessed images x (B, 3, H, W), run channels-last."""
         # channels-last convolutions are several times faster on CPU for these sizes
         return super().forward(x.contiguous(memory_format=torch.channels_last))
 
@@ -192,6 +195,7 @@ class FeatureBackbone(Backbone):
         self.config = {"out_dim": out_dim}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Precomputed features (B, F), returned unchanged."""
         return x
 
 

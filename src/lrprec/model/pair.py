@@ -142,9 +142,15 @@ class PairModel(nn.Module):
         return self.project(feats[:n], relation), self.project_partner(feats[n:], relation)
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """Logit c_r − d_u; P(related) = sigmoid(logit) (eq 2)."""
+        """Logit c_r − d_u(a, b), (B,); P(related) = sigmoid(logit) (eq 2).
+
+        ``x_a``, ``x_b``: (B, 3, H, W) preprocessed images (or (B, F) features); ``relation``:
+        (B,) int64 into ``RELATIONS``; ``user``: (B,) int64 user rows, −1 for the global θ.
+        The backbone runs once on the stacked batch [x_a; x_b].
+        """
         a_i, a_j = self.pair_embeddings(x_a, x_b, relation)
         return self.logit_from_embeddings(a_i, a_j, relation, user)
 
     def logit_from_embeddings(self, a_i: torch.Tensor, a_j: torch.Tensor, relation: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
+        """Logit c_r − d_u(i, j) from projected embeddings ``a_i``, ``a_j`` (B, K); ``relation``, ``user`` (B,) int64 (user −1: global θ); returns (B,)."""
         return self.c[relation] - self.distance(a_i, a_j, self.theta(relation, user))

@@ -75,6 +75,7 @@ def weights_identity(run: Run) -> str:
 
 
 def index_dir(run: Run) -> Path:
+    """Where the run's index lives: ``RUN/index/``."""
     return Path(run.path) / INDEX_DIR
 
 
@@ -133,10 +134,12 @@ class RecIndex:
 
     @property
     def backend(self) -> str:
+        """``exact`` or ``ivf``: the backend the index was built with."""
         return str(self.meta["backend"])
 
     @property
     def relations(self) -> list[str]:
+        """The relations indexed (those the run was trained on)."""
         return list(self.meta["relations"])
 
     def get(self, relation: str) -> VectorIndex:

@@ -132,6 +132,7 @@ class VectorIndex:
 
     @property
     def n_categories(self) -> int:
+        """Number of categories of the indexed items (the per-category search's groups)."""
         return int(self.cat_offsets.size - 1)
 
     def nbytes(self) -> int:

@@ -175,6 +175,7 @@ def _training_section(run: Path) -> Section | None:
 
 
 def plot_training(hist: dict, path: Path) -> Path:
+    """Plot the training history (loss and validation accuracy per epoch, from history.json) to ``path``; returns it."""
     import matplotlib
 
     matplotlib.use("Agg")

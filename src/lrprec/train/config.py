@@ -16,7 +16,12 @@ from lrprec.train.guidance import check_guide
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; stored as the run's config.json."""
+    """Everything that defines a training run; stored as the run's config.json.
+
+    Each field is the ``lrprec train`` option of the same name (``batch_size`` is
+    ``--batch-size``), documented with its default in the command line reference.
+    ``validate_config`` checks a configuration against a catalog before training starts.
+    """
 
     backbone: str = "small"
     weights: str | None = None
@@ -96,7 +101,10 @@ def schedule(cfg: TrainConfig, progress: float) -> tuple[float, float]:
 
 
 def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
-    """Check names and sizes against the catalog before any work; returns the relations to train."""
+    """Check names and sizes against the catalog before any work; returns the relations to train.
+
+    Raises ``UsageError`` for a value outside its range, an unknown name or a bad combination of options.
+    """
     if cfg.dim <= 0:
         raise UsageError(f"--dim (K) must be positive, got {cfg.dim}")
     if cfg.epochs <= 0 or cfg.batch_size <= 0 or cfg.lr <= 0:
