@@ -40,7 +40,8 @@ def build_model(config: dict, n_users: int) -> PairModel:
     end_to_end = not config.get("freeze_backbone") and config["backbone"] != "features"
     recon = int(config.get("recon_size", 0)) if float(config.get("recon_weight", 0)) > 0 and end_to_end else 0
     return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
-                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon)
+                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon,
+                     partner_init=str(config.get("partner_init", "copy")))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

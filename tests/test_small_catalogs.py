@@ -1,0 +1,80 @@
+"""Issue 31: small catalogs with near-duplicate variants — the generator, the list policies, the defaults end to end."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lrprec.data.catalog import COMPLEMENTS, RELATIONS, Catalog
+from lrprec.data.synthetic import SynthConfig, generate
+from lrprec.errors import UsageError
+from lrprec.recommend.duplicates import arrange, distance_scale, near_duplicates
+
+
+def test_variants_share_one_drawing(tmp_path):
+    exact = Catalog(generate(tmp_path / "exact", SynthConfig(items=30, users=0, image_size=16, pairs_per_relation=10, variants=3), progress=False))
+    noisy = Catalog(generate(tmp_path / "noisy", SynthConfig(items=30, users=0, image_size=16, pairs_per_relation=10, variants=3,
+                                                             variant_noise=4.0), progress=False))
+    attrs = np.load(exact.root / "attributes.npy")
+    img = np.asarray(exact.images).astype(np.int64)
+    for g in range(10):
+        k = slice(3 * g, 3 * g + 3)
+        assert (attrs[k] == attrs[3 * g]).all()  # one look: the same attributes ...
+        assert (img[k] == img[3 * g]).all()  # ... and the same drawing
+    assert not (img[0] == img[3]).all()  # looks differ
+    diff = np.abs(np.asarray(noisy.images).astype(np.int64)[1] - img[0])
+    assert 0 < diff.mean() < 8  # a variant with noise: nearly the drawing (std 4 → mean |noise| ≈ 3.2)
+    assert exact.fingerprint != Catalog(generate(tmp_path / "plain", SynthConfig(items=30, users=0, image_size=16, pairs_per_relation=10),
+                                                 progress=False)).fingerprint
+    with pytest.raises(UsageError, match="variants"):
+        generate(tmp_path / "bad", SynthConfig(items=30, variants=0), progress=False)
+
+
+def _toy():
+    """Query 0; items 1, 2 its near-duplicates (same category, same vector); 3-9 other items, 3-5 nearest."""
+    v = np.zeros((10, 2))
+    v[1] = v[2] = [0.001, 0]
+    v[3:] = np.arange(1, 8)[:, None] * np.array([1.0, 0.5])
+    v[4] = v[3] + 1e-4  # 3 and 4: near-duplicates of each other, another category than the query
+    cats = np.array([0, 0, 0, 1, 1, 0, 1, 2, 2, 2])
+    return v, cats, np.ones(2)
+
+
+def test_demote_puts_the_querys_near_duplicates_last_in_complements_only():
+    v, cats, w = _toy()
+    cand = np.array([1, 2, 3, 4, 5, 6])  # the model's order
+    limit = 0.01
+    pos = arrange(0, cand, 4, "demote", True, v, cats, w, limit)
+    assert cand[pos].tolist() == [3, 4, 5, 6]
+    assert cand[arrange(0, cand, 6, "demote", True, v, cats, w, limit)].tolist() == [3, 4, 5, 6, 1, 2]
+    # substitutes and "keep": the model's order
+    assert cand[arrange(0, cand, 4, "demote", False, v, cats, w, limit)].tolist() == [1, 2, 3, 4]
+    assert cand[arrange(0, cand, 4, "keep", True, v, cats, w, limit)].tolist() == [1, 2, 3, 4]
+    # a near-duplicate the data relate to the query as a complement keeps its place
+    known = lambda i, c: np.isin(c, [2])
+    assert cand[arrange(0, cand, 4, "demote", True, v, cats, w, limit, known)].tolist() == [2, 3, 4, 5]
+    # collapse: one listing per look (3 and 4 are one look; 1, 2 are the query's)
+    assert cand[arrange(0, cand, 4, "collapse", False, v, cats, w, limit)].tolist() == [3, 5, 6]
+    # the near-duplicate test is the brute-force definition
+    d = ((v[cand] - v[0]) ** 2).sum(1)
+    assert near_duplicates(v, cats, w, 0, cand, limit).tolist() == ((cats[cand] == 0) & (d < limit)).tolist()
+    assert distance_scale(v, w) > 0
+
+
+def test_recommend_builds_a_missing_index_and_train_says_what_next(tiny_run, tmp_path):
+    from lrprec.cli import load_commands
+    from lrprec.cli.train import _done_text
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("index"))
+    item = Catalog(json.loads((run / "config.json").read_text())["catalog"]).item_ids[0]
+    res = CliRunner().invoke(load_commands(), ["recommend", str(run), str(item), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "building it now" in res.output and (run / "index" / "index.json").is_file()
+    res = CliRunner().invoke(load_commands(), ["recommend", str(run), str(item), "--duplicates", "nope"])
+    assert res.exit_code == 2
+    text = _done_text({"run": "R", "best": {"epoch": 3, "val_accuracy": 0.9}})
+    assert "lrprec index R" in text and "lrprec recommend R" in text
