@@ -7,7 +7,9 @@ noise), one training with the given options (1 thread), then per relation
 * precision@10 against the catalog's rules (``precision``) and over the ideal list
   (``precision_of_ideal``: a query with 5 related items scores 5/5),
 * the share of a list in the query's own category (``own_category``; complements: should be 0),
-* ``dup_lead``: the share of complement lists led by one of the query's own variants,
+* ``dup_lead``: the share of lists led by one of the query's own variants,
+
+each for the lists ``lrprec recommend`` shows under the near-duplicate policies keep / demote / collapse,
 * pair accuracy on the test (``test``) and validation (``val``) pairs under both protocols.
 
 Usage (one JSON line per run appended to --out; existing (tag, size, seed) rows are skipped):
@@ -32,11 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrprec.data.catalog import COMPLEMENTS, NEGATIVE_PROTOCOLS, RELATIONS, Catalog
+from lrprec.data.catalog import NEGATIVE_PROTOCOLS, RELATIONS, Catalog
 from lrprec.data.synthetic import SynthConfig, generate
 from lrprec.evaluate.linkpred import link_prediction_report
-from lrprec.evaluate.ranking import ModelScorer, top_k
-from lrprec.evaluate.truth import truth_report
+from lrprec.data.rules import synthetic_rules
+from lrprec.evaluate.ranking import ModelScorer
+from lrprec.evaluate.truth import _grade
+from lrprec.recommend.recommender import Recommender, build_index
 from lrprec.run import Run
 from lrprec.train import TrainConfig, train
 
@@ -54,32 +58,40 @@ def catalog_for(work: Path, items: int, seed: int, variants: int, noise: float, 
     return path
 
 
-def dup_lead(scorer: ModelScorer, catalog: Catalog, variants: int, relation: str) -> float:
-    """Share of queries whose top-1 is one of their own variants (same look)."""
-    n = len(catalog)
-    q = np.arange(n)
-    top = top_k(scorer, q, np.full(n, RELATIONS.index(relation)), np.full(n, -1), 1)[:, 0]
-    return float((top // variants == q // variants).mean())
+def policy_lists(rec: Recommender, catalog: Catalog, q: np.ndarray, relation: str, policy: str, k: int = 10) -> np.ndarray:
+    """(len(q), k) item rows of the lists ``lrprec recommend`` shows (global θ) under a near-duplicate policy."""
+    row = {str(x): n for n, x in enumerate(catalog.item_ids)}
+    out = np.empty((q.size, k), np.int64)
+    for n, i in enumerate(q):
+        res = rec.recommend(str(catalog.item_ids[i]), relations=relation, k=k, duplicates=policy)["results"][relation]
+        out[n] = [row[e["item"]] for e in res]
+    return out
 
 
-def evaluate(run_dir: Path, variants: int) -> dict:
+def evaluate(run_dir: Path, variants: int, policies=("keep", "demote", "collapse"), max_queries: int = 1000) -> dict:
     run = Run.load(run_dir)
     cat = run.catalog
     scorer = ModelScorer.from_catalog(run.model, cat, run.input_size)
-    truth = truth_report(cat, scorer, run.relations)
-    out = {"relations": {}}
+    rec = Recommender(run, build_index(run, "exact", progress=False, save=False))
+    attrs, user_attr = synthetic_rules(cat)
+    n = len(cat)
+    q = np.unique(np.linspace(0, n - 1, min(n, max_queries)).round().astype(np.int64))
     acc = {}
     for split in ("validation", "test"):
         for neg in NEGATIVE_PROTOCOLS:
             if neg == "category" or cat.has_protocol(neg):
                 pairs = cat.pairs(split, neg)
-                rep = link_prediction_report(cat, pairs, scorer.pair_logits(pairs), run.relations)
-                acc[(split, neg)] = rep
+                acc[(split, neg)] = link_prediction_report(cat, pairs, scorer.pair_logits(pairs), run.relations)
+    out = {"relations": {}}
     for r in run.relations:
-        t = truth["relations"][r]
-        e = {k: t[k] for k in ("precision", "precision_of_ideal", "own_category", "ideal")}
-        if variants > 1 and r in COMPLEMENTS:
-            e["dup_lead"] = dup_lead(scorer, cat, variants, r)
+        ri = RELATIONS.index(r)
+        e = {}
+        for policy in policies:
+            top = policy_lists(rec, cat, q, r, policy)
+            g = _grade(attrs, user_attr, q, top, ri, -1)
+            e[policy] = {key: g[key] for key in ("precision", "precision_of_ideal", "own_category", "ideal")}
+            if variants > 1:
+                e[policy]["dup_lead"] = float((top[:, 0] // variants == q // variants).mean())
         for (split, neg), rep in acc.items():
             e[f"{'val' if split == 'validation' else 'test'}_{neg}"] = rep["relations"][r]["accuracy"] if r in rep.get("relations", {}) else None
         out["relations"][r] = e
@@ -106,6 +118,7 @@ def main(argv=None) -> None:
     ap.add_argument("--work", default="/tmp/i31-work")
     ap.add_argument("--out", default="experiments/results/small_catalogs.jsonl")
     ap.add_argument("--keep-runs", action="store_true")
+    ap.add_argument("--eval-only", action="store_true", help="re-evaluate kept runs (--keep-runs) without training")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     work = Path(a.work)
@@ -127,7 +140,10 @@ def main(argv=None) -> None:
             cfg = TrainConfig(seed=seed, **overrides)
             run_dir = work / f"run-{a.tag}-n{items}-v{a.variants}-seed{seed}"
             t0 = time.perf_counter()
-            res = train(cat, run_dir, cfg, progress=False, log=lambda m: None)
+            if a.eval_only and (run_dir / "history.json").exists():
+                res = json.loads((run_dir / "history.json").read_text())
+            else:
+                res = train(cat, run_dir, cfg, progress=False, log=lambda m: None)
             secs = time.perf_counter() - t0
             ev = evaluate(run_dir, a.variants)
             row = {"tag": a.tag, "items": items, "seed": seed, "variants": a.variants, "noise": a.noise, "users": a.users,
@@ -135,7 +151,8 @@ def main(argv=None) -> None:
                    "train_seconds": round(secs, 1), **ev}
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            summary = " ".join(f"{r[:6]}:{e['precision_of_ideal']:.2f}/{e['own_category']:.2f}" for r, e in ev["relations"].items())
+            summary = " ".join(f"{r[:6]}:{e[p]['precision_of_ideal']:.2f}/{e[p]['own_category']:.2f}/{e[p].get('dup_lead', 0):.2f}"
+                               for p in ("keep", "demote") for r, e in ev["relations"].items())
             print(f"{a.tag} n={items} seed={seed} {secs:.0f}s best {res['best']['epoch']}/{len(res['epochs'])}  {summary}", flush=True)
             if not a.keep_runs:
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from lrprec.data.catalog import COMPLEMENTS, RELATIONS, Catalog
 from lrprec.data.synthetic import SynthConfig, generate
 from lrprec.errors import UsageError
-from lrprec.recommend.duplicates import arrange, distance_scale, near_duplicates
 
 
 def test_variants_share_one_drawing(tmp_path):
@@ -44,6 +43,8 @@ def _toy():
 
 
 def test_demote_puts_the_querys_near_duplicates_last_in_complements_only():
+    from lrprec.recommend.duplicates import arrange, distance_scale, near_duplicates
+
     v, cats, w = _toy()
     cand = np.array([1, 2, 3, 4, 5, 6])  # the model's order
     limit = 0.01
@@ -78,3 +79,41 @@ def test_recommend_builds_a_missing_index_and_train_says_what_next(tiny_run, tmp
     assert res.exit_code == 2
     text = _done_text({"run": "R", "best": {"epoch": 3, "val_accuracy": 0.9}})
     assert "lrprec index R" in text and "lrprec recommend R" in text
+
+
+def _lists(run_dir, relation: str, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, (n, 10) rows of each query's list) as ``lrprec recommend`` shows them (global θ)."""
+    from lrprec.recommend.recommender import Recommender, build_index
+    from lrprec.run import Run
+
+    run = Run.load(run_dir)
+    rec = Recommender(run, build_index(run, "exact", progress=False, save=False))
+    cat = run.catalog
+    row = {str(x): n for n, x in enumerate(cat.item_ids)}
+    q = np.arange(len(cat))
+    top = np.asarray([[row[e["item"]] for e in rec.recommend(str(cat.item_ids[i]), relations=relation, **kw)["results"][relation]]
+                      for i in q])
+    return q, top
+
+
+@pytest.mark.slow
+def test_a_small_catalogs_complements_are_not_led_by_the_querys_variants(tmp_path):
+    """The issue's catalog in small: 60 items, looks in threes (colour variants with pixel noise).
+
+    Today's lists put the query's own variants first in "goes with" lists; the default list
+    policy never does, and the query's own category stays out of complement lists."""
+    from lrprec.train import TrainConfig, train
+
+    cat = generate(tmp_path / "cat", SynthConfig(items=60, users=0, image_size=32, pairs_per_relation=120, seed=0, variants=3,
+                                                 variant_noise=4.0), progress=False)
+    train(cat, tmp_path / "run", TrainConfig(seed=0, epochs=20), progress=False, log=lambda m: None)
+    codes = Catalog(cat).category_codes
+    for rel in COMPLEMENTS:
+        q, top = _lists(tmp_path / "run", rel)
+        led_by_variant = (top[:, 0] // 3 == q // 3).mean()
+        own = (codes[top] == codes[q][:, None]).mean()
+        assert led_by_variant == 0, f"{rel}: {led_by_variant:.0%} of the lists are led by the query's own variant"
+        assert own <= 0.05, f"{rel}: {own:.0%} of the complement lists sit in the query's own category"
+    # the substitutes keep the variants (they are substitutes): most lists start with one
+    q, top = _lists(tmp_path / "run", "also_viewed")
+    assert (top[:, 0] // 3 == q // 3).mean() > 0.5

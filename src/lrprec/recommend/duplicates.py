@@ -14,7 +14,10 @@ Three list policies (:data:`POLICIES`):
 ``demote``    (default) for a complement relation, the query's near-duplicates go below every
               other candidate, unless the data relate them to the query under that relation
               (a known positive pair): "what goes with this mug?" is never led by the same
-              mug in another listing. Substitute lists are untouched (variants *are* substitutes).
+              mug in another listing. Substitute lists keep their near-duplicates (variants
+              *are* substitutes). For every relation, candidates of a category the training
+              pairs never relate to the query's go below the others where validation allows
+              (:mod:`lrprec.recommend.category_prior`).
 ``collapse``  ``demote``, and for every relation one listing per look: a candidate that is a
               near-duplicate of the query or of an item already listed is skipped.
 """
@@ -61,21 +64,30 @@ def near_duplicates(vectors: np.ndarray, categories: np.ndarray, w: np.ndarray, 
 
 
 def arrange(i: int, cand: np.ndarray, k: int, policy: str, complement: bool, vectors: np.ndarray, categories: np.ndarray,
-            w: np.ndarray, limit: float, related: Callable[[int, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+            w: np.ndarray, limit: float, related: Callable[[int, np.ndarray], np.ndarray] | None = None,
+            unlikely: np.ndarray | None = None) -> np.ndarray:
     """Positions into ``cand`` (best first, at most k) of the list under ``policy``.
 
     ``cand``: candidate item rows in the model's order (more than k, so that demoted or
     skipped items leave room). ``related(i, cand) -> bool mask``: pairs the data relate
-    under this relation (never demoted).
+    under this relation (never demoted). ``unlikely``: mask over ``cand`` of the candidates
+    whose category the category prior rules out for the query's (:mod:`lrprec.recommend.category_prior`);
+    they go below the others, above the query's near-duplicates.
     """
     order = np.arange(len(cand))
     if policy == "keep" or len(cand) == 0:
         return order[:k]
+    level = np.zeros(len(cand), np.int64)
+    if unlikely is not None:
+        level[np.asarray(unlikely, bool)] = 1
     if complement:
         dup = near_duplicates(vectors, categories, w, i, cand, limit)
         if related is not None and dup.any():
             dup &= ~related(i, cand)
-        order = np.concatenate([order[~dup], order[dup]])  # stable: the model's order within each group
+        level[dup] = 2
+    if related is not None and unlikely is not None:
+        level[(level == 1) & related(i, cand)] = 0  # a pair the data list is never ruled out
+    order = np.argsort(level, kind="stable")  # the model's order within each level
     if policy == "collapse":
         kept: list[int] = []
         for pos in order:

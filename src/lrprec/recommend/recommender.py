@@ -42,6 +42,7 @@ from lrprec.recommend.index import (
     save_state,
 )
 from lrprec.errors import LrprecError, UsageError
+from lrprec.recommend.category_prior import category_prior
 from lrprec.recommend.duplicates import DEFAULT_POLICY, DEFAULT_THRESHOLD, arrange, check_policy, distance_scale
 from lrprec.recommend.index import build_index as build_vector_index
 from lrprec.run import Run, iter_item_features
@@ -314,6 +315,7 @@ class Recommender:
         self.index = index if index is not None else load_index(run)
         self._dup: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         self._pairs: dict[str, np.ndarray] = {}
+        self._priors: dict[str, np.ndarray | None] = {}
 
     def user_weights(self, relation: str, user_row: int) -> tuple[np.ndarray, float]:
         """w = θ_{u,r}² (float32, (K,)) and the shift c_r for a user row (−1: global θ)."""
@@ -358,7 +360,11 @@ class Recommender:
         keep = ids >= 0
         ids, dist = ids[keep], dist[keep]
         vectors, w, limit = self._duplicate_context(rel)
-        pos = arrange(i, ids, k, duplicates, rel in COMPLEMENTS, vectors, self.index.categories, w, limit, self._known(rel))
+        if rel not in self._priors:
+            self._priors[rel] = category_prior(self.run.catalog, rel)
+        prior, codes = self._priors[rel], self.index.categories
+        unlikely = prior[codes[i], codes[ids]] if prior is not None else None
+        pos = arrange(i, ids, k, duplicates, rel in COMPLEMENTS, vectors, codes, w, limit, self._known(rel), unlikely)
         return ids[pos], dist[pos]
 
     def recommend(self, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,

@@ -78,7 +78,7 @@ class TrainConfig:
     # Small catalogs (issue 31): F_r's initialization ("copy" of E_r, or "independent") and a floor on the optimizer
     # steps — epochs grow to reach it where an epoch has few steps (0: exactly ``epochs``). See docs/howto/small-catalogs.md
     partner_init: str = "copy"
-    min_steps: int = 0
+    min_steps: int = 600
 
 
 LR_SCHEDULES = ("constant", "cosine")
