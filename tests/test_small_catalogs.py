@@ -106,7 +106,9 @@ def test_a_small_catalogs_complements_are_not_led_by_the_querys_variants(tmp_pat
 
     cat = generate(tmp_path / "cat", SynthConfig(items=60, users=0, image_size=32, pairs_per_relation=120, seed=0, variants=3,
                                                  variant_noise=4.0), progress=False)
-    train(cat, tmp_path / "run", TrainConfig(seed=0, epochs=20), progress=False, log=lambda m: None)
+    cfg = TrainConfig(seed=0, epochs=20)
+    cfg.min_steps = 0  # today's budget (20 epochs, ~120 steps) keeps the test short: the lists' policy alone must hold
+    train(cat, tmp_path / "run", cfg, progress=False, log=lambda m: None)
     codes = Catalog(cat).category_codes
     for rel in COMPLEMENTS:
         q, top = _lists(tmp_path / "run", rel)
@@ -117,3 +119,44 @@ def test_a_small_catalogs_complements_are_not_led_by_the_querys_variants(tmp_pat
     # the substitutes keep the variants (they are substitutes): most lists start with one
     q, top = _lists(tmp_path / "run", "also_viewed")
     assert (top[:, 0] // 3 == q // 3).mean() > 0.5
+
+
+def test_category_prior_rules_out_only_what_training_never_pairs(tiny_catalog):
+    from lrprec.recommend.category_prior import MIN_EVIDENCE, category_counts, category_prior, ruled_out
+
+    cat = Catalog(tiny_catalog)
+    codes = np.asarray(cat.category_codes)
+    train = cat.pairs("train")
+    for rel in ("also_viewed", "also_bought"):
+        r = RELATIONS.index(rel)
+        t = category_counts(train, codes, r, len(cat.category_names))
+        sel = train.relation == r
+        assert t.sum() == 2 * sel.sum() and (t == t.T).all()  # both directions of every positive
+        out = ruled_out(t)
+        assert not out[codes[train.a[sel]], codes[train.b[sel]]].any()  # a training pair's categories are never ruled out
+        # the synthetic rules: substitutes within a category, complements across (enough evidence: rows >= MIN_EVIDENCE)
+        rows = t.sum(1) >= MIN_EVIDENCE
+        if rel == "also_viewed":
+            assert out[rows][:, :].sum() == (rows.sum() * (len(t) - 1))  # every other category ruled out
+        else:
+            assert np.diag(out)[rows].all()
+        prior = category_prior(cat, rel)
+        assert prior is None or (prior == out).all()
+    # a hand-made table: only the unseen diagonal is ruled out
+    t = np.zeros((2, 2), np.int64)
+    t[0, 1] = t[1, 0] = 10
+    assert ruled_out(t).tolist() == [[True, False], [False, True]]
+
+
+def test_the_step_floor_grows_small_catalogs_epochs_only():
+    from lrprec.train import TrainConfig
+    from lrprec.train.config import with_step_budget
+
+    cfg = TrainConfig()
+    assert cfg.min_steps == 600 and cfg.epochs == 20
+    # the default catalog: 4 relations × 1,600 training positives, 100 steps an epoch: 20 epochs as before
+    assert with_step_budget(cfg, 6400) is cfg
+    # 60 items, 372 training positives: 6 steps an epoch → 100 epochs
+    assert with_step_budget(cfg, 372).epochs == 100
+    assert with_step_budget(TrainConfig(min_steps=0), 372).epochs == 20
+    assert with_step_budget(TrainConfig(steps_per_epoch=2), 6400).epochs == 300  # capped epochs take more of them
