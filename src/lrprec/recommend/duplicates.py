@@ -32,7 +32,7 @@ from lrprec.errors import UsageError
 POLICIES = ("keep", "demote", "collapse")
 DEFAULT_POLICY = "demote"
 #: Near-duplicate threshold as a share of the median item-pair distance (chosen on validation catalogs).
-DEFAULT_THRESHOLD = 0.02
+DEFAULT_THRESHOLD = 0.005
 _SCALE_PAIRS = 4096
 
 
