@@ -44,7 +44,8 @@ def build_model(config: dict, n_users: int) -> PairModel:
     if config.get("concept_projection"):  # P-ClArC (lrprec correct): a projection layer after the backbone, weights in the state dict
         attach_projection(backbone)
     return PairModel(backbone, int(config["dim"]), len(RELATIONS), n_users=n_users, personalize=bool(config.get("personalize", True)),
-                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon)
+                     seed=int(config.get("seed", 0)), head=str(config.get("head", "metric")), recon_size=recon,
+                     partner_init=str(config.get("partner_init", "copy")))
 
 
 #: Keys every run's config.json has (written by ``lrprec train``).

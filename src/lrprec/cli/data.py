@@ -22,6 +22,8 @@ def synth(
     seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
     spurious: float = typer.Option(0.0, help="Plant a shortcut: a corner watermark whose tag agrees with the label on this fraction of training pairs (and carries no signal in validation/test). 0 = none."),
     spurious_kind: str = typer.Option("mark", help="The planted artifact: mark (a corner watermark) or tint (a global colour cast of the tagged items)."),
+    variants: int = typer.Option(1, help="Near-duplicate listings per look: items come in groups sharing one drawing (a shop's colour variants)."),
+    variant_noise: float = typer.Option(0.0, help="Pixel noise (std, 0-255) added to each variant's copy of its look's drawing."),
     overwrite: bool = typer.Option(False, help="Replace an existing catalog at OUT."),
     as_json: bool = typer.Option(False, "--json", help="Print the catalog summary as JSON."),
 ) -> None:
@@ -29,7 +31,7 @@ def synth(
     from lrprec.data.synthetic import SynthConfig, generate
 
     path = generate(out, SynthConfig(items=items, users=users, image_size=image_size, pairs_per_relation=pairs, seed=seed, spurious=spurious,
-                                                  spurious_kind=spurious_kind), overwrite=overwrite)
+                                                  spurious_kind=spurious_kind, variants=variants, variant_noise=variant_noise), overwrite=overwrite)
     emit(Catalog(path).describe(), as_json, _info_text)
 
 

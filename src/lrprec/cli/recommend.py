@@ -109,6 +109,23 @@ def embed_cmd(
                "embed_seconds": round(max(t for _, t in per_rank), 3)}
         emit(res, as_json, lambda d: f"wrote {len(d['written'])} shard(s) to {d['out']} with {d['world_size']} process(es)")
 
+class Duplicates(str, Enum):
+    demote = "demote"
+    keep = "keep"
+    collapse = "collapse"
+
+
+def _index_or_build(run: Any):
+    """The run's stored index; a run without one gets it built now (with a notice), as 'lrprec index' would."""
+    from lrprec.recommend.recommender import IndexMissingError, build_index, load_index
+
+    try:
+        return load_index(run)
+    except IndexMissingError:
+        log = (lambda m: typer.echo(m, err=True))
+        log(f"notice: {run.path} has no recommendation index yet; building it now (what 'lrprec index {run.path}' does, stored in RUN/index/)")
+        return build_index(run, "auto", progress=True, log=log)
+
 
 def _results_text(result: dict, titles: dict[str, str] | None = None) -> str:
     """Recommendations as one table per relation (per relation and category with --per-category), titles beside ids."""
@@ -146,14 +163,21 @@ def recommend_cmd(
     per_category: bool = typer.Option(False, "--per-category", help="The top k of every category (the paper's eq 5)."),
     explain: bool = typer.Option(False, "--explain", help="Also write pair heatmaps (query, each recommendation) and a contact sheet."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for recommendations.json and the --explain images."),
+    duplicates: Duplicates = typer.Option(Duplicates.demote, "--duplicates",
+                                          help="Near-duplicates of the query and of each other: demote (default: never lead a complement list), "
+                                               "keep (the model's order), collapse (one listing per look, every relation)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The top k items j ≠ ITEM by P_u(r_ij) for each relation, with probability and distance."""
+    """The top k items j ≠ ITEM by P_u(r_ij) for each relation, with probability and distance.
+
+    A run without an index gets one first (what 'lrprec index RUN' builds, stored in RUN/index/).
+    """
     from lrprec.recommend.recommender import recommend
     from lrprec.run import Run
 
     r = Run.load(run)
-    result = recommend(r, item, user=user, relations=relation, k=k, per_category=per_category)
+    index = _index_or_build(r)
+    result = recommend(r, item, user=user, relations=relation, k=k, per_category=per_category, index=index, duplicates=duplicates.value)
     for note in result.get("notices", []):
         typer.echo(f"notice: {note}", err=True)
     if out is not None:

@@ -33,7 +33,9 @@ def train_cmd(
     user_negatives: float = typer.Option(0.0, help="Share of user-carrying pairs whose negative is the query's partner under another user."),
     recon_weight: float = typer.Option(20.0, help="Weight of the appearance loss: each image's thumbnail decoded from its features (0: off; end-to-end only)."),
     recon_size: int = typer.Option(2, help="Side of the appearance loss's thumbnail (3·side² values per image)."),
-    epochs: int = typer.Option(20),
+    epochs: int = typer.Option(20, help="Epochs (at least; --min-steps may add more on small catalogs)."),
+    min_steps: int = typer.Option(None, help="Train at least this many optimizer steps: epochs grow where an epoch has few (small catalogs; default: docs/howto/small-catalogs.md)."),
+    partner_init: str = typer.Option(None, help="Initialization of the asymmetric head's partner projection F_r: independent or copy (of E_r)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
     relations: str = typer.Option(None, help="Comma-separated relations (default: all in the catalog)."),
@@ -84,6 +86,10 @@ def train_cmd(
         warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
         user_weight=user_weight, user_negatives=user_negatives, mark_augment=mark_augment, recon_weight=recon_weight, recon_size=recon_size,
     )
+    if min_steps is not None:
+        cfg.min_steps = min_steps
+    if partner_init is not None:
+        cfg.partner_init = partner_init
     if backbone_config:
         try:
             cfg.backbone_config = json.loads(backbone_config)
@@ -96,7 +102,17 @@ def train_cmd(
         result = train(data, out, cfg, log=log, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # only rank 0 of a torchrun job reports
-    emit(result, as_json, lambda r: f"best epoch {r['best']['epoch']} (validation accuracy {100 * r['best']['val_accuracy']:.1f}%); run saved in {r['run']}")
+    emit(result, as_json, _done_text)
+
+
+def _done_text(r: dict) -> str:
+    """The end of a training, and what to run next."""
+    run = r["run"]
+    return (f"best epoch {r['best']['epoch']} (validation accuracy {100 * r['best']['val_accuracy']:.1f}%); run saved in {run}\n"
+            f"next: lrprec evaluate {run}          (accuracy, ranking and top-10 checks on the test split)\n"
+            f"      lrprec index {run}             (embed the catalog once for fast recommendations)\n"
+            f"      lrprec recommend {run} ITEM_ID (top-10 per relation; builds the index if missing)\n"
+            f"      lrprec serve {run}             (the web app)")
 
 
 @command()

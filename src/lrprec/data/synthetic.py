@@ -79,6 +79,10 @@ class SynthConfig:
     seed: int = 0
     spurious: float = 0.0  # P: watermark/label agreement on training pairs (0: no watermark)
     spurious_kind: str = "mark"  # the artifact: "mark" (corner watermark) or "tint" (global colour cast)
+    # Near-duplicate variants (issue 31): items come in groups of ``variants`` listings of one look
+    # (same attributes, one drawing), each with Gaussian pixel noise of this standard deviation (0-255 scale)
+    variants: int = 1
+    variant_noise: float = 0.0
 
 
 # ---- drawing ---------------------------------------------------------------------------------
@@ -202,6 +206,13 @@ def render_item(attrs: np.ndarray, s: int, rng: np.random.Generator) -> tuple[np
     return np.clip(img, 0, 255).astype(np.uint8), mask.astype(np.uint8)
 
 
+def _variant(image: np.ndarray, mask: np.ndarray, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Another listing of the same look: the same drawing and mask, with Gaussian pixel noise of std ``noise``."""
+    if noise <= 0:
+        return image.copy(), mask.copy()
+    return np.clip(image.astype(np.float32) + rng.normal(0, noise, size=image.shape), 0, 255).astype(np.uint8), mask.copy()
+
+
 def stamp_watermark(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Draw the watermark on ``image`` in place, remove it from ``mask``; returns the watermark's mask."""
     s = image.shape[0]
@@ -266,6 +277,8 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     """Generate a synthetic catalog into ``out`` (atomically). Same config ⇒ byte-identical files."""
     if config.items < 20 or config.image_size < 16 or config.users < 0 or config.pairs_per_relation < 10:
         raise UsageError("synth needs at least 20 items, image size >= 16, users >= 0 and 10 pairs per relation")
+    if config.variants < 1 or config.variant_noise < 0:
+        raise UsageError(f"--variants must be >= 1 and --variant-noise >= 0, got {config.variants} and {config.variant_noise}")
     if not 0.0 <= config.spurious <= 1.0:
         raise UsageError(f"--spurious is a fraction of training pairs in [0, 1], got {config.spurious}")
     if config.spurious_kind not in ARTIFACT_KINDS:
@@ -273,10 +286,13 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
     shortcut = config.spurious > 0
     rng = np.random.default_rng(config.seed)
     n, s = config.items, config.image_size
+    looks = -(-n // config.variants)  # one look per group of variants (every item its own look by default)
     attrs = np.stack([
-        rng.integers(len(CATEGORIES), size=n), rng.integers(len(COLORS), size=n),
-        rng.integers(len(PATTERNS), size=n), rng.integers(len(BRANDS), size=n),
+        rng.integers(len(CATEGORIES), size=looks), rng.integers(len(COLORS), size=looks),
+        rng.integers(len(PATTERNS), size=looks), rng.integers(len(BRANDS), size=looks),
     ], axis=1).astype(np.int64)
+    look_of = np.arange(n) // config.variants
+    attrs = attrs[look_of]
     user_attr = np.asarray([USER_ATTRIBUTES[u % len(USER_ATTRIBUTES)] for u in range(config.users)], np.int64)
     user_ids = [f"U{u + 1:03d}" for u in range(config.users)]
 
@@ -321,7 +337,10 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         it = tqdm(it, desc="drawing items", unit="img", leave=False)
     shortcut_masks = np.zeros((n, s, s), np.uint8) if tags is not None else None
     for k in it:
-        images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]))
+        if config.variants > 1 and k > 0 and look_of[k] == look_of[k - 1]:
+            images[k], masks[k] = _variant(images[k - 1], masks[k - 1], config.variant_noise, np.random.default_rng(item_rngs[k]))
+        else:
+            images[k], masks[k] = render_item(attrs[k], s, np.random.default_rng(item_rngs[k]))
         if tags is not None and shortcut_masks is not None and tags[k] == 1:
             if config.spurious_kind == "tint":  # the whole image carries the cast; the product's mask stays
                 images[k] = tint_images(images[k][None])[0]
@@ -338,8 +357,9 @@ def generate(out: str | os.PathLike, config: SynthConfig = SynthConfig(), overwr
         "relation": pa.array([r for _, _, r, _ in rows], pa.string()),
         "user": pa.array([user_ids[u] if u >= 0 else "" for _, _, _, u in rows], pa.string()),
     })
-    # catalogs without a shortcut (and mark catalogs, made before kinds existed) keep their fingerprint
-    fields = {k: v for k, v in vars(config).items() if (k != "spurious" or v) and (k != "spurious_kind" or v != "mark")}
+    # catalogs without a shortcut or variants (and mark catalogs, made before kinds existed) keep their fingerprint
+    defaults = {"spurious": 0.0, "spurious_kind": "mark", "variants": 1, "variant_noise": 0.0}
+    fields = {k: v for k, v in vars(config).items() if k not in defaults or v != defaults[k]}
     # splits v2: the truth veto follows the rules' category condition, and random-protocol negatives are stored
     fingerprint = hashlib.sha256(repr(sorted(fields.items()) + [("splits", 2)]).encode()).hexdigest()[:16]
     meta = {

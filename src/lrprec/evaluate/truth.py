@@ -4,8 +4,11 @@ The synthetic catalog knows which items are related (:func:`lrprec.data.syntheti
 so a recommender's top-k can be graded without held-out pairs: precision@k is the share of
 the k items ≠ i that the rules relate to the query i; ``right_side`` is the share on the
 relation's category side (the query's category for a substitute, another for a
-complement). ``ideal`` is the best precision possible (below 1 where a query has fewer
-than k related items), ``chance`` the rules' base rate. With the global θ the rule is the relation's own; under a user's θ, for
+complement), ``own_category`` the share in the query's own category. ``ideal`` is the best
+precision possible (below 1 where a query has fewer than k related items) and
+``precision_of_ideal`` the precision over the ideal list (hits / min(related, k) per query
+with a related item: a query with 5 related items scores 5/5, not 5/10), ``chance`` the
+rules' base rate. With the global θ the rule is the relation's own; under a user's θ, for
 relations whose pairs carry users (the complements), it is that user's attribute.
 """
 from __future__ import annotations
@@ -24,8 +27,11 @@ def _grade(attrs: np.ndarray, user_attr: np.ndarray, q: np.ndarray, top: np.ndar
     n = attrs.shape[0]
     every = related(attrs, user_attr, q[:, None], np.arange(n)[None, :], r, u).sum(1)
     k = top.shape[1]
+    has = every > 0  # precision over the ideal list: a query with 5 related items scores 5/5, not 5/10
+    of_ideal = rel[has].sum(1) / np.minimum(every[has], k)
     return {"precision": float(rel.mean()), "right_side": float(side.mean()), "chance": float(every.mean() / (n - 1)),
-            "ideal": float(np.minimum(every, k).mean() / k)}
+            "ideal": float(np.minimum(every, k).mean() / k), "own_category": float(same.mean()),
+            "precision_of_ideal": float(of_ideal.mean()) if has.any() else float("nan")}
 
 
 def truth_report(catalog: Catalog, scorer: Scorer, relations: list[str], k: int = 10, max_queries: int = 1000) -> dict | None:

@@ -14,6 +14,7 @@ asymmetric head starts as the metric one.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,6 +23,7 @@ from lrprec.errors import UsageError
 from lrprec.model.backbones import Backbone
 
 HEADS = ("metric", "asymmetric", "auto")
+PARTNER_INITS = ("copy", "independent")
 DEFAULT_HEAD = "auto"
 
 
@@ -38,7 +40,7 @@ class PairModel(nn.Module):
     """Backbone + per-relation projection E_r (F×K), personal weights θ and shift c_r."""
 
     def __init__(self, backbone: Backbone, dim: int, n_relations: int, n_users: int = 0, personalize: bool = True, seed: int = 0,
-                 head: str = "metric", recon_size: int = 0):
+                 head: str = "metric", recon_size: int = 0, partner_init: str = "copy"):
         super().__init__()
         self.head = head
         self.asymmetric = asymmetric_relations(head, n_relations)
@@ -57,7 +59,7 @@ class PairModel(nn.Module):
         self.theta_delta = nn.Parameter(torch.zeros(n_relations, max(self.n_users, 1), dim))
         self.c = nn.Parameter(torch.full((n_relations,), 1.0))
         # partner projection F_r of asymmetric heads (absent for a metric-only model: old runs load unchanged)
-        self.F = nn.Parameter(self.E.detach().clone()) if any(self.asymmetric) else None
+        self.F = nn.Parameter(self._partner_init(partner_init, seed)) if any(self.asymmetric) else None
         self._asym_cols = torch.tensor(self.asymmetric).repeat_interleave(dim)
         # training-only decoder of the appearance loss (absent unless asked for: old runs load unchanged)
         self.recon_size = recon_size
@@ -67,6 +69,16 @@ class PairModel(nn.Module):
             with torch.no_grad():
                 self.recon.weight.copy_(torch.randn(self.recon.weight.shape, generator=g) / F ** 0.5)
                 self.recon.bias.zero_()
+
+    def _partner_init(self, how: str, seed: int) -> torch.Tensor:
+        """F_r's starting point: a copy of E_r (the metric head's, where near-duplicates start at
+        distance 0 for every relation) or an independent draw of the same scale (issue 31)."""
+        if how == "copy":
+            return self.E.detach().clone()
+        if how == "independent":  # its own stream: E, θ and the decoder start as with a copy
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 31]).generate_state(1)[0]))
+            return torch.randn(self.E.shape, generator=g) / self.E.shape[0] ** 0.5
+        raise UsageError(f"unknown partner initialization {how!r}; known: {', '.join(PARTNER_INITS)}")
 
     # ---- pieces the explainers reuse ---------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,8 @@ from lrprec.recommend.index import (
     save_state,
 )
 from lrprec.errors import LrprecError, UsageError
+from lrprec.recommend.category_prior import category_prior
+from lrprec.recommend.duplicates import DEFAULT_POLICY, DEFAULT_THRESHOLD, arrange, check_policy, distance_scale
 from lrprec.recommend.index import build_index as build_vector_index
 from lrprec.run import Run, iter_item_features
 
@@ -394,6 +396,9 @@ class Recommender:
     def __init__(self, run: Run, index: RecIndex | None = None):
         self.run = run
         self.index = index if index is not None else load_index(run)
+        self._dup: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+        self._pairs: dict[str, np.ndarray] = {}
+        self._priors: dict[str, np.ndarray | None] = {}
 
     def user_weights(self, relation: str, user_row: int) -> tuple[np.ndarray, float]:
         """w = θ_{u,r}² (float32, (K,)) and the shift c_r for a user row (−1: global θ)."""
@@ -414,9 +419,43 @@ class Recommender:
             return -1, [f"this run was trained without personalization; user {user!r} gets the global θ"]
         return row, []
 
+    def _duplicate_context(self, rel: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """(indexed vectors, global θ², near-duplicate distance limit) of a relation, computed once."""
+        if rel not in self._dup:
+            vectors = self.index.vectors[rel]
+            w, _ = self.user_weights(rel, -1)
+            self._dup[rel] = (vectors, w, DEFAULT_THRESHOLD * distance_scale(vectors, w))
+        return self._dup[rel]
+
+    def _known(self, rel: str) -> Callable[[int, np.ndarray], np.ndarray]:
+        """``(i, cand) -> mask`` of the pairs the catalog lists as positives of ``rel`` (either direction)."""
+        if rel not in self._pairs:
+            pos = self.run.catalog.positives()
+            sel = pos.relation == RELATIONS.index(rel)
+            n = len(self.run.catalog)
+            a, b = pos.a[sel].astype(np.int64), pos.b[sel].astype(np.int64)
+            self._pairs[rel] = np.unique(np.concatenate([a * n + b, b * n + a]))
+        keys, n = self._pairs[rel], len(self.run.catalog)
+        return lambda i, cand: np.isin(i * n + np.asarray(cand, np.int64), keys)
+
+    def _arranged(self, rel: str, i: int, ids: np.ndarray, dist: np.ndarray, k: int, duplicates: str) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of the fetched candidates under the near-duplicate policy."""
+        keep = ids >= 0
+        ids, dist = ids[keep], dist[keep]
+        if duplicates == "keep":
+            return ids[:k], dist[:k]
+        vectors, w, limit = self._duplicate_context(rel)
+        if rel not in self._priors:
+            self._priors[rel] = category_prior(self.run.catalog, rel)
+        prior, codes = self._priors[rel], self.index.categories
+        unlikely = prior[codes[i], codes[ids]] if prior is not None else None
+        pos = arrange(i, ids, k, duplicates, rel in COMPLEMENTS, vectors, codes, w, limit, self._known(rel), unlikely)
+        return ids[pos], dist[pos]
+
     def recommend(self, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,
-                  k: int = 10, per_category: bool = False) -> dict:
+                  k: int = 10, per_category: bool = False, duplicates: str = DEFAULT_POLICY) -> dict:
         """See :func:`recommend`."""
+        check_policy(duplicates)
         cat = self.run.catalog
         i, code_i = self.index.locate(cat, item_id)
         rels = resolve_relations(self.run, relations)
@@ -428,19 +467,24 @@ class Recommender:
         if k > n - 1:
             raise RecommendError(f"k = {k} exceeds the {n - 1} other items in the catalog")
         user_row, notices = self.resolve_user(user)
+        if duplicates != "keep" and not self.index.vectors:  # a Milvus index keeps its vectors in the database
+            notices = notices + [f"duplicates={duplicates!r} needs the vectors in process; the {self.index.backend} backend returns the plain top-k"]
+            duplicates = "keep"
         results: dict[str, object] = {}
+        # candidates beyond k leave room for demoted or collapsed near-duplicates
+        fetch = int(k) if duplicates == "keep" else min(n - 1, 2 * int(k) + 20 if duplicates == "demote" else 4 * int(k) + 50)
         for rel in rels:
             vindex = self.index.get(rel)
             w, c = self.user_weights(rel, user_row)
             p_i = self.index.query_vector(rel, i)
             if per_category:
-                found = vindex.search_per_category(p_i, w, int(k), exclude=i)
-                results[rel] = {name: self._entries(rel, found.ids[code], found.distances[code], c)
+                found = vindex.search_per_category(p_i, w, fetch, exclude=i)
+                results[rel] = {name: self._entries(rel, *self._arranged(rel, i, found.ids[code], found.distances[code], int(k), duplicates), c)
                                 for code, name in enumerate(cat.category_names)
                                 if code < found.ids.shape[0] and category_side(rel, code == code_i)}
             else:
-                found = vindex.search(p_i, w, int(k), exclude=np.array([i]))
-                results[rel] = self._entries(rel, found.ids[0], found.distances[0], c)
+                found = vindex.search(p_i, w, fetch, exclude=np.array([i]))
+                results[rel] = self._entries(rel, *self._arranged(rel, i, found.ids[0], found.distances[0], int(k), duplicates), c)
         return {"item": item_id, "user": user, "results": results, "notices": notices, "backend": self.index.backend}
 
     def _entries(self, rel: str, ids: np.ndarray, dist: np.ndarray, c: float) -> list[dict]:
@@ -454,7 +498,7 @@ class Recommender:
 
 
 def recommend(run: Run, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,
-              k: int = 10, per_category: bool = False, index: RecIndex | None = None) -> dict:
+              k: int = 10, per_category: bool = False, index: RecIndex | None = None, duplicates: str = DEFAULT_POLICY) -> dict:
     """Top-k items j ≠ ``item_id`` by P_u(r_ij) = σ(c_r − d_u(i, j)) for each relation (default: all trained).
 
     Returns ``{"item", "user", "results": {REL: [{"item", "category", "probability",
@@ -462,9 +506,11 @@ def recommend(run: Run, item_id: str, user: str | None = None, relations: str | 
     results are ``{REL: {CATEGORY: [...]}}`` (eq 5: the best k of each category on the relation's
     side — the query's own category for a substitute, every other one for a complement). An unknown
     user gets the global θ and a notice. Raises ``ValueError`` subclasses for an unknown item
-    or relation, k out of range, and a missing or stale index.
+    or relation, k out of range, and a missing or stale index. ``duplicates`` is the near-duplicate
+    policy (:mod:`lrprec.recommend.duplicates`): ``demote`` (default: a complement list is never led
+    by the query's own near-duplicates), ``keep`` (the model's order) or ``collapse`` (one listing per look).
     """
-    return Recommender(run, index).recommend(item_id, user=user, relations=relations, k=k, per_category=per_category)
+    return Recommender(run, index).recommend(item_id, user=user, relations=relations, k=k, per_category=per_category, duplicates=duplicates)
 
 
 __all__ = [

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lrprec.data.catalog import Catalog, CatalogError, relation_index
 from lrprec.data.sampling import check_protocol, parse_mix
 from lrprec.defaults import GUIDE_COMPOSITE
 from lrprec.errors import UsageError
-from lrprec.model.pair import DEFAULT_HEAD, HEADS
+from lrprec.model.pair import DEFAULT_HEAD, HEADS, PARTNER_INITS
 from lrprec.train.checkpoint import CheckpointError
 from lrprec.train.guidance import check_guide
 
@@ -80,9 +80,29 @@ class TrainConfig:
     # validation pairs, README "Users whose purchases follow colour"
     recon_weight: float = 20.0
     recon_size: int = 2
+    # Small catalogs (issue 31): F_r's initialization ("copy" of E_r, or "independent") and a floor on the optimizer
+    # steps — epochs grow to reach it where an epoch has few steps (0: exactly ``epochs``). See docs/howto/small-catalogs.md
+    partner_init: str = "copy"
+    min_steps: int = 600
 
 
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def with_step_budget(cfg: TrainConfig, n_train_positives: int, world_size: int = 1) -> TrainConfig:
+    """``cfg`` with ``epochs`` raised so that training takes at least ``min_steps`` optimizer steps.
+
+    An epoch is the training positives and as many negatives, in global batches of
+    ``batch_size`` (capped by ``steps_per_epoch``). The default catalog's 20 epochs are
+    ~2,000 steps; a 60-item catalog's are ~120, too few to move F_r away from E_r.
+    """
+    if cfg.min_steps <= 0:
+        return cfg
+    per_epoch = max(1, math.ceil(2 * n_train_positives / cfg.batch_size))
+    if cfg.steps_per_epoch is not None:
+        per_epoch = min(per_epoch, cfg.steps_per_epoch)
+    need = math.ceil(cfg.min_steps / per_epoch)
+    return replace(cfg, epochs=max(cfg.epochs, need)) if need > cfg.epochs else cfg
 
 
 def schedule(cfg: TrainConfig, progress: float) -> tuple[float, float]:
@@ -132,6 +152,10 @@ def validate_config(catalog: Catalog, cfg: TrainConfig) -> list[str]:
             raise UsageError("--mark-augment edits training images: it needs end-to-end training on images")
         if not (catalog.root / "shortcut_tags.npy").exists():
             raise CatalogError(f"{catalog.root} has no planted shortcut; --mark-augment needs a catalog made with 'lrprec synth --spurious P'")
+    if cfg.partner_init not in PARTNER_INITS:
+        raise UsageError(f"unknown --partner-init {cfg.partner_init!r}; known: {', '.join(PARTNER_INITS)}")
+    if cfg.min_steps < 0:
+        raise UsageError(f"--min-steps must be >= 0, got {cfg.min_steps}")
     if cfg.head not in HEADS:
         raise UsageError(f"unknown --head {cfg.head!r}; known: {', '.join(HEADS)}")
     check_protocol(cfg.negatives)

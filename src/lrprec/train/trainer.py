@@ -37,7 +37,7 @@ from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs,
 from lrprec.train import distributed as dist_
 from lrprec.train.batches import _EpochBatches, _n_steps, _Norm
 from lrprec.train.checkpoint import capture_rng, checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
-from lrprec.train.config import TrainConfig, _check_resumable, schedule, validate_config
+from lrprec.train.config import TrainConfig, _check_resumable, schedule, validate_config, with_step_budget
 from lrprec.train.guidance import consistency_penalty
 from lrprec.train.step import _PairStep
 
@@ -124,6 +124,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, cfg: TrainConfig, pro
     """
     catalog = Catalog(data)
     rels = validate_config(catalog, cfg)
+    cfg = with_step_budget(cfg, len(_filter_pairs(catalog, catalog.pairs("train"), rels, cfg.category)))  # issue 31: --min-steps
     return run_loop(catalog, rels, Path(out), cfg, progress, log, resume=resume)
 
 
