@@ -8,7 +8,9 @@ scale keeps its own graph for second-order use). Then at the layer input
 x · grad = Σ_k x ∂z_mod,k/∂x · R_k / stab(z_mod,k), the rule's LRP redistribution.
 Parameter-free layers (ReLU, max/avg pooling, flatten, dropout) pass the ordinary
 gradient: max-pooling gives all relevance to the winner, average pooling splits it in
-proportion to the inputs (the z-rule of a linear map).
+proportion to the inputs (the z-rule of a linear map). A residual sum (ResNet) splits its
+relevance between the summands in proportion to their values, ε-stabilized
+(:func:`residual_sum`).
 
 No hooks and no per-call state: a module used once on a stacked batch [x_a; x_b] (the
 Siamese case), or twice, is explained correctly. With ``exact=True`` (needed for
@@ -26,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from lrprec.errors import UsageError
-from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, canonize
+from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, ResidualLayer, canonize
 from lrprec.explain.composites import Composite, get_composite
 from lrprec.explain.rules import LayerContext, Rule
 
@@ -155,6 +157,42 @@ class Trace:
     nonneg: bool
 
 
+@dataclass
+class _Step:
+    """One canonized layer with its rule (None for pass layers) and, for a residual block, its branches."""
+
+    layer: Layer
+    rule: Rule | None = None
+    rectified: bool = False
+    main: list["_Step"] = field(default_factory=list)
+    shortcut: list["_Step"] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """Mutable per-pass state: sources collected so far; whether the input layer is still to come."""
+
+    sources: list[Tensor] = field(default_factory=list)
+    first: bool = True
+
+
+def residual_sum(a: Tensor, b: Tensor, a_plain: Tensor | None, b_plain: Tensor | None, eps: float) -> tuple[Tensor, Tensor | None]:
+    """z = a + b, relevance split in proportion to the summands: R_a = a · R / stab(z), R_b = b · R / stab(z).
+
+    The sum is a linear layer with unit weights under the ε-rule (zennit's ``Norm`` on its
+    ``Sum`` module): the gradient reaching z is scaled by z / (z + ε·sign z) and then flows
+    to both summands unchanged. ``a_plain``/``b_plain``: the exact path (second order).
+    """
+    stab = lambda z: torch.copysign(z.abs() + eps, z)  # noqa: E731
+    if a_plain is not None and b_plain is not None:
+        z_real = a_plain + b_plain
+        return _Relay.apply(a + b, z_real, z_real / stab(z_real)), z_real
+    with torch.no_grad():
+        z_real = a.detach() + b.detach()
+        ratio = z_real / stab(z_real)
+    return _Relay.apply(a + b, z_real, ratio), None
+
+
 class LRPNet:
     """A backbone prepared for explanation under a composite (the caller's module is left untouched)."""
 
@@ -162,37 +200,61 @@ class LRPNet:
         self.composite = get_composite(composite)
         self.layers: list[Layer] = canonize(backbone)
         self.bounds = backbone.input_bounds() if hasattr(backbone, "input_bounds") else None
-        self.rules: list[Rule | None] = []
-        first = True  # the first parameterized layer is the input layer (flat / zB go there)
-        for layer in self.layers:
-            if isinstance(layer, ParamLayer):
-                self.rules.append(self.composite.rule_for(layer.kind, first))
-                first = False
+        self.steps = self._plan(self.layers, _State())
+
+    def _plan(self, layers: list[Layer], state: _State) -> list[_Step]:
+        """Rules per layer: the first parameterized layer (in execution order) is the input layer (flat / zB go there).
+
+        A layer whose output goes straight into a ReLU only ever receives relevance where z > 0
+        (``rectified``); the last layer of a residual branch feeds the sum, not a ReLU.
+        """
+        steps: list[_Step] = []
+        for i, layer in enumerate(layers):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            rectified = isinstance(nxt, PassLayer) and nxt.sign == "nonneg"
+            if isinstance(layer, ResidualLayer):
+                steps.append(_Step(layer, main=self._plan(layer.main, state), shortcut=self._plan(layer.shortcut, state)))
+            elif isinstance(layer, ParamLayer):
+                steps.append(_Step(layer, self.composite.rule_for(layer.kind, state.first), rectified))
+                state.first = False
             else:
-                self.rules.append(None)
-        # a layer whose output goes straight into a ReLU only ever receives relevance where z > 0
-        self._rectified = [i + 1 < len(self.layers) and isinstance(self.layers[i + 1], PassLayer)
-                           and self.layers[i + 1].sign == "nonneg" for i in range(len(self.layers))]
+                steps.append(_Step(layer))
+        return steps
+
+    @property
+    def rules(self) -> list[Rule | None]:
+        """The rule of each top-level layer (None for pass layers and residual blocks)."""
+        return [s.rule for s in self.steps]
 
     def forward(self, x: Tensor, exact: bool = False) -> Trace:
         """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
         if not x.requires_grad:
             raise UsageError("LRPNet.forward needs an input that requires grad")
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
-        hp = h if exact else None
-        nonneg, first, sources = False, True, []
-        for i, (layer, rule) in enumerate(zip(self.layers, self.rules)):
+        state = _State()
+        h, hp, nonneg = self._run(self.steps, h, h if exact else None, False, state)
+        return Trace(x, h, hp, state.sources, nonneg)
+
+    def _run(self, steps: list[_Step], h: Tensor, hp: Tensor | None, nonneg: bool,
+             state: _State) -> tuple[Tensor, Tensor | None, bool]:
+        for step in steps:
+            layer = step.layer
             if isinstance(layer, PassLayer):
                 h = layer.fn(h)
                 hp = None if hp is None else layer.fn(hp)
                 nonneg = nonneg or layer.sign == "nonneg"
-                continue
-            assert rule is not None
-            ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if first else None, rectified=self._rectified[i])
-            res = apply_rule(rule, layer, h, hp, ctx)
-            h, hp, nonneg, first = res.out, res.plain, False, False
-            sources += res.sources
-        return Trace(x, h, hp, sources, nonneg)
+            elif isinstance(layer, ResidualLayer):
+                m, mp, _ = self._run(step.main, h, hp, nonneg, state)
+                s, sp, _ = self._run(step.shortcut, h, hp, nonneg, state)
+                h, hp = residual_sum(m, s, mp, sp, self.composite.sum_epsilon)
+                nonneg = False
+            else:
+                assert step.rule is not None
+                ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if state.first else None, rectified=step.rectified)
+                res = apply_rule(step.rule, layer, h, hp, ctx)
+                h, hp, nonneg, state.first = res.out, res.plain, False, False
+                state.sources += res.sources
+        return h, hp, nonneg
 
     def relevance(self, trace: Trace, output: Tensor, grad_output: Tensor, create_graph: bool = False,
                   retain_graph: bool | None = None, batched: bool = False) -> Tensor:

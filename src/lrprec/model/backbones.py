@@ -149,16 +149,7 @@ class VGG16(Backbone):
 
     def load_torchvision(self, path: str | Path) -> list[str]:
         """Load a local torchvision ``vgg16`` state dict (e.g. ``vgg16-397923af.pth``); returns ignored keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"VGG-16 weights not found: {path} (torchvision's vgg16-397923af.pth; this program never downloads)")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        state = load_state_file(path, "VGG-16 (torchvision's vgg16-397923af.pth)")
         own = self.state_dict()
         ignored = [k for k in state if k not in own]
         missing = [k for k in own if k not in state]
@@ -171,11 +162,33 @@ class VGG16(Backbone):
         return ignored
 
 
+def load_state_file(path: str | Path, what: str) -> dict:
+    """A state dict from a local ``.pth``/``.pt`` or ``.safetensors`` file (a ``{"state_dict": ...}`` wrapper is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path} (this program never downloads)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds no state dict")
+    return state
+
+
+def hub_weights(name: str) -> Path | None:
+    """A torchvision checkpoint (``name``-*.pth) in the local torch hub cache, if one is there (never downloads)."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    found = sorted(hub.glob(f"{name}-*.pth")) if hub.is_dir() else []
+    return found[0] if found else None
+
+
 def hub_vgg16_weights() -> Path | None:
     """The torchvision VGG-16 checkpoint in the local torch hub cache, if one is there (never downloads)."""
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    found = sorted(hub.glob("vgg16-*.pth")) if hub.is_dir() else []
-    return found[0] if found else None
+    return hub_weights("vgg16")
 
 
 class FeatureBackbone(Backbone):
@@ -195,15 +208,29 @@ class FeatureBackbone(Backbone):
         return x
 
 
+#: every backbone name ``build_backbone`` knows (``*-small``: sized for the 64 px synthetic catalog)
+BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "resnet-small", "vit-b16", "vit-small", "features")
+#: the input side a backbone is trained at unless ``--input-size`` says otherwise (None: the catalog's own)
+DEFAULT_INPUT_SIZE = {"vgg16": 224, "resnet18": 224, "resnet50": 224, "vit-b16": 224}
+
+
 def build_backbone(name: str, **config) -> Backbone:
-    """Backbone by name: ``small`` (default), ``vgg16`` or ``features`` (needs out_dim)."""
+    """Backbone by name (see ``BACKBONES``): ``small`` (default), ``vgg16``, ResNets, ViTs or ``features`` (needs out_dim)."""
+    if name.startswith("resnet"):
+        from lrprec.model.resnet import RESNETS, build_resnet
+        if name in RESNETS:
+            return build_resnet(name, **config)
+    if name.startswith("vit"):
+        from lrprec.model.vit import VITS, build_vit
+        if name in VITS:
+            return build_vit(name, **config)
     if name == "small":
         return SmallCNN(**{k: (tuple(v) if k == "channels" else v) for k, v in config.items()})
     if name == "vgg16":
         return VGG16(**config)
     if name == "features":
         return FeatureBackbone(**config)
-    raise UsageError(f"unknown backbone {name!r}; choose small, vgg16 or features")
+    raise UsageError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
 def preprocess(images: np.ndarray | torch.Tensor, backbone: Backbone, size: int | None = None) -> torch.Tensor:
