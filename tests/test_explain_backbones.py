@@ -106,3 +106,127 @@ def test_resnet_torchvision_checkpoint_loads_and_rejects(tmp_path) -> None:
         build_backbone("resnet50").load_torchvision(path)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         ours.load_torchvision(tmp_path / "absent.pth")
+
+
+# ---- Vision Transformer: AttnLRP against lxt -------------------------------------------------------
+
+def _random_vit(dtype=torch.float64):
+    from lrprec.model.vit import ViT
+    torch.manual_seed(0)
+    m = ViT(image_size=16, patch=4, hidden=8, depth=2, heads=2, mlp=16, out_dim=None).to(dtype).eval()
+    with torch.no_grad():  # non-trivial LayerNorm affines, biases and tokens
+        for name, p in m.named_parameters():
+            if p.dim() == 1 or "token" in name:
+                p.normal_(0, 0.3) if "bias" in name or "token" in name else p.uniform_(0.5, 1.5)
+    return m
+
+
+def _lxt_vit_forward(m, x):
+    """The same ViT written with lxt 2.1's efficient AttnLRP rules (an independent implementation):
+    ``layer_norm_forward`` (σ detached), ``identity_rule_implicit`` on GELU, ``divide_gradient`` on q, k (÷4)
+    and v (÷2) before the attention products; linear maps and sums pass the plain gradient (LRP-0)."""
+    import torch.nn.functional as F
+    rules, patches = oracles.lxt_efficient()
+    h = m.conv_proj(x).flatten(2).transpose(1, 2)
+    h = torch.cat([m.class_token.expand(h.shape[0], -1, -1), h], 1) + m.encoder.pos_embedding
+    for blk in m.encoder.layers:
+        att = blk.self_attention
+        y = patches.layer_norm_forward(blk.ln_1, h)
+        B, N, D = y.shape
+        q, k, v = (t.reshape(B, N, att.heads, -1).transpose(1, 2) for t in F.linear(y, att.in_proj_weight, att.in_proj_bias).chunk(3, -1))
+        q, k, v = rules.divide_gradient(q, 4), rules.divide_gradient(k, 4), rules.divide_gradient(v, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+        h = h + att.out_proj((a @ v).transpose(1, 2).reshape(B, N, D))
+        y = patches.layer_norm_forward(blk.ln_2, h)
+        y = rules.identity_rule_implicit(F.gelu, blk.mlp[0](y))
+        h = h + blk.mlp[3](y)
+    return patches.layer_norm_forward(m.encoder.ln, h)[:, 0]
+
+
+def test_vit_matches_lxt_attnlrp() -> None:
+    m = _random_vit()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = m(x).detach()
+    xin = x.clone().requires_grad_(True)
+    out = _lxt_vit_forward(m, xin)
+    assert torch.allclose(out, y, atol=1e-12)
+    g = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad(out, xin, g)
+    r_ref = xin * grad  # lxt: relevance = input × the modified gradient
+    r_ours = explain(m, x, "lrp0", g)
+    assert (r_ours != 0).double().mean() > 0.9
+    assert torch.allclose(r_ours, r_ref, rtol=1e-5, atol=1e-5 * r_ref.abs().max().item()), (r_ours - r_ref).abs().max()
+    # AttnLRP conserves where gradient × input does not: the sum of R equals the output relevance less
+    # what the biases, positions and class token absorb; plain gradient × input differs from it
+    xin2 = x.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(m(xin2), xin2, g)
+    assert not torch.allclose(x * plain, r_ours, rtol=1e-2)
+
+
+# ---- second order through both: the guidance loss's parameter gradient vs float64 finite differences ----
+
+def _second_order_errors(model, groups: dict, composite: str, size: int) -> dict[str, float]:
+    from lrprec.explain.targets import explain_pairs
+    from lrprec.train.guidance import guidance_loss
+    g = torch.Generator().manual_seed(1)
+    x_a = (torch.rand(2, 3, size, size, generator=g, dtype=torch.float64) - 0.5) / 0.25
+    x_b = (torch.rand(2, 3, size, size, generator=g, dtype=torch.float64) - 0.5) / 0.25
+    rel, user = torch.tensor([0, 1]), torch.tensor([0, -1])
+    penalty = torch.rand(size, size, generator=g, dtype=torch.float64)
+    weights = torch.randn(4, 3, size, size, generator=g, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        e = explain_pairs(model, x_a, x_b, rel, user, target="logit", composite=composite, create_graph=True)
+        r = torch.cat([e.relevance_a, e.relevance_b])
+        return guidance_loss(r, penalty) + (weights * r).sum()
+
+    params = [p for ps in groups.values() for p in ps]
+    grads = dict(zip(map(id, params), torch.autograd.grad(loss(), params, allow_unused=True, materialize_grads=True)))
+    errors = {}
+    for name, ps in groups.items():
+        dirs = [torch.randn(p.shape, generator=g, dtype=torch.float64) * p.detach().abs().mean() for p in ps]
+        analytic = sum(float((grads[id(p)] * v).sum()) for p, v in zip(ps, dirs))
+        h = 1e-7
+        values = []
+        for step in (h, -2 * h, h):
+            with torch.no_grad():
+                for p, v in zip(ps, dirs):
+                    p.add_(step * v)
+            values.append(float(loss().detach()))
+        numeric = (values[0] - values[1]) / (2 * h)
+        assert abs(numeric) > 1e-8, f"{name}: the loss does not depend on this group"
+        errors[name] = abs(analytic - numeric) / max(abs(analytic), abs(numeric))
+    return errors
+
+
+def _pair(backbone):
+    from lrprec.model.pair import PairModel
+    torch.manual_seed(3)
+    model = PairModel(backbone, dim=3, n_relations=2, n_users=2).double()
+    with torch.no_grad():
+        model.theta_delta.normal_(0, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("composite", ["epsilon-plus-flat", "epsilon"])
+def test_vit_second_order_matches_finite_differences(composite: str) -> None:
+    model = _pair(_random_vit())
+    vit = model.backbone
+    blk = vit.encoder.layers[0]
+    groups = {"conv_proj": list(vit.conv_proj.parameters()), "ln_1": list(blk.ln_1.parameters()),
+              "qkv": [blk.self_attention.in_proj_weight, blk.self_attention.in_proj_bias],
+              "out_proj": list(blk.self_attention.out_proj.parameters()), "mlp": list(blk.mlp[0].parameters()),
+              "tokens": [vit.class_token, vit.encoder.pos_embedding], "final ln": list(vit.encoder.ln.parameters()),
+              "E": [model.E], "theta": [model.theta_global]}
+    errors = _second_order_errors(model, groups, composite, 16)
+    assert max(errors.values()) <= 1e-4, errors
+
+
+def test_resnet_second_order_matches_finite_differences() -> None:
+    net = _random_resnet("basic")
+    model = _pair(net)
+    blk = net.layer2[0]
+    groups = {"conv1 (bn folded)": [net.conv1.weight, net.bn1.weight, net.bn1.bias], "block conv": [blk.conv2.weight, blk.bn2.weight],
+              "downsample": [blk.downsample[0].weight, blk.downsample[1].bias], "fc": list(net.fc.parameters()), "E": [model.E]}
+    errors = _second_order_errors(model, groups, "epsilon-gamma-box", 16)
+    assert max(errors.values()) <= 1e-4, errors

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lrprec.errors import UsageError
+from lrprec.explain import attnlrp
 from lrprec.model.backbones import Backbone, FeatureBackbone
 from lrprec.model.resnet import ResidualBlock
+from lrprec.model.vit import EncoderBlock, Lambda
 
 
 @dataclass
@@ -64,7 +66,23 @@ class ResidualLayer:
     shortcut: list
 
 
-Layer = ParamLayer | PassLayer | ResidualLayer
+Layer = ParamLayer | PassLayer | ResidualLayer | attnlrp.NormLayer | attnlrp.EncoderLayer
+
+
+def _linear_layer(name: str, m: nn.Linear) -> ParamLayer:
+    return ParamLayer(name, "linear", lambda: (m.weight, m.bias))
+
+
+def _encoder_layer(name: str, block: EncoderBlock) -> attnlrp.EncoderLayer:
+    """A ViT encoder block as AttnLRP steps: LayerNorms, attention (its in-projection one linear layer), MLP."""
+    attn = block.self_attention
+    qkv = ParamLayer(f"{name}.self_attention.in_proj", "linear", lambda: (attn.in_proj_weight, attn.in_proj_bias))
+    return attnlrp.EncoderLayer(name, (
+        attnlrp.NormLayer(f"{name}.ln_1", block.ln_1),
+        attnlrp.AttentionLayer(f"{name}.self_attention", attn, qkv, _linear_layer(f"{name}.self_attention.out_proj", attn.out_proj)),
+        attnlrp.NormLayer(f"{name}.ln_2", block.ln_2),
+        attnlrp.MLPLayer(f"{name}.mlp", _linear_layer(f"{name}.mlp.0", block.mlp[0]), _linear_layer(f"{name}.mlp.3", block.mlp[3])),
+    ))
 
 
 def folded_conv_params(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -148,8 +166,14 @@ def _canonize_leaves(leaves: list[tuple[str, nn.Module]]) -> list[Layer]:
             layers.append(ResidualLayer(name, _canonize_leaves(m.main_leaves(f"{name}.")),
                                         _canonize_leaves(m.shortcut_leaves(f"{name}."))))
             layers.append(_pass_layer(f"{name}.relu", m.relu))
+        elif isinstance(m, EncoderBlock):
+            layers.append(_encoder_layer(name, m))
+        elif isinstance(m, nn.LayerNorm):
+            layers.append(attnlrp.NormLayer(name, m))
+        elif isinstance(m, Lambda):
+            layers.append(PassLayer(name, m.fn))
         elif isinstance(m, nn.Linear):
-            layers.append(ParamLayer(name, "linear", lambda m=m: (m.weight, m.bias)))
+            layers.append(_linear_layer(name, m))
         elif isinstance(m, nn.BatchNorm2d):
             raise TypeError(f"{name}: BatchNorm2d must directly follow a Conv2d to be folded")
         else:

@@ -30,21 +30,8 @@ from torch import Tensor, nn
 from lrprec.errors import UsageError
 from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, ResidualLayer, canonize
 from lrprec.explain.composites import Composite, get_composite
+from lrprec.explain.relay import relay as _relay, residual_sum
 from lrprec.explain.rules import LayerContext, Rule
-
-
-class _Relay(torch.autograd.Function):
-    """Forward: the real output. Backward: the gradient times ``ratio``, sent to z_mod only."""
-
-    @staticmethod
-    def forward(ctx, z_mod: Tensor, z_real: Tensor, ratio: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(ratio)
-        return z_real.detach()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (ratio,) = ctx.saved_tensors
-        return grad * ratio, None, None
 
 
 @dataclass
@@ -87,8 +74,9 @@ def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: T
     if layer.conv_args.get("groups", 1) != 1:
         z = sum(layer.apply(xt, wt, None) for xt, wt in zip(xs, ws))
         return (z if bias_mod is None else _add_bias(z, bias_mod, layer)), bias_mod is not None
-    # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels: one pass, not T
-    return layer.apply(torch.cat(xs, 1), torch.cat(ws, 1), bias_mod), bias_mod is not None
+    # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels (features): one pass, not T
+    axis = 1 if layer.kind == "conv2d" else -1
+    return layer.apply(torch.cat(xs, axis), torch.cat(ws, 1), bias_mod), bias_mod is not None
 
 
 def _signed_output(rule: Rule, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
@@ -124,7 +112,7 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
         else:
             z_den, _ = _signed_output(rule, layer, x_plain, w, b, ctx, z_real, None)
         ratio = rule.ratio(z_real, z_den)
-        return RuleOutput(_Relay.apply(z_mod, z_real, ratio), z_real, sources)
+        return RuleOutput(_relay(z_mod, z_real, ratio), z_real, sources)
     z_first = None
     if signed or not rule.reuses_forward:
         with torch.no_grad():
@@ -139,7 +127,7 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
         else:
             z_real = _add_bias(zm, b, layer)  # the rule dropped the bias
         ratio = rule.ratio(z_real, zm)
-    return RuleOutput(_Relay.apply(z_mod, z_real, ratio), None, sources)
+    return RuleOutput(_relay(z_mod, z_real, ratio), None, sources)
 
 
 def _add_bias(z: Tensor, b: Tensor, layer: ParamLayer) -> Tensor:
@@ -174,23 +162,6 @@ class _State:
 
     sources: list[Tensor] = field(default_factory=list)
     first: bool = True
-
-
-def residual_sum(a: Tensor, b: Tensor, a_plain: Tensor | None, b_plain: Tensor | None, eps: float) -> tuple[Tensor, Tensor | None]:
-    """z = a + b, relevance split in proportion to the summands: R_a = a · R / stab(z), R_b = b · R / stab(z).
-
-    The sum is a linear layer with unit weights under the ε-rule (zennit's ``Norm`` on its
-    ``Sum`` module): the gradient reaching z is scaled by z / (z + ε·sign z) and then flows
-    to both summands unchanged. ``a_plain``/``b_plain``: the exact path (second order).
-    """
-    stab = lambda z: torch.copysign(z.abs() + eps, z)  # noqa: E731
-    if a_plain is not None and b_plain is not None:
-        z_real = a_plain + b_plain
-        return _Relay.apply(a + b, z_real, z_real / stab(z_real)), z_real
-    with torch.no_grad():
-        z_real = a.detach() + b.detach()
-        ratio = z_real / stab(z_real)
-    return _Relay.apply(a + b, z_real, ratio), None
 
 
 class LRPNet:
@@ -248,13 +219,23 @@ class LRPNet:
                 s, sp, _ = self._run(step.shortcut, h, hp, nonneg, state)
                 h, hp = residual_sum(m, s, mp, sp, self.composite.sum_epsilon)
                 nonneg = False
+            elif not isinstance(layer, ParamLayer):  # a transformer step (lrprec.explain.attnlrp)
+                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp, self.composite.sum_epsilon)
+                nonneg = False
             else:
-                assert step.rule is not None
-                ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if state.first else None, rectified=step.rectified)
-                res = apply_rule(step.rule, layer, h, hp, ctx)
-                h, hp, nonneg, state.first = res.out, res.plain, False, False
-                state.sources += res.sources
+                h, hp = self._apply(layer, h, hp, nonneg, step.rectified, state, step.rule)
+                nonneg = False
         return h, hp, nonneg
+
+    def _apply(self, layer: ParamLayer, h: Tensor, hp: Tensor | None, nonneg: bool, rectified: bool, state: _State,
+               rule: Rule | None = None) -> tuple[Tensor, Tensor | None]:
+        """One linear layer under its rule (the composite's, by kind and position, unless given)."""
+        rule = rule or self.composite.rule_for(layer.kind, state.first)
+        ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if state.first else None, rectified=rectified)
+        res = apply_rule(rule, layer, h, hp, ctx)
+        state.first = False
+        state.sources += res.sources
+        return res.out, res.plain
 
     def relevance(self, trace: Trace, output: Tensor, grad_output: Tensor, create_graph: bool = False,
                   retain_graph: bool | None = None, batched: bool = False) -> Tensor:
