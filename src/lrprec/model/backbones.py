@@ -214,6 +214,29 @@ BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "resnet-small", "vit-b16"
 DEFAULT_INPUT_SIZE = {"vgg16": 224, "resnet18": 224, "resnet50": 224, "vit-b16": 224}
 
 
+#: torch hub file stems of the torchvision checkpoints each pretrained backbone looks for (never downloaded)
+HUB_NAMES = {"vgg16": "vgg16", "resnet18": "resnet18", "resnet50": "resnet50", "vit-b16": "vit_b_16"}
+
+
+def load_pretrained(backbone: Backbone, name: str, weights: str | Path | None, log=print) -> None:
+    """Load ``weights`` (or the torchvision checkpoint in the local torch hub cache) into a pretrained-layout backbone."""
+    if not hasattr(backbone, "load_torchvision"):
+        if weights:
+            raise UsageError(f"--weights applies to {', '.join(HUB_NAMES)} only")
+        return
+    path = weights or (hub_weights(HUB_NAMES[name]) if name in HUB_NAMES else None)
+    if path:
+        ignored = backbone.load_torchvision(path)
+        log(f"loaded {name} ImageNet weights from {path} (ignored: {', '.join(ignored) or 'none'})")
+    elif name in HUB_NAMES:
+        log(f"notice: no {name} weights given (--weights FILE) and none in the torch hub cache; starting from random init")
+
+
+def default_input_size(name: str, backbone: Backbone) -> int | None:
+    """The side images are resized to unless ``--input-size`` says otherwise (a ViT's own; None: the catalog's)."""
+    return getattr(backbone, "image_size", None) or DEFAULT_INPUT_SIZE.get(name)
+
+
 def build_backbone(name: str, **config) -> Backbone:
     """Backbone by name (see ``BACKBONES``): ``small`` (default), ``vgg16``, ResNets, ViTs or ``features`` (needs out_dim)."""
     if name.startswith("resnet"):

@@ -31,7 +31,7 @@ from lrprec.data.sampling import NegativeSampler
 from lrprec.data.splits import protocol_pairs
 from lrprec.data.watermark import unmarked_image
 from lrprec.errors import UsageError
-from lrprec.model.backbones import hub_vgg16_weights
+from lrprec.model.backbones import default_input_size, load_pretrained
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
 from lrprec.train.batches import _EpochBatches, _n_steps, _Norm
@@ -141,16 +141,9 @@ def _train(catalog: Catalog, rels: list[str], out: Path, cfg: TrainConfig, ctx: 
     if cfg.backbone == "features":
         config["backbone_config"] = {"out_dim": int(catalog.features.shape[1])}
     model = build_model(config, n_users=len(catalog.user_ids))
-    if cfg.backbone == "vgg16":
-        weights = cfg.weights or hub_vgg16_weights()
-        if weights:
-            ignored = model.backbone.load_torchvision(weights)  # type: ignore[union-attr]
-            log(f"loaded VGG-16 ImageNet weights from {weights} (ignored: {', '.join(ignored) or 'none'})")
-        else:
-            log("notice: no VGG-16 weights given (--weights FILE) and none in the torch hub cache; starting from random init")
-        config["input_size"] = cfg.input_size or 224
-    elif cfg.weights:
-        raise UsageError("--weights applies to --backbone vgg16 only")
+    load_pretrained(model.backbone, cfg.backbone, cfg.weights, log)
+    if default_input_size(cfg.backbone, model.backbone):
+        config["input_size"] = cfg.input_size or default_input_size(cfg.backbone, model.backbone)
     model.to(dev)
     if ctx.enabled and cfg.sync_batchnorm:
         if dev.type == "cuda":
