@@ -30,7 +30,6 @@ def _random_resnet(block: str, seed: int = 0) -> ResNet:
             # zennit's merge leaves each BatchNorm as x / √(1 + eps) (running_var := 1, eps kept): a 5e-6
             # scale per block that shifts the residual split by ~1e-5; with eps = 0 both are exact folds
             bn.eps = 0.0
-        m.fc.bias.uniform_(0.5, 1.0)  # fc outputs > 0, so relevance reaches the input
     return m
 
 
@@ -55,7 +54,8 @@ def test_resnet_matches_zennit(block: str, composite: str) -> None:
     ours = _random_resnet(block)
     tv = oracles.stub_torchvision_resnet()
     ref = tv.ResNet(tv.BasicBlock if block == "basic" else tv.Bottleneck, [1, 2, 1, 1], (4, 6, 8, 8), num_classes=5)
-    ref.load_state_dict(ours.state_dict(), strict=True)  # torchvision's parameter names, key for key
+    # torchvision's parameter names, key for key (our feature layer fc is bias-free: torchvision's fc bias := 0)
+    ref.load_state_dict({**ours.state_dict(), "fc.bias": torch.zeros(5)}, strict=True)
     ref = ref.double().eval()
     for bn in [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
         bn.eps = 0.0
@@ -69,8 +69,29 @@ def test_resnet_matches_zennit(block: str, composite: str) -> None:
     with _zennit_composite(composite, low, high).context(ref) as modified:
         out = modified(xin)
         (r_ref,) = torch.autograd.grad(out, xin, out * g)  # zennit's output relevance is the seed itself
-    assert r_ours.abs().sum() > 0.01 and (r_ours != 0).double().mean() > 0.5  # relevance reaches the pixels
+    assert r_ours.abs().sum() > 1e-4 * (y * g).abs().sum() and (r_ours != 0).double().mean() > 0.5  # relevance reaches the pixels
     assert torch.allclose(r_ours, r_ref, rtol=1e-5, atol=1e-5 * r_ref.abs().max().item()), (r_ours - r_ref).abs().max()
+
+
+def test_resnet_conserves_under_the_default_composite() -> None:
+    """ε-z⁺-flat: Σ R within [0.8, 1.25] of the target on ≥ 95% of pairs (64 px, BatchNorm shifts of both signs)."""
+    from lrprec.explain.targets import explain_pairs
+    from lrprec.model.backbones import build_backbone
+    torch.manual_seed(0)
+    # the default widths: with widths (8, 8, 16, 16) only 12% of these pairs conserve (a branch's folded BatchNorm
+    # shift, ignored by z⁺, then carries a large part of the sum's share; docs/concepts/backbones.md)
+    model = _pair(build_backbone("resnet-small")).float()
+    for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.3, 0.3), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+    g = torch.Generator().manual_seed(0)
+    x_a, x_b = torch.rand(20, 3, 64, 64, generator=g) * 4 - 2, torch.rand(20, 3, 64, 64, generator=g) * 4 - 2
+    for target in ("logit", "similarity"):
+        e = explain_pairs(model, x_a, x_b, torch.arange(20) % 2, -1, target=target, composite="epsilon-plus-flat")
+        assert ((e.conservation >= 0.8) & (e.conservation <= 1.25)).double().mean() >= 0.95, (target, e.conservation)
+    # ε-γ-box keeps the BatchNorm shifts' share in the biases: it does not conserve here (measured, not assumed)
+    e = explain_pairs(model, x_a, x_b, torch.arange(20) % 2, -1, target="similarity", composite="epsilon-gamma-box")
+    assert ((e.conservation >= 0.8) & (e.conservation <= 1.25)).double().mean() < 0.5
 
 
 def test_resnet_lrp0_is_gradient_times_input() -> None:
@@ -208,8 +229,7 @@ def _pair(backbone):
     return model.eval()
 
 
-@pytest.mark.parametrize("composite", ["epsilon-plus-flat", "epsilon"])
-def test_vit_second_order_matches_finite_differences(composite: str) -> None:
+def test_vit_second_order_matches_finite_differences() -> None:
     model = _pair(_random_vit())
     vit = model.backbone
     blk = vit.encoder.layers[0]
@@ -218,7 +238,7 @@ def test_vit_second_order_matches_finite_differences(composite: str) -> None:
               "out_proj": list(blk.self_attention.out_proj.parameters()), "mlp": list(blk.mlp[0].parameters()),
               "tokens": [vit.class_token, vit.encoder.pos_embedding], "final ln": list(vit.encoder.ln.parameters()),
               "E": [model.E], "theta": [model.theta_global]}
-    errors = _second_order_errors(model, groups, composite, 16)
+    errors = _second_order_errors(model, groups, "epsilon-plus-flat", 16)
     assert max(errors.values()) <= 1e-4, errors
 
 
@@ -227,6 +247,6 @@ def test_resnet_second_order_matches_finite_differences() -> None:
     model = _pair(net)
     blk = net.layer2[0]
     groups = {"conv1 (bn folded)": [net.conv1.weight, net.bn1.weight, net.bn1.bias], "block conv": [blk.conv2.weight, blk.bn2.weight],
-              "downsample": [blk.downsample[0].weight, blk.downsample[1].bias], "fc": list(net.fc.parameters()), "E": [model.E]}
+              "downsample": [blk.downsample[0].weight, blk.downsample[1].bias], "fc": [net.fc.weight], "E": [model.E]}
     errors = _second_order_errors(model, groups, "epsilon-gamma-box", 16)
     assert max(errors.values()) <= 1e-4, errors

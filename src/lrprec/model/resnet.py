@@ -4,8 +4,8 @@
 named as in ``torchvision.models.resnet``, so a local torchvision checkpoint
 (``resnet18-f37072fd.pth``, ``resnet50-0676ba61.pth``; never downloaded) loads key for key.
 Features are the globally pooled last stage (F = 512 or 2048); with ``out_dim`` set, ``fc``
-is a learned Linear(width, out_dim) + ReLU on top (the small synthetic-catalog variant), and
-the ImageNet classifier ``fc`` of a checkpoint is then loaded only if its shape fits.
+is a learned bias-free Linear(width, out_dim) + ReLU on top (the small synthetic-catalog variant);
+the ImageNet classifier ``fc`` of a checkpoint is never loaded into it.
 
 Each block computes relu(main(x) + shortcut(x)); the LRP canonizer reads the two branches
 through :meth:`ResidualBlock.main_leaves` / :meth:`ResidualBlock.shortcut_leaves` and makes
@@ -127,7 +127,8 @@ class ResNet(Backbone):
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.n_stages = len(layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, out_dim) if out_dim else nn.Identity()
+        # our own feature layer (not torchvision's classifier): bias-free, so ε/z⁺ relevance is conserved through it
+        self.fc = nn.Linear(cin, out_dim, bias=False) if out_dim else nn.Identity()
         self.fc_relu = nn.ReLU() if out_dim else nn.Identity()
         self.out_dim = int(out_dim or cin)
         self.config = {"block": block, "layers": list(layers), "widths": list(widths), "out_dim": out_dim, "arch": arch}
@@ -152,7 +153,7 @@ class ResNet(Backbone):
         missing = [k for k in own if k not in state and not k.startswith("fc.")]
         if missing:
             raise UsageError(f"{path} is not a torchvision {self.config['arch']} state dict (missing {missing[:3]}...)")
-        use = {k: state[k] for k in own if k in state and tuple(state[k].shape) == tuple(own[k].shape)}
+        use = {k: state[k] for k in own if k in state and not k.startswith("fc.") and tuple(state[k].shape) == tuple(own[k].shape)}
         wrong = [k for k in own if k in state and k not in use and not k.startswith("fc.")]
         if wrong:
             raise UsageError(f"{path}: {wrong[0]} has shape {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
