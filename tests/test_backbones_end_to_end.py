@@ -73,3 +73,20 @@ def test_backbone_trains_explains_and_serves(backbone, tiny_catalog, tmp_path):
         r = client.get("/api/explain", params={"a": a, "b": b, "rule": "epsilon-plus-flat"})
         assert r.status_code == 200, r.text
         assert client.get(r.json()["heatmaps"]["a"]).status_code == 200
+
+
+def test_stage_progress_shows_the_stage_and_the_time_left():
+    import io
+
+    from lrprec.evaluate.progress import StageProgress
+
+    buf = io.StringIO()
+    p = StageProgress(buf)
+    p("before start: a plain line")
+    p.start(3)
+    for stage in ("explaining", "perturbing", "randomization check"):
+        p(stage)
+    p.close()
+    text = buf.getvalue()
+    assert text.startswith("before start: a plain line\n")
+    assert "perturbing: 1/3 stages done" in text and "randomization check: 3/3 stages done" in text and "left]" in text

@@ -1,8 +1,10 @@
 """Image backbones f: image -> features x in R^F.
 
-Both follow torchvision's layout (``features``, ``avgpool``, ``classifier``) so the LRP
-engine sees one structure, and VGG-16's parameter names (``features.N``, ``classifier.N``)
-match torchvision checkpoints exactly. Inputs are normalized float images (see
+SmallCNN and VGG-16 follow torchvision's layout (``features``, ``avgpool``, ``classifier``), and
+VGG-16's parameter names (``features.N``, ``classifier.N``)
+match torchvision checkpoints exactly; ResNets (:mod:`lrprec.model.resnet`) and ViTs
+(:mod:`lrprec.model.vit`) keep torchvision's names too and list their modules for the LRP
+canonizer with ``leaves()``. Inputs are normalized float images (see
 :func:`preprocess`); the first layer's value range is ``input_bounds()`` (for the zB rule).
 """
 from __future__ import annotations
@@ -14,30 +16,9 @@ import torch
 from torch import nn
 
 from lrprec.errors import UsageError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Backbone(nn.Module):
-    """Common base: ``features`` -> ``avgpool`` -> flatten -> ``classifier``; ``out_dim`` = F."""
-
-    out_dim: int
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    kind: str = "image"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
-
-    def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lowest and highest normalized pixel value per channel, shape (1, 3, 1, 1) each."""
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (0 - mean) / std, (1 - mean) / std
+from lrprec.model.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file  # noqa: F401 (re-exported)
+from lrprec.model.resnet import RESNETS, build_resnet
+from lrprec.model.vit import VITS, build_vit
 
 
 class ScaleNorm2d(nn.BatchNorm2d):
@@ -162,23 +143,6 @@ class VGG16(Backbone):
         return ignored
 
 
-def load_state_file(path: str | Path, what: str) -> dict:
-    """A state dict from a local ``.pth``/``.pt`` or ``.safetensors`` file (a ``{"state_dict": ...}`` wrapper is unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path} (this program never downloads)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UsageError(f"{path} holds no state dict")
-    return state
-
-
 def hub_weights(name: str) -> Path | None:
     """A torchvision checkpoint (``name``-*.pth) in the local torch hub cache, if one is there (never downloads)."""
     hub = Path(torch.hub.get_dir()) / "checkpoints"
@@ -239,14 +203,10 @@ def default_input_size(name: str, backbone: Backbone) -> int | None:
 
 def build_backbone(name: str, **config) -> Backbone:
     """Backbone by name (see ``BACKBONES``): ``small`` (default), ``vgg16``, ResNets, ViTs or ``features`` (needs out_dim)."""
-    if name.startswith("resnet"):
-        from lrprec.model.resnet import RESNETS, build_resnet
-        if name in RESNETS:
-            return build_resnet(name, **config)
-    if name.startswith("vit"):
-        from lrprec.model.vit import VITS, build_vit
-        if name in VITS:
-            return build_vit(name, **config)
+    if name in RESNETS:
+        return build_resnet(name, **config)
+    if name in VITS:
+        return build_vit(name, **config)
     if name == "small":
         return SmallCNN(**{k: (tuple(v) if k == "channels" else v) for k, v in config.items()})
     if name == "vgg16":

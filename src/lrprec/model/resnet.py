@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lrprec.errors import UsageError
-from lrprec.model.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file
+from lrprec.model.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file
 
 
 class ResidualBlock(nn.Module):

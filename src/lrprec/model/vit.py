@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrprec.errors import UsageError
-from lrprec.model.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file
+from lrprec.model.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file
 
 #: name -> (image size, patch, hidden, depth, heads, mlp)
 VITS = {
