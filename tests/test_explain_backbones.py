@@ -14,6 +14,7 @@ from lrprec.explain.engine import explain
 from lrprec.model.backbones import build_backbone
 from lrprec.model.resnet import ResNet
 import oracles
+from finite_differences import relative_errors
 
 EPS_TINY = 1e-9  # our stabilizer for z⁺/flat/zᴮ/γ and the residual sum (rules.TINY)
 
@@ -201,23 +202,7 @@ def _second_order_errors(model, groups: dict, composite: str, size: int) -> dict
         r = torch.cat([e.relevance_a, e.relevance_b])
         return guidance_loss(r, penalty) + (weights * r).sum()
 
-    params = [p for ps in groups.values() for p in ps]
-    grads = dict(zip(map(id, params), torch.autograd.grad(loss(), params, allow_unused=True, materialize_grads=True)))
-    errors = {}
-    for name, ps in groups.items():
-        dirs = [torch.randn(p.shape, generator=g, dtype=torch.float64) * p.detach().abs().mean() for p in ps]
-        analytic = sum(float((grads[id(p)] * v).sum()) for p, v in zip(ps, dirs))
-        h = 1e-7
-        values = []
-        for step in (h, -2 * h, h):
-            with torch.no_grad():
-                for p, v in zip(ps, dirs):
-                    p.add_(step * v)
-            values.append(float(loss().detach()))
-        numeric = (values[0] - values[1]) / (2 * h)
-        assert abs(numeric) > 1e-8, f"{name}: the loss does not depend on this group"
-        errors[name] = abs(analytic - numeric) / max(abs(analytic), abs(numeric))
-    return errors
+    return relative_errors(loss, groups, g)
 
 
 def _pair(backbone):
