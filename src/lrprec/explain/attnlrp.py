@@ -48,12 +48,12 @@ class NormLayer:
     module: nn.LayerNorm
 
     def run(self, apply: Apply, h: Tensor, hp: Tensor | None, eps: float) -> tuple[Tensor, Tensor | None]:
-        src = _real(h, hp)
+        centred = h - h.mean(-1, keepdim=True)  # the relevance path: centring is linear
         with torch.set_grad_enabled(hp is not None and torch.is_grad_enabled()):
-            mean = src.mean(-1, keepdim=True)
-            inv = torch.rsqrt((src - mean).pow(2).mean(-1, keepdim=True) + self.module.eps)
-            real = (src - mean) * inv
-        y = relay(h - h.mean(-1, keepdim=True), real, inv.expand_as(real))
+            src = centred.detach() if hp is None else hp - hp.mean(-1, keepdim=True)
+            inv = torch.rsqrt(src.pow(2).mean(-1, keepdim=True) + self.module.eps)
+            real = src * inv
+        y = relay(centred, real, inv.expand_as(real))
         w, b = (_param(p, hp is not None) for p in (self.module.weight, self.module.bias))
         return y * w + b, (None if hp is None else real * w + b)
 
@@ -83,10 +83,11 @@ class AttentionLayer:
         qr, kr, vr = m.split(_real(qkv, qkvp))
         scale = 1.0 / math.sqrt(q.shape[-1])
         with torch.set_grad_enabled(hp is not None and torch.is_grad_enabled()):
-            a_real = torch.softmax(qr @ kr.transpose(-1, -2) * scale, -1)
+            scores = qr @ kr.transpose(-1, -2)
+            a_real = torch.softmax(scores * scale, -1)
             o_real = a_real @ vr
-        a = softmax(bilinear(q, k, qr, kr, transpose=True) * scale, a_real)
-        o = bilinear(a, v, a_real, vr)
+        a = softmax(bilinear(q, k, qr, kr, scores, transpose=True) * scale, a_real)
+        o = bilinear(a, v, a_real, vr, o_real)
         return apply(self.out, m.merge(o), None if hp is None else m.merge(o_real))
 
 

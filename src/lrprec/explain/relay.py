@@ -49,37 +49,40 @@ def residual_sum(a: Tensor, b: Tensor, a_plain: Tensor | None, b_plain: Tensor |
     if a_plain is not None and b_plain is not None:
         z_real = a_plain + b_plain
         return relay(a + b, z_real, z_real / stabilize(z_real, eps)), z_real
+    z = a + b
     with torch.no_grad():
-        z_real = a.detach() + b.detach()
-        ratio = z_real / stabilize(z_real, eps)
-    return relay(a + b, z_real, ratio), None
+        mag = z.abs()
+        ratio = mag / (mag + eps)  # z / stab(z), with z's own sign cancelling
+    return relay(z, z, ratio), None
 
 
 class _Bilinear(torch.autograd.Function):
     """a @ bᵀ forward (real factors); backward: the uniform rule, half of the gradient × input to each factor."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, transpose: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor,  # type: ignore[override]
+                transpose: bool) -> Tensor:
         ctx.save_for_backward(a_real, b_real)
         ctx.transpose = transpose
-        return (a_real @ (b_real.transpose(-1, -2) if transpose else b_real)).detach()
+        return out_real.detach()
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         a_real, b_real = ctx.saved_tensors
         half = 0.5 * grad
         if ctx.transpose:  # out = a bᵀ
-            return half @ b_real, half.transpose(-1, -2) @ a_real, None, None, None
-        return half @ b_real.transpose(-1, -2), a_real.transpose(-1, -2) @ half, None, None, None
+            return half @ b_real, half.transpose(-1, -2) @ a_real, None, None, None, None
+        return half @ b_real.transpose(-1, -2), a_real.transpose(-1, -2) @ half, None, None, None, None
 
 
-def bilinear(a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, transpose: bool = False) -> Tensor:
+def bilinear(a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor, transpose: bool = False) -> Tensor:
     """a @ b (or a @ bᵀ) under the uniform rule: each factor receives half of the product's relevance.
 
     ``a``/``b`` are the relevance-path factors, ``a_real``/``b_real`` their real values (the
-    plain path's tensors in exact mode, else the same values detached).
+    plain path's tensors in exact mode, else the same values detached) and ``out_real`` their
+    product, computed once by the caller (it is the forward value).
     """
-    return _Bilinear.apply(a, b, a_real, b_real, transpose)
+    return _Bilinear.apply(a, b, a_real, b_real, out_real, transpose)
 
 
 class _Softmax(torch.autograd.Function):
