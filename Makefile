@@ -16,7 +16,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install --no-deps zennit==0.5.1 lxt==2.1  # LRP oracles of the tests; --no-deps: no torchvision (tests/stubs)
 	touch $@
+
+test-deps: $(VENV)/.installed-test
 
 venv: $(VENV)/.installed
 

@@ -29,3 +29,12 @@ print(f"VGG-16 224 px training on {dev}: {one:.1f} pairs/s in one process; under
       f"{'nccl' if dev == 'cuda' else 'gloo'}): {ddp:.1f} pairs/s ({ddp / one:.2f}x)")
 EOF
 "$PY" benchmarks/bench_explain.py --sections vgg --device "$DEV" --pairs "$PAIRS" --threads 1 | tee "$OUT/explain.txt"
+# 4. issue 28: ResNet-18/50 and ViT-B/16 — training pairs/s at 224 px, and LRP (ε-z⁺-flat, ε-γ-box) / a plain
+#    forward+backward at PAIRS pairs, 224 px (benchmarks/bench_backbones.py; target ≤ 1.3× for ε-z⁺-flat)
+for bb in resnet18 resnet50 vit-b16; do
+  "$PY" -m lrprec train "$OUT/cat224" --out "$OUT/$bb" --device "$DEV" --backbone "$bb" --epochs 2 --steps-per-epoch "$STEPS" \
+      --batch-size "$BATCH" --recon-weight 0 --seed 0 > "$OUT/$bb.log" 2>&1
+  "$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))['epochs'][-1]; print(sys.argv[2], 'training at 224 px:', round(e['pairs_per_second'], 1), 'pairs/s')" \
+      "$OUT/$bb/history.json" "$bb" | tee -a "$OUT/backbones.txt"
+done
+"$PY" benchmarks/bench_backbones.py --backbones resnet18,resnet50,vit-b16 --size 224 --pairs "$PAIRS" --device "$DEV" --threads 1 | tee -a "$OUT/backbones.txt"

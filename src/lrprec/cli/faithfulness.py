@@ -43,17 +43,22 @@ def faithfulness_cmd(
 ) -> None:
     """Measure how faithful each explanation method is: SRG and AOPC per imputer, a randomization check, the paper's Figure 3 view, localization."""
     from lrprec.evaluate.faithfulness import faithfulness, to_json
+    from lrprec.evaluate.progress import StageProgress
     from lrprec.report.faithfulness import leaderboard_table, write_result
     from lrprec.run import Run
 
     order_list = _split(orders)
     method_list = _split(methods)
     r = Run.load(run)
-    log = (lambda msg: print(msg, file=sys.stderr)) if not as_json else None
+    log = StageProgress(sys.stderr) if not as_json else None  # the stage running, elapsed, and the time left
     with dir_lock(run, "lrprec faithfulness"):
-        result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
-                          image=image, seed=seed, batch_size=batch_size, target=target, progress=log, split=split,
-                          imputers=_split(imputers) or (), srg_steps=srg_steps, randomization_pairs=randomization_pairs)
+        try:
+            result = faithfulness(r, pairs=pairs, steps=steps, region=region, orders=order_list or (), methods=method_list,
+                                  image=image, seed=seed, batch_size=batch_size, target=target, progress=log, split=split,
+                                  imputers=_split(imputers) or (), srg_steps=srg_steps, randomization_pairs=randomization_pairs)
+        finally:
+            if log is not None:
+                log.close(complete=sys.exc_info()[0] is None)
         files = write_result(result, out if out is not None else Path(run) / "faithfulness")
     doc = to_json(result)
     doc["files"] = [str(p) for p in files]

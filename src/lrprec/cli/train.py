@@ -17,9 +17,9 @@ from lrprec.files import dir_lock
 def train_cmd(
     data: Path = typer.Argument(..., help="Catalog directory."),
     out: Path = typer.Option(..., "--out", help="Run directory to write."),
-    backbone: str = typer.Option("small", help="small (default), vgg16."),
+    backbone: str = typer.Option("small", help="small (default), vgg16, resnet18, resnet50, vit-b16, or resnet-small / vit-small (64 px catalogs)."),
     mode: str = typer.Option("images", help="images (end-to-end) or features (precomputed features, [M15])."),
-    weights: Path = typer.Option(None, help="Local torchvision VGG-16 state dict (never downloaded)."),
+    weights: Path = typer.Option(None, help="Local torchvision state dict for vgg16, resnet18, resnet50 or vit-b16 (never downloaded)."),
     dim: int = typer.Option(32, help="Embedding dimension K."),
     head: str = typer.Option("auto", help="Pair head: auto (metric for substitutes, asymmetric for complements), metric (the paper's eq 1) or asymmetric."),
     negatives: str = typer.Option("mixed", help="Negatives of the pairwise loss: mixed (default), random (whole catalog), category (partner's category) or contrast."),

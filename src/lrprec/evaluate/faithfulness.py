@@ -230,6 +230,8 @@ def faithfulness(
     else:
         unavailable = {}
     names = resolve_methods(methods, explainers, unavailable)
+    if hasattr(say, "start"):  # a progress display with an estimate of the time left (lrprec.evaluate.progress)
+        say.start(1 + len(names) * (1 + len(imputers) * (len(orders) + 1) + (randomization_pairs > 0)))
 
     model.eval()
     say(f"selecting correctly predicted positive {split} pairs")

@@ -2,6 +2,11 @@
 
 LRP rules are defined on linear layers; a BatchNorm2d after a Conv2d is an affine map, so it
 is folded into that convolution (w' = w·γ/σ, b' = (b − μ)·γ/σ + β, σ = √(var + eps)).
+A residual block (ResNet) becomes a :class:`ResidualLayer`: its main branch and its shortcut
+as layer lists of their own and the sum as an explicit step, whose relevance the engine
+splits in proportion to the two summands (as zennit's ResNet canonizer makes the sum a
+``Sum`` module under the ``Norm`` rule). Backbones other than the ``features → avgpool →
+classifier`` layout list their modules in execution order with a ``leaves()`` method.
 
 ``canonize`` never touches the caller's model: it returns new layer objects whose weights
 are *computed* from the caller's parameters on each call. Nothing is copied, so relevance
@@ -21,7 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lrprec.errors import UsageError
+from lrprec.explain import attnlrp
 from lrprec.model.backbones import Backbone, FeatureBackbone
+from lrprec.model.resnet import ResidualBlock
+from lrprec.model.vit import EncoderBlock, Lambda
 
 
 @dataclass
@@ -49,7 +57,33 @@ class PassLayer:
     sign: str = "keep"  # "keep": sign of input preserved; "nonneg": output >= 0
 
 
-Layer = ParamLayer | PassLayer
+@dataclass
+class ResidualLayer:
+    """out = main(x) + shortcut(x); an empty ``shortcut`` is the identity. Relevance of the sum is split
+    between the summands in proportion to their values, ε-stabilized (``Composite.sum_epsilon``)."""
+
+    name: str
+    main: list
+    shortcut: list
+
+
+Layer = ParamLayer | PassLayer | ResidualLayer | attnlrp.NormLayer | attnlrp.EncoderLayer
+
+
+def _linear_layer(name: str, m: nn.Linear) -> ParamLayer:
+    return ParamLayer(name, "linear", lambda: (m.weight, m.bias))
+
+
+def _encoder_layer(name: str, block: EncoderBlock) -> attnlrp.EncoderLayer:
+    """A ViT encoder block as AttnLRP steps: LayerNorms, attention (its in-projection one linear layer), MLP."""
+    attn = block.self_attention
+    qkv = ParamLayer(f"{name}.self_attention.in_proj", "linear", lambda: (attn.in_proj_weight, attn.in_proj_bias))
+    return attnlrp.EncoderLayer(name, (
+        attnlrp.NormLayer(f"{name}.ln_1", block.ln_1),
+        attnlrp.AttentionLayer(f"{name}.self_attention", attn, qkv, _linear_layer(f"{name}.self_attention.out_proj", attn.out_proj)),
+        attnlrp.NormLayer(f"{name}.ln_2", block.ln_2),
+        attnlrp.MLPLayer(f"{name}.mlp", _linear_layer(f"{name}.mlp.0", block.mlp[0]), _linear_layer(f"{name}.mlp.3", block.mlp[3])),
+    ))
 
 
 def folded_conv_params(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -70,6 +104,8 @@ def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     """Modules in execution order for the layouts we can trace without running them."""
     if isinstance(module, FeatureBackbone):
         return []
+    if hasattr(module, "leaves"):
+        return [(f"{prefix}{name}", m) for name, m in module.leaves()]
     if isinstance(module, Backbone):
         # every Backbone computes classifier(flatten(avgpool(features(x)))) (overrides may only
         # change the memory format), so the layout is read off the modules without running them
@@ -113,7 +149,10 @@ def _pass_layer(name: str, m: nn.Module) -> PassLayer:
 
 def canonize(module: nn.Module) -> list[Layer]:
     """The module as LRP-ready layers: BatchNorm2d folded into the preceding Conv2d, containers flattened."""
-    leaves = _leaves(module, "")
+    return _canonize_leaves(_leaves(module, ""))
+
+
+def _canonize_leaves(leaves: list[tuple[str, nn.Module]]) -> list[Layer]:
     layers: list[Layer] = []
     i = 0
     while i < len(leaves):
@@ -124,8 +163,18 @@ def canonize(module: nn.Module) -> list[Layer]:
             layers.append(_conv_layer(name, m, bn))
             i += 2 if bn is not None else 1
             continue
-        if isinstance(m, nn.Linear):
-            layers.append(ParamLayer(name, "linear", lambda m=m: (m.weight, m.bias)))
+        if isinstance(m, ResidualBlock):
+            layers.append(ResidualLayer(name, _canonize_leaves(m.main_leaves(f"{name}.")),
+                                        _canonize_leaves(m.shortcut_leaves(f"{name}."))))
+            layers.append(_pass_layer(f"{name}.relu", m.relu))
+        elif isinstance(m, EncoderBlock):
+            layers.append(_encoder_layer(name, m))
+        elif isinstance(m, nn.LayerNorm):
+            layers.append(attnlrp.NormLayer(name, m))
+        elif isinstance(m, Lambda):
+            layers.append(PassLayer(name, m.fn))
+        elif isinstance(m, nn.Linear):
+            layers.append(_linear_layer(name, m))
         elif isinstance(m, nn.BatchNorm2d):
             raise TypeError(f"{name}: BatchNorm2d must directly follow a Conv2d to be folded")
         else:

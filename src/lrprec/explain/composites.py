@@ -22,6 +22,8 @@ class Composite:
     dense: Rule
     first: Rule | None = None
     description: str = ""
+    #: ε of residual sums (ResNet blocks): R_a = a·R/(z + ε·sign z); tiny by default, so they conserve
+    sum_epsilon: float = rules.TINY
 
     def __post_init__(self) -> None:
         for role, rule in (("conv", self.conv), ("dense", self.dense)):
@@ -40,7 +42,7 @@ def _single(name: str, rule: Rule, text: str) -> Composite:
 
 
 COMPOSITES: dict[str, Composite] = {
-    "lrp0": _single("lrp0", rules.lrp0(), "the paper's z-rule (eq 4) on every layer, biases ignored"),
+    "lrp0": _single("lrp0", rules.lrp0(), "the paper's z-rule (eq 4, Bach et al. 2015) on every layer, each bias kept in z_k (it keeps its share)"),
     "epsilon": _single("epsilon", rules.epsilon(), "LRP-ε (ε=1e-6) on every layer, biases kept"),
     "gamma": _single("gamma", rules.gamma(), "LRP-γ (γ=0.25) on every layer"),
     "zplus": _single("zplus", rules.zplus(), "z⁺ (α1β0) on every layer"),

@@ -8,7 +8,9 @@ scale keeps its own graph for second-order use). Then at the layer input
 x · grad = Σ_k x ∂z_mod,k/∂x · R_k / stab(z_mod,k), the rule's LRP redistribution.
 Parameter-free layers (ReLU, max/avg pooling, flatten, dropout) pass the ordinary
 gradient: max-pooling gives all relevance to the winner, average pooling splits it in
-proportion to the inputs (the z-rule of a linear map).
+proportion to the inputs (the z-rule of a linear map). A residual sum (ResNet) splits its
+relevance between the summands in proportion to their values, ε-stabilized
+(:func:`residual_sum`).
 
 No hooks and no per-call state: a module used once on a stacked batch [x_a; x_b] (the
 Siamese case), or twice, is explained correctly. With ``exact=True`` (needed for
@@ -26,23 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from lrprec.errors import UsageError
-from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, canonize
+from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, ResidualLayer, canonize
 from lrprec.explain.composites import Composite, get_composite
+from lrprec.explain.relay import relay as _relay, residual_sum
 from lrprec.explain.rules import LayerContext, Rule
-
-
-class _Relay(torch.autograd.Function):
-    """Forward: the real output. Backward: the gradient times ``ratio``, sent to z_mod only."""
-
-    @staticmethod
-    def forward(ctx, z_mod: Tensor, z_real: Tensor, ratio: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(ratio)
-        return z_real.detach()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (ratio,) = ctx.saved_tensors
-        return grad * ratio, None, None
 
 
 @dataclass
@@ -85,8 +74,9 @@ def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: T
     if layer.conv_args.get("groups", 1) != 1:
         z = sum(layer.apply(xt, wt, None) for xt, wt in zip(xs, ws))
         return (z if bias_mod is None else _add_bias(z, bias_mod, layer)), bias_mod is not None
-    # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels: one pass, not T
-    return layer.apply(torch.cat(xs, 1), torch.cat(ws, 1), bias_mod), bias_mod is not None
+    # Σ_t layer(x_t, w_t) is one layer on the inputs stacked along channels (features): one pass, not T
+    axis = 1 if layer.kind == "conv2d" else -1
+    return layer.apply(torch.cat(xs, axis), torch.cat(ws, 1), bias_mod), bias_mod is not None
 
 
 def _signed_output(rule: Rule, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
@@ -122,7 +112,7 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
         else:
             z_den, _ = _signed_output(rule, layer, x_plain, w, b, ctx, z_real, None)
         ratio = rule.ratio(z_real, z_den)
-        return RuleOutput(_Relay.apply(z_mod, z_real, ratio), z_real, sources)
+        return RuleOutput(_relay(z_mod, z_real, ratio), z_real, sources)
     z_first = None
     if signed or not rule.reuses_forward:
         with torch.no_grad():
@@ -137,7 +127,7 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
         else:
             z_real = _add_bias(zm, b, layer)  # the rule dropped the bias
         ratio = rule.ratio(z_real, zm)
-    return RuleOutput(_Relay.apply(z_mod, z_real, ratio), None, sources)
+    return RuleOutput(_relay(z_mod, z_real, ratio), None, sources)
 
 
 def _add_bias(z: Tensor, b: Tensor, layer: ParamLayer) -> Tensor:
@@ -155,6 +145,25 @@ class Trace:
     nonneg: bool
 
 
+@dataclass
+class _Step:
+    """One canonized layer with its rule (None for pass layers) and, for a residual block, its branches."""
+
+    layer: Layer
+    rule: Rule | None = None
+    rectified: bool = False
+    main: list["_Step"] = field(default_factory=list)
+    shortcut: list["_Step"] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    """Mutable per-pass state: sources collected so far; whether the input layer is still to come."""
+
+    sources: list[Tensor] = field(default_factory=list)
+    first: bool = True
+
+
 class LRPNet:
     """A backbone prepared for explanation under a composite (the caller's module is left untouched)."""
 
@@ -162,37 +171,71 @@ class LRPNet:
         self.composite = get_composite(composite)
         self.layers: list[Layer] = canonize(backbone)
         self.bounds = backbone.input_bounds() if hasattr(backbone, "input_bounds") else None
-        self.rules: list[Rule | None] = []
-        first = True  # the first parameterized layer is the input layer (flat / zB go there)
-        for layer in self.layers:
-            if isinstance(layer, ParamLayer):
-                self.rules.append(self.composite.rule_for(layer.kind, first))
-                first = False
+        self.steps = self._plan(self.layers, _State())
+
+    def _plan(self, layers: list[Layer], state: _State) -> list[_Step]:
+        """Rules per layer: the first parameterized layer (in execution order) is the input layer (flat / zB go there).
+
+        A layer whose output goes straight into a ReLU only ever receives relevance where z > 0
+        (``rectified``); the last layer of a residual branch feeds the sum, not a ReLU.
+        """
+        steps: list[_Step] = []
+        for i, layer in enumerate(layers):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            rectified = isinstance(nxt, PassLayer) and nxt.sign == "nonneg"
+            if isinstance(layer, ResidualLayer):
+                steps.append(_Step(layer, main=self._plan(layer.main, state), shortcut=self._plan(layer.shortcut, state)))
+            elif isinstance(layer, ParamLayer):
+                steps.append(_Step(layer, self.composite.rule_for(layer.kind, state.first), rectified))
+                state.first = False
             else:
-                self.rules.append(None)
-        # a layer whose output goes straight into a ReLU only ever receives relevance where z > 0
-        self._rectified = [i + 1 < len(self.layers) and isinstance(self.layers[i + 1], PassLayer)
-                           and self.layers[i + 1].sign == "nonneg" for i in range(len(self.layers))]
+                steps.append(_Step(layer))
+        return steps
+
+    @property
+    def rules(self) -> list[Rule | None]:
+        """The rule of each top-level layer (None for pass layers and residual blocks)."""
+        return [s.rule for s in self.steps]
 
     def forward(self, x: Tensor, exact: bool = False) -> Trace:
         """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
         if not x.requires_grad:
             raise UsageError("LRPNet.forward needs an input that requires grad")
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
-        hp = h if exact else None
-        nonneg, first, sources = False, True, []
-        for i, (layer, rule) in enumerate(zip(self.layers, self.rules)):
+        state = _State()
+        h, hp, nonneg = self._run(self.steps, h, h if exact else None, False, state)
+        return Trace(x, h, hp, state.sources, nonneg)
+
+    def _run(self, steps: list[_Step], h: Tensor, hp: Tensor | None, nonneg: bool,
+             state: _State) -> tuple[Tensor, Tensor | None, bool]:
+        for step in steps:
+            layer = step.layer
             if isinstance(layer, PassLayer):
                 h = layer.fn(h)
                 hp = None if hp is None else layer.fn(hp)
                 nonneg = nonneg or layer.sign == "nonneg"
-                continue
-            assert rule is not None
-            ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if first else None, rectified=self._rectified[i])
-            res = apply_rule(rule, layer, h, hp, ctx)
-            h, hp, nonneg, first = res.out, res.plain, False, False
-            sources += res.sources
-        return Trace(x, h, hp, sources, nonneg)
+            elif isinstance(layer, ResidualLayer):
+                m, mp, _ = self._run(step.main, h, hp, nonneg, state)
+                s, sp, _ = self._run(step.shortcut, h, hp, nonneg, state)
+                h, hp = residual_sum(m, s, mp, sp, self.composite.sum_epsilon)
+                nonneg = False
+            elif not isinstance(layer, ParamLayer):  # a transformer step (lrprec.explain.attnlrp)
+                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp, self.composite.sum_epsilon)
+                nonneg = False
+            else:
+                h, hp = self._apply(layer, h, hp, nonneg, step.rectified, state, step.rule)
+                nonneg = False
+        return h, hp, nonneg
+
+    def _apply(self, layer: ParamLayer, h: Tensor, hp: Tensor | None, nonneg: bool, rectified: bool, state: _State,
+               rule: Rule | None = None) -> tuple[Tensor, Tensor | None]:
+        """One linear layer under its rule (the composite's, by kind and position, unless given)."""
+        rule = rule or self.composite.rule_for(layer.kind, state.first)
+        ctx = LayerContext(nonneg=nonneg, bounds=self.bounds if state.first else None, rectified=rectified)
+        res = apply_rule(rule, layer, h, hp, ctx)
+        state.first = False
+        state.sources += res.sources
+        return res.out, res.plain
 
     def relevance(self, trace: Trace, output: Tensor, grad_output: Tensor, create_graph: bool = False,
                   retain_graph: bool | None = None, batched: bool = False) -> Tensor:

@@ -1,8 +1,10 @@
 """Image backbones f: image -> features x in R^F.
 
-Both follow torchvision's layout (``features``, ``avgpool``, ``classifier``) so the LRP
-engine sees one structure, and VGG-16's parameter names (``features.N``, ``classifier.N``)
-match torchvision checkpoints exactly. Inputs are normalized float images (see
+SmallCNN and VGG-16 follow torchvision's layout (``features``, ``avgpool``, ``classifier``), and
+VGG-16's parameter names (``features.N``, ``classifier.N``)
+match torchvision checkpoints exactly; ResNets (:mod:`lrprec.model.resnet`) and ViTs
+(:mod:`lrprec.model.vit`) keep torchvision's names too and list their modules for the LRP
+canonizer with ``leaves()``. Inputs are normalized float images (see
 :func:`preprocess`); the first layer's value range is ``input_bounds()`` (for the zB rule).
 """
 from __future__ import annotations
@@ -14,31 +16,9 @@ import torch
 from torch import nn
 
 from lrprec.errors import UsageError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Backbone(nn.Module):
-    """Common base: ``features`` -> ``avgpool`` -> flatten -> ``classifier``; ``out_dim`` = F."""
-
-    out_dim: int
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    kind: str = "image"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (B, F) of preprocessed images x (B, 3, H, W)."""
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
-
-    def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lowest and highest normalized pixel value per channel, shape (1, 3, 1, 1) each."""
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (0 - mean) / std, (1 - mean) / std
+from lrprec.model.base import IMAGENET_MEAN, IMAGENET_STD, Backbone, load_state_file  # noqa: F401 (re-exported)
+from lrprec.model.resnet import RESNETS, build_resnet
+from lrprec.model.vit import VITS, build_vit
 
 
 class ScaleNorm2d(nn.BatchNorm2d):
@@ -152,16 +132,7 @@ class VGG16(Backbone):
 
     def load_torchvision(self, path: str | Path) -> list[str]:
         """Load a local torchvision ``vgg16`` state dict (e.g. ``vgg16-397923af.pth``); returns ignored keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"VGG-16 weights not found: {path} (torchvision's vgg16-397923af.pth; this program never downloads)")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        state = load_state_file(path, "VGG-16 (torchvision's vgg16-397923af.pth)")
         own = self.state_dict()
         ignored = [k for k in state if k not in own]
         missing = [k for k in own if k not in state]
@@ -174,11 +145,16 @@ class VGG16(Backbone):
         return ignored
 
 
+def hub_weights(name: str) -> Path | None:
+    """A torchvision checkpoint (``name``-*.pth) in the local torch hub cache, if one is there (never downloads)."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    found = sorted(hub.glob(f"{name}-*.pth")) if hub.is_dir() else []
+    return found[0] if found else None
+
+
 def hub_vgg16_weights() -> Path | None:
     """The torchvision VGG-16 checkpoint in the local torch hub cache, if one is there (never downloads)."""
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    found = sorted(hub.glob("vgg16-*.pth")) if hub.is_dir() else []
-    return found[0] if found else None
+    return hub_weights("vgg16")
 
 
 class FeatureBackbone(Backbone):
@@ -199,15 +175,48 @@ class FeatureBackbone(Backbone):
         return x
 
 
+#: every backbone name ``build_backbone`` knows (``*-small``: sized for the 64 px synthetic catalog)
+BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "resnet-small", "vit-b16", "vit-small", "features")
+#: the input side a backbone is trained at unless ``--input-size`` says otherwise (None: the catalog's own)
+DEFAULT_INPUT_SIZE = {"vgg16": 224, "resnet18": 224, "resnet50": 224, "vit-b16": 224}
+
+
+#: torch hub file stems of the torchvision checkpoints each pretrained backbone looks for (never downloaded)
+HUB_NAMES = {"vgg16": "vgg16", "resnet18": "resnet18", "resnet50": "resnet50", "vit-b16": "vit_b_16"}
+
+
+def load_pretrained(backbone: Backbone, name: str, weights: str | Path | None, log=print) -> None:
+    """Load ``weights`` (or the torchvision checkpoint in the local torch hub cache) into a pretrained-layout backbone."""
+    if not hasattr(backbone, "load_torchvision"):
+        if weights:
+            raise UsageError(f"--weights applies to {', '.join(HUB_NAMES)} only")
+        return
+    path = weights or (hub_weights(HUB_NAMES[name]) if name in HUB_NAMES else None)
+    if path:
+        ignored = backbone.load_torchvision(path)
+        log(f"loaded {name} ImageNet weights from {path} (ignored: {', '.join(ignored) or 'none'})")
+    elif name in HUB_NAMES:
+        log(f"notice: no {name} weights given (--weights FILE) and none in the torch hub cache; starting from random init")
+
+
+def default_input_size(name: str, backbone: Backbone) -> int | None:
+    """The side images are resized to unless ``--input-size`` says otherwise (a ViT's own; None: the catalog's)."""
+    return getattr(backbone, "image_size", None) or DEFAULT_INPUT_SIZE.get(name)
+
+
 def build_backbone(name: str, **config) -> Backbone:
-    """Backbone by name: ``small`` (default), ``vgg16`` or ``features`` (needs out_dim)."""
+    """Backbone by name (see ``BACKBONES``): ``small`` (default), ``vgg16``, ResNets, ViTs or ``features`` (needs out_dim)."""
+    if name in RESNETS:
+        return build_resnet(name, **config)
+    if name in VITS:
+        return build_vit(name, **config)
     if name == "small":
         return SmallCNN(**{k: (tuple(v) if k == "channels" else v) for k, v in config.items()})
     if name == "vgg16":
         return VGG16(**config)
     if name == "features":
         return FeatureBackbone(**config)
-    raise UsageError(f"unknown backbone {name!r}; choose small, vgg16 or features")
+    raise UsageError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
 def preprocess(images: np.ndarray | torch.Tensor, backbone: Backbone, size: int | None = None) -> torch.Tensor:

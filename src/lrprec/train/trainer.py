@@ -32,7 +32,7 @@ from lrprec.data.splits import protocol_pairs
 from lrprec.data.watermark import catalog_artifact
 from lrprec.errors import UsageError
 from lrprec.files import atomic_write
-from lrprec.model.backbones import hub_vgg16_weights
+from lrprec.model.backbones import default_input_size, load_pretrained
 from lrprec.run import atomic_write_text, build_model, embed_items, item_inputs, save_weights
 from lrprec.train import distributed as dist_
 from lrprec.train.batches import _EpochBatches, _n_steps, _Norm
@@ -228,7 +228,7 @@ class TrainLoop:
 
     # ---- setup -----------------------------------------------------------------------------
     def build_model(self) -> None:
-        """The model (fresh from the config's seed, ImageNet weights for VGG-16, or ``start``'s weights) on the device."""
+        """The model (fresh from the config's seed, local ImageNet weights for VGG-16/ResNet, or ``start``'s weights) on the device."""
         cfg, log = self.cfg, self.log
         config = asdict(cfg)
         config["relations"] = self.rels
@@ -240,17 +240,10 @@ class TrainLoop:
             config.update(self.start.config)
             if "input_size" in (self.start.model_config or {}):
                 config["input_size"] = self.start.model_config["input_size"]
-        elif cfg.backbone == "vgg16":
-            weights = cfg.weights or hub_vgg16_weights()
-            if weights:
-                ignored = model.backbone.load_torchvision(weights)  # type: ignore[union-attr]
-                log(f"loaded VGG-16 ImageNet weights from {weights} (ignored: {', '.join(ignored) or 'none'})")
-            else:
-                log("notice: no VGG-16 weights given (--weights FILE) and none in the torch hub cache; starting from random init")
-        elif cfg.weights:
-            raise UsageError("--weights applies to --backbone vgg16 only")
-        if cfg.backbone == "vgg16":
-            config["input_size"] = cfg.input_size or 224
+        else:
+            load_pretrained(model.backbone, cfg.backbone, cfg.weights, log)
+            if default_input_size(cfg.backbone, model.backbone):
+                config["input_size"] = cfg.input_size or default_input_size(cfg.backbone, model.backbone)
         model.to(self.dev)
         if self.ctx.enabled and cfg.sync_batchnorm:
             if self.dev.type == "cuda":

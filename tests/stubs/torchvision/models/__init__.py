@@ -1,0 +1,1 @@
+from torchvision.models import resnet, vision_transformer  # noqa: F401
