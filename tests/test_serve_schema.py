@@ -35,7 +35,7 @@ def app(tiny_run):
 
 
 def test_schemathesis_finds_no_server_error_and_no_conformance_failure(app):
-    s = run_fuzz(app, max_examples=6, seed=7)
+    s = run_fuzz(app, max_examples=5, seed=7)
     report = s.report()
     assert not s.errors, report
     assert s.server_errors == 0 and not s.failures, report
@@ -127,7 +127,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_sigterm_drains_the_requests_in_flight(tiny_run):
-    """SIGTERM while explanations are running and queued: every accepted request is answered, then the server exits 0."""
+    """SIGTERM while explanations are running and queued: every accepted request is answered, then the server exits cleanly."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lrprec", "serve", str(tiny_run), "--port", str(port), "--log-level", "warning",
@@ -154,10 +154,10 @@ def test_sigterm_drains_the_requests_in_flight(tiny_run):
                 results.append(repr(exc))
             done_at.append(time.perf_counter())
 
-        threads = [threading.Thread(target=ask, args=(k,)) for k in range(12)]
+        threads = [threading.Thread(target=ask, args=(k,)) for k in range(8)]
         for t in threads:
             t.start()
-        while httpx.get(f"{base}/api/health").json()["explain_pool"]["admitted"] < 4 and time.time() < deadline + 60:
+        while httpx.get(f"{base}/api/health").json()["explain_pool"]["admitted"] < 3 and time.time() < deadline + 60:
             time.sleep(0.02)  # several explanations running or queued
         signalled = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
@@ -168,7 +168,7 @@ def test_sigterm_drains_the_requests_in_flight(tiny_run):
         if proc.poll() is None:
             proc.kill()
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    assert results == [200] * 12, (results, out[-2000:])
+    assert results == [200] * 8, (results, out[-2000:])
     assert any(t > signalled for t in done_at), "no request was still in flight at SIGTERM: the test proves nothing"
     # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is "killed by SIGTERM", not a crash
     assert code in (0, -signal.SIGTERM) and "Traceback" not in out, (code, out[-2000:])
