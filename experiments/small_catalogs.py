@@ -43,6 +43,7 @@ from lrprec.evaluate.truth import _grade
 from lrprec.recommend.recommender import Recommender, build_index
 from lrprec.run import Run
 from lrprec.train import TrainConfig, train
+from lrprec.train.config import DEFAULT_MIN_STEPS
 
 
 def pairs_for(items: int) -> int:
@@ -137,7 +138,7 @@ def main(argv=None) -> None:
             if key in done:
                 continue
             cat = catalog_for(work, items, seed, a.variants, a.noise, a.users)
-            cfg = TrainConfig(seed=seed, **overrides)
+            cfg = TrainConfig(seed=seed, **{"min_steps": DEFAULT_MIN_STEPS, **overrides})  # what `lrprec train` uses
             run_dir = work / f"run-{a.tag}-n{items}-v{a.variants}-seed{seed}"
             t0 = time.perf_counter()
             if a.eval_only and (run_dir / "history.json").exists():

@@ -106,8 +106,7 @@ def test_a_small_catalogs_complements_are_not_led_by_the_querys_variants(tmp_pat
 
     cat = generate(tmp_path / "cat", SynthConfig(items=60, users=0, image_size=32, pairs_per_relation=120, seed=0, variants=3,
                                                  variant_noise=4.0), progress=False)
-    cfg = TrainConfig(seed=0, epochs=20)
-    cfg.min_steps = 0  # today's budget (20 epochs, ~120 steps) keeps the test short: the lists' policy alone must hold
+    cfg = TrainConfig(seed=0, epochs=20)  # the previous budget (~120 steps) keeps the test short: the lists' policy alone must hold
     train(cat, tmp_path / "run", cfg, progress=False, log=lambda m: None)
     codes = Catalog(cat).category_codes
     for rel in COMPLEMENTS:
@@ -152,11 +151,13 @@ def test_the_step_floor_grows_small_catalogs_epochs_only():
     from lrprec.train import TrainConfig
     from lrprec.train.config import with_step_budget
 
-    cfg = TrainConfig()
-    assert cfg.min_steps == 600 and cfg.epochs == 20
+    from lrprec.train.config import DEFAULT_MIN_STEPS
+
+    cfg = TrainConfig(min_steps=DEFAULT_MIN_STEPS)  # what `lrprec train` uses
+    assert cfg.epochs == 20
     # the default catalog: 4 relations × 1,600 training positives, 100 steps an epoch: 20 epochs as before
     assert with_step_budget(cfg, 6400) is cfg
     # 60 items, 372 training positives: 6 steps an epoch → 100 epochs
     assert with_step_budget(cfg, 372).epochs == 100
-    assert with_step_budget(TrainConfig(min_steps=0), 372).epochs == 20
-    assert with_step_budget(TrainConfig(steps_per_epoch=2), 6400).epochs == 300  # capped epochs take more of them
+    assert with_step_budget(TrainConfig(), 372).epochs == 20  # the Python API: exactly `epochs` unless asked
+    assert with_step_budget(TrainConfig(min_steps=600, steps_per_epoch=2), 6400).epochs == 300  # capped epochs take more

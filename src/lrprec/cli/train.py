@@ -33,8 +33,9 @@ def train_cmd(
     user_negatives: float = typer.Option(0.0, help="Share of user-carrying pairs whose negative is the query's partner under another user."),
     recon_weight: float = typer.Option(20.0, help="Weight of the appearance loss: each image's thumbnail decoded from its features (0: off; end-to-end only)."),
     recon_size: int = typer.Option(2, help="Side of the appearance loss's thumbnail (3·side² values per image)."),
-    epochs: int = typer.Option(20, help="Epochs (at least; --min-steps may add more on small catalogs)."),
-    min_steps: int = typer.Option(None, help="Train at least this many optimizer steps: epochs grow where an epoch has few (small catalogs; default: docs/howto/small-catalogs.md)."),
+    epochs: int = typer.Option(None, help="Epochs, exactly (default: 20, or more on small catalogs to reach --min-steps)."),
+    min_steps: int = typer.Option(None, help="Train at least this many optimizer steps: epochs grow where an epoch has few "
+                                                       "(default: 600 without --epochs, 0 with it; docs/howto/small-catalogs.md)."),
     partner_init: str = typer.Option(None, help="Initialization of the asymmetric head's partner projection F_r: independent or copy (of E_r)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(3e-3),
@@ -72,11 +73,12 @@ def train_cmd(
 
     from lrprec.data.sampling import parse_mix
     from lrprec.train import TrainConfig, train
+    from lrprec.train.config import DEFAULT_MIN_STEPS
 
     if mode not in ("images", "features"):
         raise UsageError(f"--mode must be images or features, got {mode!r}")
     cfg = TrainConfig(
-        backbone="features" if mode == "features" else backbone, weights=str(weights) if weights else None, dim=dim, epochs=epochs,
+        backbone="features" if mode == "features" else backbone, weights=str(weights) if weights else None, dim=dim, epochs=epochs if epochs is not None else TrainConfig.epochs,
         batch_size=batch_size, lr=lr, relations=[r.strip() for r in relations.split(",") if r.strip()] if relations else None,
         category=category, personalize=not no_personalize, freeze_backbone=freeze_backbone, seed=seed, input_size=input_size,
         workers=workers, augment=augment, bf16=bf16, checkpoint_every=checkpoint_every, steps_per_epoch=steps_per_epoch,
@@ -86,8 +88,8 @@ def train_cmd(
         warmup_epochs=warmup_epochs, lr_schedule=lr_schedule, rank_warmup_epochs=rank_warmup_epochs, clip_norm=clip_norm,
         user_weight=user_weight, user_negatives=user_negatives, mark_augment=mark_augment, recon_weight=recon_weight, recon_size=recon_size,
     )
-    if min_steps is not None:
-        cfg.min_steps = min_steps
+    # an explicit --epochs is exact; the default is 20 epochs or DEFAULT_MIN_STEPS steps, whichever is more (issue 31)
+    cfg.min_steps = min_steps if min_steps is not None else (0 if epochs is not None else DEFAULT_MIN_STEPS)
     if partner_init is not None:
         cfg.partner_init = partner_init
     if backbone_config:

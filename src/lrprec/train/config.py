@@ -81,9 +81,15 @@ class TrainConfig:
     recon_weight: float = 20.0
     recon_size: int = 2
     # Small catalogs (issue 31): F_r's initialization ("copy" of E_r, or "independent") and a floor on the optimizer
-    # steps — epochs grow to reach it where an epoch has few steps (0: exactly ``epochs``). See docs/howto/small-catalogs.md
+    # steps — epochs grow to reach it where an epoch has few steps (0: exactly ``epochs``, the Python API's default;
+    # ``lrprec train`` uses DEFAULT_MIN_STEPS). See docs/howto/small-catalogs.md
     partner_init: str = "copy"
-    min_steps: int = 600
+    min_steps: int = 0
+
+
+# The step floor of ``lrprec train`` (chosen on 60-item validation catalogs, docs/howto/small-catalogs.md): the default
+# catalog's 20 epochs are ~2,000 steps, so it binds on small catalogs only.
+DEFAULT_MIN_STEPS = 600
 
 
 LR_SCHEDULES = ("constant", "cosine")
