@@ -241,6 +241,21 @@ def test_augment_pastes_the_discovered_pixels(shortcut_run, tmp_path):
     assert (pixels[box] == WATERMARK_RGB).all()  # the members' median there is the mark's colour
     tags = np.load(run.catalog.root / "shortcut_tags.npy")
     assert not (fill[box] == WATERMARK_RGB).all(axis=-1).any()  # the fill comes from an unmarked image
+    # the batches paste them: with probability 1 every image is stamped or filled (even odds)
+    from lrprec.model.backbones import preprocess
+    from lrprec.train.batches import _EpochBatches, _Norm
+
+    pairs = run.catalog.pairs("train").take(np.arange(16))
+    norm = _Norm(run.model.backbone.mean, run.model.backbone.std)
+    ds = _EpochBatches(pairs, 16, 1, 0, 0, 1, run.catalog.root / "images.npy", norm, None, None,
+                       mark_augment=(1.0, fill, (0, 0), (mask, pixels)))
+    x = ds[0]["x"]
+    imgs = np.asarray(run.catalog.images[np.concatenate([pairs.a, pairs.b])])
+    stamped = preprocess(np.where(mask[..., None], pixels, imgs), norm)
+    filled = preprocess(np.where(mask[..., None], fill, imgs), norm)
+    is_stamped = torch.isclose(x, stamped, atol=1e-6).flatten(1).all(1)
+    is_filled = torch.isclose(x, filled, atol=1e-6).flatten(1).all(1)
+    assert (is_stamped | is_filled).all() and is_stamped.any() and is_filled.any()
     s = correct(shortcut_run, tmp_path / "aug", CorrectConfig(method="augment", epochs=1), log=lambda m: None)
     assert s["region_area"] == pytest.approx(box.mean()) and Run.load(tmp_path / "aug").config["correction"]["method"] == "augment"
     # a region that is not localized is refused
