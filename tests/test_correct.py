@@ -206,10 +206,11 @@ def test_fine_tuning_methods_run_the_training_loop_from_the_run(shortcut_run, tm
     assert cfg["correction"]["method"] == "rr-clarc" and cfg["epochs"] == 1 and "concept_projection" not in cfg
     assert not (out / "checkpoint.ckpt").exists()
     out2 = tmp_path / "ac"
-    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True), log=lambda m: None)
+    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True, from_scratch=True), log=lambda m: None)
     run2 = Run.load(out2)
     assert run2.config["concept_projection"] and len(run2.model.backbone.classifier) == len(Run.load(shortcut_run).model.backbone.classifier) + 1
-    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"]
+    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"] and run2.config["correction"]["from_scratch"]
+    assert run2.config["warmup_epochs"] == Run.load(shortcut_run).config["warmup_epochs"] and cfg["warmup_epochs"] == 0
     # the kept projection is the one refitted on the fine-tuned backbone: features sit at one point along its V
     from safetensors.torch import load_file
 

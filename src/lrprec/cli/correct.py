@@ -23,6 +23,8 @@ def correct_cmd(
     max_dirs: int = typer.Option(3, "--max-dirs", help="Cap on concept directions."),
     project: bool = typer.Option(None, "--project/--no-project", help="Keep the projection at inference (default: p-clarc only)."),
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the run's)."),
+    refit: bool = typer.Option(False, "--refit", help="Refit the concept on the current backbone after every epoch."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Retrain from the run's seed for its epochs (one training) instead of fine-tuning."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -31,7 +33,8 @@ def correct_cmd(
     from lrprec.train.correct import CorrectConfig, correct
 
     cfg = CorrectConfig(method=method, audit=str(audit) if audit else None, cluster=cluster, epochs=epochs, weight=weight, share=share,
-                        max_dirs=max_dirs, project=project, lr=lr, overwrite=overwrite)
+                        max_dirs=max_dirs, project=project, lr=lr, overwrite=overwrite,
+                        refit=refit, from_scratch=from_scratch)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     summary = correct(run, out, cfg, log=log)
     emit(summary, as_json, lambda s: f"{s['method']}: validation accuracy {100 * s['val_accuracy_before']:.1f}% -> "
