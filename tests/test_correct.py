@@ -259,6 +259,15 @@ def test_augment_pastes_the_discovered_pixels(shortcut_run, tmp_path):
     assert (is_stamped | is_filled).all() and is_stamped.any() and is_filled.any()
     s = correct(shortcut_run, tmp_path / "aug", CorrectConfig(method="augment", epochs=1), log=lambda m: None)
     assert s["region_area"] == pytest.approx(box.mean()) and Run.load(tmp_path / "aug").config["correction"]["method"] == "augment"
+    # the default method: pasting while retraining for a localized region, the latent analogue otherwise
+    from lrprec.train.correct import resolve_method
+
+    auto = resolve_method(CorrectConfig(), run, cluster, folder, concept, rows)
+    assert (auto.method, auto.from_scratch) == ("augment", True)
+    diffuse = dict(cluster, region="diffuse.npy")
+    np.save(folder / "diffuse.npy", np.ones((32, 32), np.float32))
+    auto = resolve_method(CorrectConfig(), run, diffuse, folder, concept, rows)
+    assert (auto.method, auto.from_scratch, auto.project, auto.refit) == ("a-clarc", True, True, True)
     # a region that is not localized is refused
     write_audit(shortcut_run, np.flatnonzero(tags[:100] == 1), np.ones((32, 32)), folder=tmp_path / "diffuse")
     with pytest.raises(UsageError, match="not a localized artifact"):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,10 @@ from lrprec.run import Run, RunError, atomic_write_text, item_inputs, predict_lo
 from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
-CORRECT_METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
-# chosen on validation pairs of the shortcut catalog (docs/correct.md, "Choosing the default")
-DEFAULT_METHOD = "p-clarc"
+CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
+# chosen on validation pairs of the shortcut catalog (docs/correct.md): "auto" = augment --from-scratch where the
+# cluster's region is localized, else a-clarc --project --refit --from-scratch
+DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
 REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
 MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a localized artifact to paste
@@ -306,6 +307,7 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     t = concept_labels(len(run.catalog), cluster)
     rows = training_items(run)
     concept = fit_concept(run, t, rows, cfg.max_dirs)
+    cfg = resolve_method(cfg, run, cluster, audit_dir, concept, rows)
     epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
     if cfg.from_scratch:
         if cfg.method == "p-clarc" and cfg.epochs is None:
@@ -363,6 +365,18 @@ def discovered_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Conce
     return share, np.array(images[fill_row]), mask, pixels
 
 
+def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray) -> CorrectConfig:
+    """``auto``: pasting the discovered artifact while retraining where its region is localized (the best on validation,
+    docs/correct.md), else the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
+    if cfg.method != "auto":
+        return cfg
+    try:
+        discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share)
+        return replace(cfg, method="augment", from_scratch=True)
+    except UsageError:
+        return replace(cfg, method="a-clarc", from_scratch=True, refit=True, project=True if cfg.project is None else cfg.project)
+
+
 def _projection_config(concept: Concept) -> dict:
     return {"directions": int(concept.V.shape[0]), "file": "concept_projection.safetensors"}
 
@@ -403,6 +417,11 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: 
     if cfg.lr is not None:
         tcfg.lr = cfg.lr
     rel_idx = [RELATIONS.index(r) for r in rels]
+    if cfg.from_scratch and cfg.method != "augment":  # the directions of the model that will train, at its initialization
+        from lrprec.run import build_model
+
+        concept = _directions(_features(build_model(run.config, n_users=len(run.catalog.user_ids)), run.catalog, rows, run.input_size),
+                              concept.labels, cfg.max_dirs)
     term: nn.Module | None = {"rr-clarc": lambda: RRClArC(concept.V, rel_idx, cfg.weight),
                               "a-clarc": lambda: AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed),
                               "p-clarc": lambda: None, "augment": lambda: None}[cfg.method]()  # p-clarc: the model behind the projection
