@@ -371,6 +371,8 @@ def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path,
     if cfg.method != "auto":
         return cfg
     try:
+        if run.config.get("freeze_backbone"):
+            raise UsageError("a frozen backbone reads features computed once: nothing to paste on")
         discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share)
         return replace(cfg, method="augment", from_scratch=True)
     except UsageError:
