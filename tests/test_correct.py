@@ -130,8 +130,8 @@ def test_rr_clarc_penalty_vanishes_when_the_output_ignores_the_direction():
         model.F[0].zero_()
     feats = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     V = torch.eye(6, dtype=torch.float64)[:1]
-    assert float(RRClArC(V, [0, 1], 1.0).double().penalty(model, feats, torch.tensor([0, 1]))) < 1e-20
-    assert float(RRClArC(torch.eye(6, dtype=torch.float64)[1:2], [0, 1], 1.0).double().penalty(model, feats, torch.tensor([0, 1]))) > 1e-6
+    assert float(RRClArC(V, [0, 1], 1.0).double().penalty(model, feats, torch.tensor([0, 1])).detach()) < 1e-20
+    assert float(RRClArC(torch.eye(6, dtype=torch.float64)[1:2], [0, 1], 1.0).double().penalty(model, feats, torch.tensor([0, 1])).detach()) > 1e-6
 
 
 def test_a_clarc_moves_features_along_the_concept_only():
