@@ -30,7 +30,8 @@ def correct_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove a Clever Hans the audit found: fit the flagged cluster's concept direction(s) in the
-    backbone's features and project them out (P-ClArC) or fine-tune against them (RR-/A-ClArC)."""
+    backbone's features and project them out (P-ClArC), train against them (RR-/A-ClArC), or paste
+    the discovered pixels while retraining (augment; the default for a localized artifact)."""
     from lrprec.train.correct import CorrectConfig, correct
 
     cfg = CorrectConfig(method=method, audit=str(audit) if audit else None, cluster=cluster, epochs=epochs, weight=weight, share=share,
