@@ -206,10 +206,11 @@ def test_fine_tuning_methods_run_the_training_loop_from_the_run(shortcut_run, tm
     assert cfg["correction"]["method"] == "rr-clarc" and cfg["epochs"] == 1 and "concept_projection" not in cfg
     assert not (out / "checkpoint.ckpt").exists()
     out2 = tmp_path / "ac"
-    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True), log=lambda m: None)
+    s2 = correct(shortcut_run, out2, CorrectConfig(method="a-clarc", epochs=1, project=True, refit=True, from_scratch=True), log=lambda m: None)
     run2 = Run.load(out2)
     assert run2.config["concept_projection"] and len(run2.model.backbone.classifier) == len(Run.load(shortcut_run).model.backbone.classifier) + 1
-    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"]
+    assert len(s2["refits"]) == 1 and run2.config["correction"]["refit"] and run2.config["correction"]["from_scratch"]
+    assert run2.config["warmup_epochs"] == Run.load(shortcut_run).config["warmup_epochs"] and cfg["warmup_epochs"] == 0
     # the kept projection is the one refitted on the fine-tuned backbone: features sit at one point along its V
     from safetensors.torch import load_file
 
@@ -241,8 +242,32 @@ def test_augment_pastes_the_discovered_pixels(shortcut_run, tmp_path):
     assert (pixels[box] == WATERMARK_RGB).all()  # the members' median there is the mark's colour
     tags = np.load(run.catalog.root / "shortcut_tags.npy")
     assert not (fill[box] == WATERMARK_RGB).all(axis=-1).any()  # the fill comes from an unmarked image
+    # the batches paste them: with probability 1 every image is stamped or filled (even odds)
+    from lrprec.model.backbones import preprocess
+    from lrprec.train.batches import _EpochBatches, _Norm
+
+    pairs = run.catalog.pairs("train").take(np.arange(16))
+    norm = _Norm(run.model.backbone.mean, run.model.backbone.std)
+    ds = _EpochBatches(pairs, 16, 1, 0, 0, 1, run.catalog.root / "images.npy", norm, None, None,
+                       mark_augment=(1.0, fill, (0, 0), (mask, pixels)))
+    x = ds[0]["x"]
+    imgs = np.asarray(run.catalog.images[np.concatenate([pairs.a, pairs.b])])
+    stamped = preprocess(np.where(mask[..., None], pixels, imgs), norm)
+    filled = preprocess(np.where(mask[..., None], fill, imgs), norm)
+    is_stamped = torch.isclose(x, stamped, atol=1e-6).flatten(1).all(1)
+    is_filled = torch.isclose(x, filled, atol=1e-6).flatten(1).all(1)
+    assert (is_stamped | is_filled).all() and is_stamped.any() and is_filled.any()
     s = correct(shortcut_run, tmp_path / "aug", CorrectConfig(method="augment", epochs=1), log=lambda m: None)
     assert s["region_area"] == pytest.approx(box.mean()) and Run.load(tmp_path / "aug").config["correction"]["method"] == "augment"
+    # the default method: pasting while retraining for a localized region, the latent analogue otherwise
+    from lrprec.train.correct import resolve_method
+
+    auto = resolve_method(CorrectConfig(), run, cluster, folder, concept, rows)
+    assert (auto.method, auto.from_scratch) == ("augment", True)
+    diffuse = dict(cluster, region="diffuse.npy")
+    np.save(folder / "diffuse.npy", np.ones((32, 32), np.float32))
+    auto = resolve_method(CorrectConfig(), run, diffuse, folder, concept, rows)
+    assert (auto.method, auto.from_scratch, auto.project, auto.refit) == ("a-clarc", True, True, True)
     # a region that is not localized is refused
     write_audit(shortcut_run, np.flatnonzero(tags[:100] == 1), np.ones((32, 32)), folder=tmp_path / "diffuse")
     with pytest.raises(UsageError, match="not a localized artifact"):

@@ -14,15 +14,18 @@ def correct_cmd(
     out: Path = typer.Option(..., "--out", help="New run directory to write (a normal run: evaluate, explain, serve read it)."),
     audit: Path = typer.Option(None, "--audit", help="Audit JSON (default RUN/audit/audit.json, from 'lrprec audit RUN')."),
     cluster: int = typer.Option(None, "--cluster", help="Cluster id to remove (default: the audit's highest-scoring suspicious one)."),
-    method: str = typer.Option("p-clarc", "--method", help="p-clarc (projection at inference, no training; the default, chosen on "
-                               "validation), rr-clarc (fine-tune with the gradient penalty along the concept) or a-clarc "
-                               "(fine-tune with the concept moved in latent space)."),
-    epochs: int = typer.Option(None, "--epochs", help="Fine-tuning epochs (default: 0 for p-clarc, 5 for rr-clarc and a-clarc)."),
+    method: str = typer.Option("auto", "--method", help="auto (the default, chosen on validation: augment --from-scratch where the "
+                               "cluster's region is localized, else a-clarc --project --refit --from-scratch), p-clarc (projection at "
+                               "inference, no training), rr-clarc (fine-tune with the gradient penalty along the concept), a-clarc "
+                               "(fine-tune with the concept moved in latent space) or augment (paste the discovered pixels)."),
+    epochs: int = typer.Option(None, "--epochs", help="Fine-tuning epochs (default: 0 for p-clarc, 5 otherwise; --from-scratch: the run's)."),
     weight: float = typer.Option(1.0, "--weight", help="λ of the RR-ClArC penalty."),
-    share: float = typer.Option(0.5, "--share", help="A-ClArC: probability of moving an image's features along the concept."),
+    share: float = typer.Option(0.5, "--share", help="A-ClArC / augment: probability of re-drawing an image's artifact."),
     max_dirs: int = typer.Option(3, "--max-dirs", help="Cap on concept directions."),
     project: bool = typer.Option(None, "--project/--no-project", help="Keep the projection at inference (default: p-clarc only)."),
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the run's)."),
+    refit: bool = typer.Option(False, "--refit", help="Refit the concept on the current backbone after every epoch."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Retrain from the run's seed for its epochs (one training) instead of fine-tuning."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -31,7 +34,8 @@ def correct_cmd(
     from lrprec.train.correct import CorrectConfig, correct
 
     cfg = CorrectConfig(method=method, audit=str(audit) if audit else None, cluster=cluster, epochs=epochs, weight=weight, share=share,
-                        max_dirs=max_dirs, project=project, lr=lr, overwrite=overwrite)
+                        max_dirs=max_dirs, project=project, lr=lr, overwrite=overwrite,
+                        refit=refit, from_scratch=from_scratch)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     summary = correct(run, out, cfg, log=log)
     emit(summary, as_json, lambda s: f"{s['method']}: validation accuracy {100 * s['val_accuracy_before']:.1f}% -> "

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,10 @@ from lrprec.run import Run, RunError, atomic_write_text, item_inputs, predict_lo
 from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
-CORRECT_METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
-# chosen on validation pairs of the shortcut catalog (docs/correct.md, "Choosing the default")
-DEFAULT_METHOD = "p-clarc"
+CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
+# chosen on validation pairs of the shortcut catalog (docs/correct.md): "auto" = augment --from-scratch where the
+# cluster's region is localized, else a-clarc --project --refit --from-scratch
+DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
 REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
 MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a localized artifact to paste
@@ -70,6 +71,7 @@ class CorrectConfig:
     max_dirs: int = 3  # cap on concept directions
     project: bool | None = None  # keep the projection at inference (default: p-clarc only)
     refit: bool = False  # fine-tuning: refit the directions on the current backbone after every epoch
+    from_scratch: bool = False  # retrain from the run's seed (its epochs, warm-up) instead of fine-tuning its weights
     lr: float | None = None  # fine-tuning learning rate (default: the run's)
     overwrite: bool = False
 
@@ -305,7 +307,12 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     t = concept_labels(len(run.catalog), cluster)
     rows = training_items(run)
     concept = fit_concept(run, t, rows, cfg.max_dirs)
+    cfg = resolve_method(cfg, run, cluster, audit_dir, concept, rows)
     epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
+    if cfg.from_scratch:
+        if cfg.method == "p-clarc" and cfg.epochs is None:
+            raise UsageError("--from-scratch retrains: give --epochs for p-clarc (or use a fine-tuning method)")
+        epochs = int(run.config.get("epochs", 20)) if cfg.epochs is None else cfg.epochs
     project = cfg.method == "p-clarc" if cfg.project is None else cfg.project
     log(f"cluster {cluster['id']} ({len(cluster.get('members', []))} members): {concept.V.shape[0]} direction(s), "
         f"{concept.n_members}/{concept.n_items} training images labelled with the artifact; probe after removal "
@@ -358,6 +365,20 @@ def discovered_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Conce
     return share, np.array(images[fill_row]), mask, pixels
 
 
+def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray) -> CorrectConfig:
+    """``auto``: pasting the discovered artifact while retraining where its region is localized (the best on validation,
+    docs/correct.md), else the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
+    if cfg.method != "auto":
+        return cfg
+    try:
+        if run.config.get("freeze_backbone"):
+            raise UsageError("a frozen backbone reads features computed once: nothing to paste on")
+        discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share)
+        return replace(cfg, method="augment", from_scratch=True)
+    except UsageError:
+        return replace(cfg, method="a-clarc", from_scratch=True, refit=True, project=True if cfg.project is None else cfg.project)
+
+
 def _projection_config(concept: Concept) -> dict:
     return {"directions": int(concept.V.shape[0]), "file": "concept_projection.safetensors"}
 
@@ -393,26 +414,37 @@ def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: 
     known = {f.name for f in fields(TrainConfig)}
     tcfg = TrainConfig(**{k: v for k, v in run.config.items() if k in known})
     tcfg.epochs = epochs
-    tcfg.warmup_epochs = 0.0
+    if not cfg.from_scratch:  # fine-tuning starts from trained weights: no warm-up
+        tcfg.warmup_epochs = 0.0
     if cfg.lr is not None:
         tcfg.lr = cfg.lr
     rel_idx = [RELATIONS.index(r) for r in rels]
+    if cfg.from_scratch and cfg.method != "augment":  # the directions of the model that will train, at its initialization
+        from lrprec.run import build_model
+
+        concept = _directions(_features(build_model(run.config, n_users=len(run.catalog.user_ids)), run.catalog, rows, run.input_size),
+                              concept.labels, cfg.max_dirs)
     term: nn.Module | None = {"rr-clarc": lambda: RRClArC(concept.V, rel_idx, cfg.weight),
                               "a-clarc": lambda: AClArC(concept.V, concept.z0, concept.z1, cfg.share, tcfg.seed),
                               "p-clarc": lambda: None, "augment": lambda: None}[cfg.method]()  # p-clarc: the model behind the projection
-    weights = run.model.state_dict()
+    weights = None if cfg.from_scratch else run.model.state_dict()
     model_config = dict(run.config)
     extra = {"corrected_from": str(run.path.resolve()), "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions", "weight", "share")}}
     if project:
         layer = projection_layer(concept.V, concept.z0)
         model_config["concept_projection"] = _projection_config(concept)
         n = len(run.model.backbone.classifier)
+        if weights is None:
+            from lrprec.run import build_model
+
+            weights = build_model(run.config, n_users=len(run.catalog.user_ids)).state_dict()
         weights = {**weights, f"backbone.classifier.{n}.weight": layer.weight.detach(), f"backbone.classifier.{n}.bias": layer.bias.detach()}
         extra["concept_projection"] = model_config["concept_projection"]
         tmp.mkdir(parents=True)
         _save_projection(tmp / "concept_projection.safetensors", concept)
     refit = Refit(run.catalog, rows, concept.labels, run.input_size, cfg.max_dirs, term) if cfg.refit else None
     extra["correction"]["refit"] = cfg.refit
+    extra["correction"]["from_scratch"] = cfg.from_scratch
     result = run_loop(run.catalog, rels, tmp, tcfg, progress, log,
                       start=Start(weights=weights, concept=term, config=extra, model_config=model_config, on_epoch_end=refit, paste=paste))
     summary["val_accuracy"] = float(result["best"]["val_accuracy"])

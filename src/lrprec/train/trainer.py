@@ -147,7 +147,7 @@ class Start:
     that joins the objective with weight 1. ``config`` entries are added to the run's config.json.
     """
 
-    weights: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] | None  # None: a fresh model from the config's seed (retraining with the concept term)
     concept: nn.Module | None = None
     config: dict = field(default_factory=dict)
     model_config: dict | None = None  # the config the model is built from (the source run's), default: the training config
@@ -234,7 +234,8 @@ class TrainLoop:
             config["backbone_config"] = {"out_dim": int(self.catalog.features.shape[1])}
         model = build_model(self.start.model_config if self.start and self.start.model_config else config, n_users=len(self.catalog.user_ids))
         if self.start is not None:
-            model.load_state_dict(self.start.weights)
+            if self.start.weights is not None:
+                model.load_state_dict(self.start.weights)
             config.update(self.start.config)
             if "input_size" in (self.start.model_config or {}):
                 config["input_size"] = self.start.model_config["input_size"]
