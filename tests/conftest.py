@@ -1,13 +1,20 @@
 """Shared fixtures: a tiny synthetic catalog and a tiny trained run, built once per session."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# zennit (a test oracle, installed --no-deps) imports torchvision, which is never installed here; Quantus imports
+# zennit when present. A minimal torchvision stub (tests/stubs) goes on the path when no real one is importable.
+if importlib.util.find_spec("torchvision") is None:
+    sys.path.append(str(Path(__file__).parent / "stubs"))
 
 
 @pytest.fixture(scope="session")
