@@ -100,9 +100,11 @@ def train_cmd(
         if not isinstance(cfg.backbone_config, dict):
             raise UsageError("--backbone-config must be a JSON object")
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    with dir_lock(out, "lrprec train"):
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    # rank 0 alone writes the run (and holds its lock): the other ranks of a torchrun job run beside it
+    with dir_lock(out, "lrprec train") if main_rank else contextlib.nullcontext():
         result = train(data, out, cfg, log=log, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main_rank:
         return  # only rank 0 of a torchrun job reports
     emit(result, as_json, _done_text)
 

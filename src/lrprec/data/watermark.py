@@ -75,6 +75,9 @@ class Artifact:
     fill: np.ndarray | None = None
 
     def stamp(self, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Copies of uint8 (n, H, W, 3) ``images`` carrying the artifact (``rows``: their catalog rows, needed for a tint).
+
+        Raises UsageError for a tint without ``rows`` or with rows of another length."""
         if self.kind == "mark":
             return counterfactual_images(images, True)
         out = np.array(images, copy=True)
@@ -83,6 +86,9 @@ class Artifact:
         return out
 
     def remove(self, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Copies of uint8 (n, H, W, 3) ``images`` without the artifact (a mark filled from ``fill``; a tint undone).
+
+        Raises UsageError for a tint without ``rows`` or with rows of another length, or a mark without ``fill``."""
         if self.kind == "mark":
             return counterfactual_images(images, False, self.fill)
         out = np.array(images, copy=True)

@@ -54,6 +54,8 @@ CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
 DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
 REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
+PIXEL_TOLERANCE = 16  # uint8 levels: members "show the same pixel" within this of their median
+NEAR_THRESHOLD, NEAR_GROW = 0.2, 4  # the artifact's extent is searched where the region reaches 0.2 of its max, grown 4 px
 MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a localized artifact to paste
 DEFAULT_WEIGHT = 1.0
 
@@ -358,11 +360,36 @@ def discovered_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Conce
         raise UsageError(f"cluster {cluster['id']}'s region covers {100 * mask.mean():.0f}% of the image: not a localized artifact to "
                          "paste; use a latent method (--method p-clarc, a-clarc or rr-clarc)")
     members = np.asarray(cluster["members"], dtype=np.int64)
-    pixels = np.median(np.asarray(images[np.sort(members)]), axis=0).astype(np.uint8)
+    member_images = np.asarray(images[np.sort(members)])
+    pixels = np.median(member_images, axis=0).astype(np.uint8)
+    mask |= _consistent_pixels(member_images, pixels, np.asarray(images[_non_members(len(images), members)]), region)
     # the fill: the first training image the concept labels clean (its pixels replace the artifact's)
     clean = np.flatnonzero(concept.labels.numpy() == 0) if concept.labels is not None else np.arange(1)
     fill_row = int(rows[int(clean[0])])
     return share, np.array(images[fill_row]), mask, pixels
+
+
+def _non_members(n: int, members: np.ndarray, most: int = 512) -> np.ndarray:
+    """Up to ``most`` evenly spaced catalog rows outside the cluster."""
+    rest = np.setdiff1d(np.arange(n), members)
+    return rest[np.linspace(0, len(rest) - 1, min(most, len(rest))).astype(np.int64)] if len(rest) else rest
+
+
+def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the artifact's full extent near the cluster's relevance.
+
+    A heatmap marks the artifact's most relevant part (often a few pixels of its edge), not all of it. The
+    artifact is where most members show the same pixel (within ``PIXEL_TOLERANCE`` of their median) and that
+    pixel differs from the other images' median — searched only where the region reaches
+    ``NEAR_THRESHOLD`` of its maximum, grown by ``NEAR_GROW`` pixels (product pixels vary across members,
+    a stamped mark does not)."""
+    if len(others) == 0:
+        return np.zeros(region.shape, bool)
+    same = (np.abs(member_images.astype(np.int16) - pixels.astype(np.int16)).max(-1) <= PIXEL_TOLERANCE).mean(0)
+    apart = np.abs(pixels.astype(np.int16) - np.median(others, axis=0).astype(np.int16)).max(-1) > 2 * PIXEL_TOLERANCE
+    near = torch.from_numpy((region >= NEAR_THRESHOLD * region.max()).astype(np.float32))[None, None]
+    near = nn.functional.max_pool2d(near, 2 * NEAR_GROW + 1, stride=1, padding=NEAR_GROW)[0, 0].numpy() > 0
+    return (same >= 0.5) & apart & near
 
 
 def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray) -> CorrectConfig:

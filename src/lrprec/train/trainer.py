@@ -206,6 +206,7 @@ class TrainLoop:
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
+        """Run the whole loop (``resume``: continue from the run's checkpoint); returns the history with the best epoch."""
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(_rank_seed(self.cfg.seed, self.ctx.rank))
         self.rng = np.random.default_rng(self.cfg.seed)  # the epochs' negatives and permutations
