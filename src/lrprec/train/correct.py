@@ -49,7 +49,7 @@ from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
 CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
-# chosen on validation pairs of the shortcut catalog (docs/correct.md): "auto" = augment --from-scratch where the
+# chosen on validation pairs of the shortcut catalog (docs/guide/correct.md): "auto" = augment --from-scratch where the
 # cluster's region is localized, else a-clarc --project --refit --from-scratch
 DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
@@ -394,7 +394,7 @@ def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np
 
 def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray) -> CorrectConfig:
     """``auto``: pasting the discovered artifact while retraining where its region is localized (the best on validation,
-    docs/correct.md), else the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
+    docs/guide/correct.md), else the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
     if cfg.method != "auto":
         return cfg
     try:
