@@ -120,6 +120,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="experiments/results/small_catalogs.jsonl")
     ap.add_argument("--keep-runs", action="store_true")
     ap.add_argument("--eval-only", action="store_true", help="re-evaluate kept runs (--keep-runs) without training")
+    ap.add_argument("--policies", default="keep,demote,collapse",
+                    help="list policies to grade (collapse can return fewer than k items on larger catalogs: leave it out there)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     work = Path(a.work)
@@ -146,7 +148,7 @@ def main(argv=None) -> None:
             else:
                 res = train(cat, run_dir, cfg, progress=False, log=lambda m: None)
             secs = time.perf_counter() - t0
-            ev = evaluate(run_dir, a.variants)
+            ev = evaluate(run_dir, a.variants, policies=tuple(a.policies.split(",")))
             row = {"tag": a.tag, "items": items, "seed": seed, "variants": a.variants, "noise": a.noise, "users": a.users,
                    "set": overrides, "best_epoch": res["best"]["epoch"], "epochs_run": len(res["epochs"]),
                    "train_seconds": round(secs, 1), **ev}
