@@ -151,6 +151,179 @@ def _finite(x: float) -> float | None:
 
 
 # ---- orchestration ------------------------------------------------------------------------
+def _checked_options(run: "Run", image: str, orders: Sequence[str], imputers: Sequence[str], srg_steps: int,
+                     randomization_pairs: int, region: int | None, steps: int) -> tuple[list[str], list[str], int, int, int]:
+    """(orders, imputers, input size, region side, number of regions), checked before any model work (UsageError)."""
+    if image not in IMAGES:
+        raise UsageError(f"unknown image {image!r}; choose a, b or both")
+    orders = list(dict.fromkeys(orders))
+    for o in orders:
+        if o not in ORDERS:
+            raise UsageError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
+    if not orders:
+        raise UsageError("no orders given")
+    imputers = list(dict.fromkeys(imputers))
+    if not imputers:
+        raise UsageError("no imputers given")
+    for name in imputers:
+        if name not in IMPUTERS:
+            raise UsageError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
+    if srg_steps <= 0:
+        raise UsageError(f"--srg-steps must be positive, got {srg_steps}")
+    if randomization_pairs < 0:
+        raise UsageError(f"--randomization-pairs must be >= 0, got {randomization_pairs}")
+    if run.model.backbone.kind != "image":
+        raise UsageError("pixel perturbation needs an image model; this run reads precomputed features")
+    size = run.input_size or run.catalog.image_size
+    if size is None:
+        raise UsageError("the run's catalog has no images")
+    region = default_region(int(size)) if region is None else int(region)
+    total_regions = n_regions(int(size), int(size), region)
+    if region <= 0 or steps < 0 or steps > total_regions:
+        raise UsageError(f"--steps {steps} must be between 0 and the {total_regions} regions of {region}x{region} pixels in a {size}x{size} image")
+    return orders, imputers, int(size), region, total_regions
+
+
+class _Bench:
+    """The perturbed side(s) of the selected pairs, their scorer and imputers, and what every method's metrics share.
+
+    Curves and SRG are checked against the scores the pairs were selected with (an explainer must not change the
+    model); the random order's curves ignore the relevance and are computed once per imputer."""
+
+    def __init__(self, run: "Run", sel: Pairs, p_sel: np.ndarray, image: str, imputers: list[str], steps: int, region: int,
+                 srg_steps: int, seed: int, batch_size: int):
+        model: PairModel = run.model
+        self.model, self.steps, self.region, self.srg_steps, self.seed, self.batch_size = model, steps, region, srg_steps, seed, batch_size
+        self.x_a, self.x_b = run.inputs(sel.a), run.inputs(sel.b)
+        self.relation, self.user = torch.from_numpy(sel.relation), torch.from_numpy(sel.user)
+        self.sides = ("a", "b") if image == "both" else (image,)
+        self.x = self.on_sides(self.x_a, self.x_b)
+        x_other = torch.cat([self.x_b if s == "a" else self.x_a for s in self.sides])
+        usr_all = torch.cat([self.user] * len(self.sides))
+        self.items = np.concatenate([sel.a if s == "a" else sel.b for s in self.sides])
+        self.cats = np.asarray(run.catalog.category_codes)[self.items]
+        self.cat_names = list(run.catalog.category_names)
+        self.heads = [RELATIONS.index(r) for r in run.relations]
+        self.rel_np = torch.cat([self.relation] * len(self.sides)).numpy()
+        self.m = self.x.shape[0]
+        self.p0_expected = np.concatenate([p_sel] * len(self.sides))
+        bounds = model.backbone.input_bounds()
+        self.imps = {name: make_imputer(name, self.x, bounds, seed) for name in imputers}  # the same noise for every method and order
+        side_all = torch.cat([torch.full((len(sel),), s == "b", dtype=torch.bool) for s in self.sides])
+        self.score = pair_scorer(model, x_other, usr_all, batch_size, side=side_all)
+        self.masks = self._masks(run)
+        self.evaluated, self.t_perturb = 0, 0.0
+        self.random_curves: dict[str, np.ndarray] = {}
+
+    def _masks(self, run: "Run") -> torch.Tensor | None:
+        """Ground-truth masks of the perturbed images, at the input size (None without masks)."""
+        if run.catalog.masks is None:
+            return None
+        uniq = np.sort(np.unique(self.items))
+        masks = resize_masks(np.asarray(run.catalog.masks[uniq]), self.x.shape[-2], self.x.shape[-1])
+        return masks[torch.from_numpy(np.searchsorted(uniq, self.items))]
+
+    def on_sides(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Side a's and/or side b's tensor, stacked in the order of the perturbed sides."""
+        return torch.cat([a if s == "a" else b for s in self.sides])
+
+    def check(self, c: torch.Tensor) -> np.ndarray:
+        """(M, L+1, R) logits of every head, after checking the unperturbed column against the selection's scores."""
+        self.evaluated += c.shape[0] * c.shape[1]
+        arr = c.double().numpy()
+        p0 = 1 / (1 + np.exp(-arr[np.arange(self.m), 0, self.rel_np]))
+        if not np.allclose(p0, self.p0_expected, atol=1e-4):
+            raise RuntimeError("the unperturbed scores differ from those the pairs were selected with: an explainer changed the model")
+        return arr
+
+    def curves(self, rel_map: torch.Tensor, order: str, imputer: str) -> np.ndarray:
+        """Perturbation curves (logits) of one order and imputer; the random order's are shared by all methods."""
+        if order == "random":
+            if imputer not in self.random_curves:
+                self.random_curves[imputer] = self._timed_curves(None, "random", imputer)
+            return self.random_curves[imputer]
+        return self._timed_curves(rel_map, order, imputer)
+
+    def _timed_curves(self, rel_map: torch.Tensor | None, order: str, imputer: str) -> np.ndarray:
+        t0 = time.perf_counter()
+        c = perturbation_curves(self.score, self.x, rel_map, self.steps, self.region, order=order, seed=self.seed,
+                                batch_size=self.batch_size, imputer=self.imps[imputer])
+        self.t_perturb += time.perf_counter() - t0
+        return self.check(c)
+
+    def srg(self, rel_map: torch.Tensor, imputer: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(MIF logits, LIF logits, regions removed per step) for symmetric relevance gain."""
+        t0 = time.perf_counter()
+        mif, lif, counts = srg_curves(self.score, self.x, rel_map, self.region, self.srg_steps, self.imps[imputer], self.batch_size)
+        self.t_perturb += time.perf_counter() - t0
+        return self.check(mif), self.check(lif), counts
+
+    def own(self, logits: np.ndarray) -> np.ndarray:
+        """(M, L+1) logit of each pair's own relation."""
+        return logits[np.arange(self.m), :, self.rel_np]
+
+
+def _new_entry() -> dict[str, Any]:
+    return {"aopc": {}, "aopc_ci95": {}, "aopc_logit": {}, "still_related_mean": {},
+            "srg": {}, "srg_ci95": {}, "srg_logit": {}, "srg_by_relation": {}, "aopc_by_imputer": {}}
+
+
+def _aopc_entries(bench: _Bench, name: str, rel_map: torch.Tensor, orders: list[str], imp: str, primary: bool, entry: dict,
+                  curves_mean: dict, arrays: dict, is_ref: bool, paper: dict | None, say: Callable[[str], None]) -> dict | None:
+    """AOPC per order under one imputer (and, for the first imputer, its intervals, curves and the paper's view);
+    returns the paper's view (the reference method's MoRF order, else its first order)."""
+    entry["aopc_by_imputer"][imp] = {}
+    for order in orders:
+        say(f"perturbing: {name}, {order}, {imp} fill")
+        logits = bench.curves(rel_map, order, imp)
+        own_logit = bench.own(logits)
+        own_p = 1 / (1 + np.exp(-own_logit))
+        per_pair = aopc(own_p)
+        entry["aopc_by_imputer"][imp][order] = float(per_pair.mean())
+        arrays[f"{name}/{imp}/{order}/probability"] = own_p.astype(np.float32)
+        if not primary:
+            continue
+        entry["aopc"][order] = float(per_pair.mean())
+        entry["aopc_ci95"][order] = list(bootstrap_ci(per_pair, seed=bench.seed))
+        entry["aopc_logit"][order] = float(aopc(own_logit).mean())
+        view = _paper_view(1 / (1 + np.exp(-logits)), own_p, bench.rel_np, bench.cats, bench.cat_names, bench.heads)
+        entry["still_related_mean"][order] = view["still_related"]["mean"]
+        if is_ref and (order == "morf" or paper is None):
+            paper = {"method": name, "order": order, **view}
+        curves_mean[name][order] = {"probability": own_p.mean(0).tolist(), "logit": own_logit.mean(0).tolist()}
+        arrays[f"{name}/{order}/probability"] = own_p.astype(np.float32)
+        arrays[f"{name}/{order}/aopc"] = per_pair
+    return paper
+
+
+def _srg_entries(bench: _Bench, name: str, rel_map: torch.Tensor, imp: str, entry: dict, srg_mean: dict, arrays: dict) -> list[int]:
+    """Symmetric relevance gain under one imputer; returns the regions removed per step."""
+    mif, lif, counts = bench.srg(rel_map, imp)
+    total = n_regions(bench.x.shape[-2], bench.x.shape[-1], bench.region)
+    mif_p, lif_p = 1 / (1 + np.exp(-bench.own(mif))), 1 / (1 + np.exp(-bench.own(lif)))
+    per_pair = srg(mif_p, lif_p, counts, total)
+    entry["srg"][imp] = float(per_pair.mean())
+    entry["srg_ci95"][imp] = list(bootstrap_ci(per_pair, seed=bench.seed))
+    entry["srg_logit"][imp] = float(srg(bench.own(mif), bench.own(lif), counts, total).mean())
+    entry["srg_by_relation"][imp] = {RELATIONS[r]: float(per_pair[bench.rel_np == r].mean()) for r in np.unique(bench.rel_np)}
+    srg_mean[name][imp] = {"mif": mif_p.mean(0).tolist(), "lif": lif_p.mean(0).tolist()}
+    arrays[f"{name}/{imp}/srg"] = per_pair
+    return counts
+
+
+def _randomization_entry(bench: _Bench, explainer: Explainer, n_rand: int, explain_batch_size: int, threshold: float) -> dict | None:
+    """The cascading randomization check on the first ``n_rand`` pairs (None when 0)."""
+    if n_rand <= 0:
+        return None
+    rsub = slice(0, n_rand)
+
+    def explain_with(mdl: torch.nn.Module) -> torch.Tensor:
+        ra_, rb_ = _explain(explainer, mdl, bench.x_a[rsub], bench.x_b[rsub], bench.relation[rsub], bench.user[rsub], explain_batch_size)  # type: ignore[arg-type]
+        return bench.on_sides(ra_, rb_)
+
+    return randomization_check(bench.model, explain_with, seed=bench.seed, threshold=threshold)
+
+
 def faithfulness(
     run: "Run",
     pairs: int = 100,
@@ -196,35 +369,8 @@ def faithfulness(
     """
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
-    if image not in IMAGES:
-        raise UsageError(f"unknown image {image!r}; choose a, b or both")
-    orders = list(dict.fromkeys(orders))
-    for o in orders:
-        if o not in ORDERS:
-            raise UsageError(f"unknown order {o!r}; choose from {', '.join(ORDERS)}")
-    if not orders:
-        raise UsageError("no orders given")
-    imputers = list(dict.fromkeys(imputers))
-    if not imputers:
-        raise UsageError("no imputers given")
-    for name in imputers:
-        if name not in IMPUTERS:
-            raise UsageError(f"unknown imputer {name!r}; choose from {', '.join(IMPUTERS)}")
-    if srg_steps <= 0:
-        raise UsageError(f"--srg-steps must be positive, got {srg_steps}")
-    if randomization_pairs < 0:
-        raise UsageError(f"--randomization-pairs must be >= 0, got {randomization_pairs}")
-    model: PairModel = run.model
-    if model.backbone.kind != "image":
-        raise UsageError("pixel perturbation needs an image model; this run reads precomputed features")
-    # Check the geometry before any model work, so bad arguments fail fast.
-    size = run.input_size or run.catalog.image_size
-    if size is None:
-        raise UsageError("the run's catalog has no images")
-    region = default_region(int(size)) if region is None else int(region)
-    total_regions = n_regions(int(size), int(size), region)
-    if region <= 0 or steps < 0 or steps > total_regions:
-        raise UsageError(f"--steps {steps} must be between 0 and the {total_regions} regions of {region}x{region} pixels in a {size}x{size} image")
+    orders, imputers, size, region, total_regions = _checked_options(run, image, orders, imputers, srg_steps, randomization_pairs,
+                                                                     region, steps)
     if explainers is None:
         explainers, unavailable = default_explainers(target=target, seed=seed, batch_size=explain_batch_size)
     else:
@@ -233,144 +379,41 @@ def faithfulness(
     if hasattr(say, "start"):  # a progress display with an estimate of the time left (lrprec.evaluate.progress)
         say.start(1 + len(names) * (1 + len(imputers) * (len(orders) + 1) + (randomization_pairs > 0)))
 
-    model.eval()
+    run.model.eval()
     say(f"selecting correctly predicted positive {split} pairs")
     sel, p_sel = correct_positive_pairs(run, pairs, seed=seed, batch_size=batch_size, split=split)
-    x_a, x_b = run.inputs(sel.a), run.inputs(sel.b)
-    relation, user = torch.from_numpy(sel.relation), torch.from_numpy(sel.user)
-    sides = ("a", "b") if image == "both" else (image,)
-    x = torch.cat([x_a if s == "a" else x_b for s in sides])
-    x_other = torch.cat([x_b if s == "a" else x_a for s in sides])
-    rel_all = torch.cat([relation] * len(sides))
-    usr_all = torch.cat([user] * len(sides))
-    items = np.concatenate([sel.a if s == "a" else sel.b for s in sides])
-    cats = np.asarray(run.catalog.category_codes)[items]
-    cat_names = list(run.catalog.category_names)
-    heads = [RELATIONS.index(r) for r in run.relations]
-    rel_np = rel_all.numpy()
-    m = x.shape[0]
-    p0_expected = np.concatenate([p_sel] * len(sides))
-
-    bounds = model.backbone.input_bounds()
-    imps = {name: make_imputer(name, x, bounds, seed) for name in imputers}  # the same noise for every method and order
-    primary = imputers[0]
-    side_all = torch.cat([torch.full((len(sel),), s == "b", dtype=torch.bool) for s in sides])
-    score = pair_scorer(model, x_other, usr_all, batch_size, side=side_all)
-
-    masks = None
-    if run.catalog.masks is not None:
-        masks = resize_masks(np.asarray(run.catalog.masks[np.sort(np.unique(items))]), x.shape[-2], x.shape[-1])
-        masks = masks[torch.from_numpy(np.searchsorted(np.sort(np.unique(items)), items))]
-
-    evaluated = 0
-    t_perturb = 0.0
-
-    def check(c: torch.Tensor) -> np.ndarray:
-        nonlocal evaluated
-        evaluated += c.shape[0] * c.shape[1]
-        arr = c.double().numpy()
-        p0 = 1 / (1 + np.exp(-arr[np.arange(m), 0, rel_np]))
-        if not np.allclose(p0, p0_expected, atol=1e-4):
-            raise RuntimeError("the unperturbed scores differ from those the pairs were selected with: an explainer changed the model")
-        return arr  # (M, L+1, R) logits of every head
-
-    def curves_for(rel_map: torch.Tensor | None, order: str, imputer: str) -> np.ndarray:
-        nonlocal t_perturb
-        t0 = time.perf_counter()
-        c = perturbation_curves(score, x, rel_map, steps, region, order=order, seed=seed, batch_size=batch_size, imputer=imps[imputer])
-        t_perturb += time.perf_counter() - t0
-        return check(c)
-
-    def srg_for(rel_map: torch.Tensor, imputer: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        nonlocal t_perturb
-        t0 = time.perf_counter()
-        mif, lif, counts = srg_curves(score, x, rel_map, region, srg_steps, imps[imputer], batch_size)
-        t_perturb += time.perf_counter() - t0
-        return check(mif), check(lif), counts
-
-    def own(logits: np.ndarray) -> np.ndarray:
-        return logits[np.arange(m), :, rel_np]  # (M, L+1) logit of the pair's own relation
-
-    random_curves: dict[str, np.ndarray] = {}
-    srg_mean: dict[str, Any] = {}
-    n_rand = min(randomization_pairs, m // len(sides))
-    rsub = slice(0, n_rand)
+    bench = _Bench(run, sel, p_sel, image, imputers, steps, region, srg_steps, seed, batch_size)
+    n_pairs = bench.m // len(bench.sides)
+    n_rand = min(randomization_pairs, n_pairs)
     srg_counts: list[int] = []
     result_methods: dict[str, Any] = {}
     curves_mean: dict[str, Any] = {}
+    srg_mean: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     paper: dict[str, Any] | None = None
     ref = DEFAULT_METHOD if DEFAULT_METHOD in names else names[0]
     for name in names:
-        say(f"explaining {m // len(sides)} pairs with {name}")
-        ra, rb = _explain(explainers[name], model, x_a, x_b, relation, user, explain_batch_size)
-        rel_map = torch.cat([ra if s == "a" else rb for s in sides])
-        entry: dict[str, Any] = {"aopc": {}, "aopc_ci95": {}, "aopc_logit": {}, "still_related_mean": {},
-                                 "srg": {}, "srg_ci95": {}, "srg_logit": {}, "srg_by_relation": {}, "aopc_by_imputer": {}}
-        curves_mean[name] = {}
-        srg_mean[name] = {}
+        say(f"explaining {n_pairs} pairs with {name}")
+        rel_map = bench.on_sides(*_explain(explainers[name], bench.model, bench.x_a, bench.x_b, bench.relation, bench.user, explain_batch_size))
+        entry = _new_entry()
+        curves_mean[name], srg_mean[name] = {}, {}
         for imp in imputers:
-            entry["aopc_by_imputer"][imp] = {}
-            for order in orders:
-                say(f"perturbing: {name}, {order}, {imp} fill")
-                if order == "random":
-                    if imp not in random_curves:  # the random order ignores the relevance: shared by all methods
-                        random_curves[imp] = curves_for(None, "random", imp)
-                    logits = random_curves[imp]
-                else:
-                    logits = curves_for(rel_map, order, imp)
-                own_logit = own(logits)
-                own_p = 1 / (1 + np.exp(-own_logit))
-                per_pair = aopc(own_p)
-                entry["aopc_by_imputer"][imp][order] = float(per_pair.mean())
-                arrays[f"{name}/{imp}/{order}/probability"] = own_p.astype(np.float32)
-                if imp != primary:
-                    continue
-                entry["aopc"][order] = float(per_pair.mean())
-                entry["aopc_ci95"][order] = list(bootstrap_ci(per_pair, seed=seed))
-                entry["aopc_logit"][order] = float(aopc(own_logit).mean())
-                view = _paper_view(1 / (1 + np.exp(-logits)), own_p, rel_np, cats, cat_names, heads)
-                entry["still_related_mean"][order] = view["still_related"]["mean"]
-                if name == ref and (order == "morf" or paper is None):
-                    paper = {"method": name, "order": order, **view}
-                curves_mean[name][order] = {"probability": own_p.mean(0).tolist(), "logit": own_logit.mean(0).tolist()}
-                arrays[f"{name}/{order}/probability"] = own_p.astype(np.float32)
-                arrays[f"{name}/{order}/aopc"] = per_pair
+            paper = _aopc_entries(bench, name, rel_map, orders, imp, imp == imputers[0], entry, curves_mean, arrays, name == ref, paper, say)
             say(f"symmetric relevance gain: {name}, {imp} fill")
-            mif, lif, srg_counts = srg_for(rel_map, imp)
-            total = n_regions(x.shape[-2], x.shape[-1], region)
-            mif_p, lif_p = 1 / (1 + np.exp(-own(mif))), 1 / (1 + np.exp(-own(lif)))
-            per_pair = srg(mif_p, lif_p, srg_counts, total)
-            entry["srg"][imp] = float(per_pair.mean())
-            entry["srg_ci95"][imp] = list(bootstrap_ci(per_pair, seed=seed))
-            entry["srg_logit"][imp] = float(srg(own(mif), own(lif), srg_counts, total).mean())
-            entry["srg_by_relation"][imp] = {RELATIONS[r]: float(per_pair[rel_np == r].mean()) for r in np.unique(rel_np)}
-            srg_mean[name][imp] = {"mif": mif_p.mean(0).tolist(), "lif": lif_p.mean(0).tolist()}
-            arrays[f"{name}/{imp}/srg"] = per_pair
+            srg_counts = _srg_entries(bench, name, rel_map, imp, entry, srg_mean, arrays)
         if "morf" in entry["aopc"] and "random" in entry["aopc"]:
             entry["gap"] = entry["aopc"]["morf"] - entry["aopc"]["random"]
         if n_rand > 0:
             say(f"randomization check: {name} ({n_rand} pairs)")
-            explainer = explainers[name]
-
-            def explain_with(mdl: torch.nn.Module, explainer: Explainer = explainer) -> torch.Tensor:
-                ra_, rb_ = _explain(explainer, mdl, x_a[rsub], x_b[rsub], relation[rsub], user[rsub], explain_batch_size)  # type: ignore[arg-type]
-                return torch.cat([ra_ if s == "a" else rb_ for s in sides])
-
-            entry["randomization"] = randomization_check(model, explain_with, seed=seed, threshold=randomization_threshold)
-        else:
-            entry["randomization"] = None
-        if masks is not None:
-            entry["relevance_mass"] = _finite(float(np.nanmean(relevance_mass(rel_map, masks))))
-            entry["pointing_game"] = _finite(float(np.nanmean(pointing_game(rel_map, masks))))
-        else:
-            entry["relevance_mass"] = entry["pointing_game"] = None
+        entry["randomization"] = _randomization_entry(bench, explainers[name], n_rand, explain_batch_size, randomization_threshold)
+        masks = bench.masks
+        entry["relevance_mass"] = None if masks is None else _finite(float(np.nanmean(relevance_mass(rel_map, masks))))
+        entry["pointing_game"] = None if masks is None else _finite(float(np.nanmean(pointing_game(rel_map, masks))))
         result_methods[name] = entry
     assert paper is not None
-    n_pairs = m // len(sides)
     taus = ranking_agreement({imp: {k: e["srg"][imp] for k, e in result_methods.items()} for imp in imputers})
     finite_taus = [t for t in taus.values() if math.isfinite(t)]
-    total = n_regions(x.shape[-2], x.shape[-1], region)
+    total = n_regions(bench.x.shape[-2], bench.x.shape[-1], region)
     return {
         "pairs": n_pairs,
         "split": split,
@@ -387,9 +430,9 @@ def faithfulness(
         "orders": orders,
         "target": target,
         "seed": seed,
-        "input_size": int(size),
+        "input_size": size,
         "regions": total_regions,
-        "mask_area_fraction": None if masks is None else float(mask_area_fraction(masks).mean()),
+        "mask_area_fraction": None if bench.masks is None else float(mask_area_fraction(bench.masks).mean()),
         "methods": result_methods,
         "reference": {"method": paper["method"], "order": paper["order"]},
         "still_related": paper["still_related"],
@@ -398,9 +441,9 @@ def faithfulness(
         "curves": curves_mean,
         "timing": {
             "seconds": time.perf_counter() - t_start,
-            "perturbation_seconds": t_perturb,
-            "images_scored": evaluated,
-            "images_per_second": evaluated / t_perturb if t_perturb > 0 else None,
+            "perturbation_seconds": bench.t_perturb,
+            "images_scored": bench.evaluated,
+            "images_per_second": bench.evaluated / bench.t_perturb if bench.t_perturb > 0 else None,
         },
         "unavailable_methods": dict(unavailable),
         "_arrays": arrays,
