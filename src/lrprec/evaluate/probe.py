@@ -32,3 +32,17 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed:
     scores = cross_val_score(clf, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     return {"accuracy": float(scores.mean()), "accuracy_sd": float(scores.std()), "chance": float(counts.max() / counts.sum()),
             "folds": int(folds), "samples": int(len(y))}
+
+
+def decision_features(model, feats):
+    """What the pair head's distance reads of items with backbone features ``feats`` (n, F): the relation embeddings of
+    both sides weighted by the global θ (d = Σ_k θ_k² (a_k − b_k)², so |θ_k| · a_k is what enters it), every relation,
+    flattened to (n, 2·R·K). The backbone features also feed the appearance decoder (``--recon-weight``), which must
+    read the artifact to redraw the image; these are the part only the recommendation's decisions read."""
+    import torch
+
+    with torch.inference_mode():
+        th = model.theta_global.detach().abs()
+        a = model.project_all(feats) * th
+        b = model.project_partner_all(feats) * th
+        return torch.cat([a.flatten(1), b.flatten(1)], 1)
