@@ -100,12 +100,15 @@ def measure(run: Path, kind: str, split: str) -> dict | None:
 def decision_probe(run: Path) -> dict:
     """The probe on what the pair head's distance reads (θ-weighted relation embeddings, both sides) instead of the
     backbone features the shortcut report probes (which the appearance decoder also reads)."""
-    from lrprec.evaluate.probe import decision_features, linear_probe
+    from lrprec.evaluate.probe import decision_features, linear_probe, variance_share
     from lrprec.run import Run, embed_items
 
     rr = Run.load(run)
     feats = embed_items(rr.model, rr.catalog, rr.input_size)
-    return linear_probe(decision_features(rr.model, feats).double().numpy(), np.load(rr.catalog.root / "shortcut_tags.npy"))
+    tags = np.load(rr.catalog.root / "shortcut_tags.npy")
+    dec = decision_features(rr.model, feats).double().numpy()
+    return {**linear_probe(dec, tags), "variance_share": variance_share(dec, tags),
+            "backbone_variance_share": variance_share(feats.double().numpy(), tags)}
 
 
 def audit_summary(run: Path, kind: str) -> dict:

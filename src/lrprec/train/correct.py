@@ -53,8 +53,9 @@ from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
 CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
-# chosen on validation pairs of the shortcut catalog (docs/guide/correct.md): "auto" = augment --from-scratch where the
-# cluster's region is localized, else a-clarc --project --refit --from-scratch
+# chosen on validation pairs of the shortcut catalogs (docs/guide/audit-and-correct.md): "auto" = augment --from-scratch with
+# the discovered artifact (pasted region or colour transform, :func:`choose_artifact`) where its flip scores >= MIN_SCORE,
+# else a-clarc --project --refit --from-scratch
 DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
 REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
@@ -337,6 +338,9 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     paste = None
     if choice is not None:
         summary["artifact"] = {k: v for k, v in choice.items() if k != "paste"}
+        log(f"artifact in input space: {choice['form'] or 'none'} (flip score on validation pairs: "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in choice["scores"].items()) + f"; auto augments at >= {MIN_SCORE})"
+            + (f"; colour map x -> a*x + b, a = {choice['transform']['scale']}, b = {choice['transform']['shift']}" if choice["form"] == "colour" else ""))
     if cfg.method == "augment":
         if choice is None or choice.get("paste") is None:
             raise UsageError(f"cluster {cluster['id']}: no input-space form of the artifact to augment with "
