@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this worktree's lrprec, not an installed one
-METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment")
+METHODS = ("p-clarc", "rr-clarc", "a-clarc", "augment", "auto")  # auto: the default `lrprec correct RUN --out RUN2`
 
 
 def lrprec(*args: str, log: Path | None = None) -> float:
@@ -89,12 +89,26 @@ def measure(run: Path, kind: str, split: str) -> dict | None:
         r = shortcut_report(run, split=split, independent_pairs=0)
         return {"accuracy": r["test_accuracy"], "agrees": r["test_accuracy_mark_agrees"], "disagrees": r["test_accuracy_mark_disagrees"],
                 "sensitivity": r["counterfactual"]["sensitivity"], "mark_share": r["mark_share"], "mark_area": r["mark_area"],
-                "probe": r["probe"], "alarm": r["alarm"]}
+                "probe": r["probe"], "probe_decision": decision_probe(run), "alarm": r["alarm"]}
     from lrprec.run import Run, predict_logits
 
     rr = Run.load(run)
     p = rr.catalog.pairs(split)
     return {"accuracy": float(((predict_logits(rr.model, rr.catalog, p, input_size=rr.input_size) > 0) == (p.label == 1)).mean())}
+
+
+def decision_probe(run: Path) -> dict:
+    """The probe on what the pair head's distance reads (θ-weighted relation embeddings, both sides) instead of the
+    backbone features the shortcut report probes (which the appearance decoder also reads)."""
+    from lrprec.evaluate.probe import decision_features, linear_probe, variance_share
+    from lrprec.run import Run, embed_items
+
+    rr = Run.load(run)
+    feats = embed_items(rr.model, rr.catalog, rr.input_size)
+    tags = np.load(rr.catalog.root / "shortcut_tags.npy")
+    dec = decision_features(rr.model, feats).double().numpy()
+    return {**linear_probe(dec, tags), "variance_share": variance_share(dec, tags),
+            "backbone_variance_share": variance_share(feats.double().numpy(), tags)}
 
 
 def audit_summary(run: Path, kind: str) -> dict:
@@ -166,8 +180,8 @@ def main() -> None:
 def table(results: list[dict]) -> str:
     """Markdown: one row per (kind, seed, model) with the test figures and the audit's verdict."""
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    lines = ["| catalog | seed | model | epochs | test acc. | artifact agrees | disagrees | sensitivity | probe (chance) | alarm |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| catalog | seed | model | epochs | test acc. | artifact agrees | disagrees | sensitivity | probe (chance) | decision probe | alarm |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in results:
         for variant, m in row["models"].items():
             t = m["test"] or {}
@@ -175,8 +189,9 @@ def table(results: list[dict]) -> str:
             sens = t.get("sensitivity")
             probe_s = "–" if not probe else f"{pct(probe['accuracy'])} ({pct(probe['chance'])})"
             sens_s = "–" if sens is None else f"{sens:+.3f}"
+            dec = (t.get("probe_decision") or {}).get("accuracy")
             lines.append(f"| {row['kind']} | {row['seed']} | {variant} | {m['epochs']} | {pct(t.get('accuracy'))} | {pct(t.get('agrees'))} | "
-                         f"{pct(t.get('disagrees'))} | {sens_s} | {probe_s} | {'yes' if t.get('alarm') else 'no'} |")
+                         f"{pct(t.get('disagrees'))} | {sens_s} | {probe_s} | {pct(dec)} | {'yes' if t.get('alarm') else 'no'} |")
     lines += ["", "| catalog | seed | clusters | flagged | top score | flagged cluster's mass in the mark's box | audit s |", "|---|---:|---:|---|---:|---:|---:|"]
     for row in results:
         a = row["audit"]

@@ -14,10 +14,12 @@ def correct_cmd(
     out: Path = typer.Option(..., "--out", help="New run directory to write (a normal run: evaluate, explain, serve read it)."),
     audit: Path = typer.Option(None, "--audit", help="Audit JSON (default RUN/audit/audit.json, from 'lrprec audit RUN')."),
     cluster: int = typer.Option(None, "--cluster", help="Cluster id to remove (default: the audit's highest-scoring suspicious one)."),
-    method: str = typer.Option("auto", "--method", help="auto (the default, chosen on validation: augment --from-scratch where the "
-                               "cluster's region is localized, else a-clarc --project --refit --from-scratch), p-clarc (projection at "
-                               "inference, no training), rr-clarc (fine-tune with the gradient penalty along the concept), a-clarc "
-                               "(fine-tune with the concept moved in latent space) or augment (paste the discovered pixels)."),
+    method: str = typer.Option("auto", "--method", help="auto (the default, chosen on validation: augment --from-scratch with the "
+                               "discovered artifact where flipping it moves validation outputs without costing accuracy, else a-clarc "
+                               "--project --refit --from-scratch), p-clarc (projection at inference, no training), rr-clarc (fine-tune "
+                               "with the gradient penalty along the concept), a-clarc (fine-tune with the concept moved in latent space) "
+                               "or augment (re-draw the discovered artifact: its pasted region, or its colour transform for a global "
+                               "artifact, whichever scores higher on validation pairs)."),
     epochs: int = typer.Option(None, "--epochs", help="Fine-tuning epochs (default: 0 for p-clarc, 5 otherwise; --from-scratch: the run's)."),
     weight: float = typer.Option(1.0, "--weight", help="λ of the RR-ClArC penalty."),
     share: float = typer.Option(0.5, "--share", help="A-ClArC / augment: probability of re-drawing an image's artifact."),
@@ -30,8 +32,9 @@ def correct_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove a Clever Hans the audit found: fit the flagged cluster's concept direction(s) in the
-    backbone's features and project them out (P-ClArC), train against them (RR-/A-ClArC), or paste
-    the discovered pixels while retraining (augment; the default for a localized artifact)."""
+    backbone's features and project them out (P-ClArC), train against them (RR-/A-ClArC), or re-draw
+    the discovered artifact while retraining (augment: pasted pixels, or a colour transform for a global
+    artifact; the default where the artifact's flip scores on validation pairs)."""
     from lrprec.train.correct import CorrectConfig, correct
 
     cfg = CorrectConfig(method=method, audit=str(audit) if audit else None, cluster=cluster, epochs=epochs, weight=weight, share=share,

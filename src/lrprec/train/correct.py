@@ -19,8 +19,11 @@ reads t). Then one of:
   cluster's mean heatmap ≥ ``REGION_THRESHOLD`` of its maximum) and pixels (the members'
   per-pixel median there) are pasted onto training images, or the region is filled from the
   first training image the concept labels clean, each with probability
-  ``share`` / 2 — the oracle's ``--mark-augment`` without being told the mark. Localized
-  artifacts only.
+  ``share`` / 2 — the oracle's ``--mark-augment`` without being told the mark; or, for a global
+  artifact, the per-channel colour transform between the images that carry it and the others
+  (:mod:`lrprec.data.colour_artifact`), applied to images that lack it and inverted on those
+  that carry it. Which form: the one whose flip moves the run's validation outputs most
+  (:func:`choose_artifact`).
 
 The fine-tuning methods are :class:`lrprec.train.trainer.TrainLoop` started from the run's
 weights with the concept term (:class:`Start`), not a second loop. ``project=True`` also keeps the
@@ -42,6 +45,7 @@ from torch import nn
 from lrprec.data.catalog import RELATIONS, CatalogError, Pairs
 from lrprec.data.splits import protocol_pairs
 from lrprec.errors import UsageError
+from lrprec.evaluate.audit import COST_WEIGHT, effect_and_cost
 from lrprec.explain.concepts import class_means, concept_directions, layer_activations, signal_cav
 from lrprec.model.projection import attach_projection, projection_layer
 from lrprec.run import Run, RunError, atomic_write_text, item_inputs, predict_logits, save_weights
@@ -49,14 +53,20 @@ from lrprec.train.config import TrainConfig
 from lrprec.train.trainer import Start, _filter_pairs, _weights_id, run_loop
 
 CORRECT_METHODS = ("auto", "p-clarc", "rr-clarc", "a-clarc", "augment")
-# chosen on validation pairs of the shortcut catalog (docs/guide/correct.md): "auto" = augment --from-scratch where the
-# cluster's region is localized, else a-clarc --project --refit --from-scratch
+# chosen on validation pairs of the shortcut catalogs (docs/guide/audit-and-correct.md): "auto" = augment --from-scratch with
+# the discovered artifact (pasted region or colour transform, :func:`choose_artifact`) where its flip scores >= MIN_SCORE,
+# else a-clarc --project --refit --from-scratch
 DEFAULT_METHOD = "auto"
 DEFAULT_EPOCHS = {"p-clarc": 0, "rr-clarc": 5, "a-clarc": 5, "augment": 5}
 REGION_THRESHOLD = 0.5  # the artifact's pixels: where the cluster's mean heatmap reaches this share of its maximum
 PIXEL_TOLERANCE = 16  # uint8 levels: members "show the same pixel" within this of their median
 NEAR_THRESHOLD, NEAR_GROW = 0.2, 4  # the artifact's extent is searched where the region reaches 0.2 of its max, grown 4 px
 MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a localized artifact to paste
+# auto pastes/applies the discovered artifact when flipping it on validation pairs scores at least this (mean |ΔP| minus
+# COST_WEIGHT × accuracy lost, the audit's rule; chosen on validation pairs, docs/guide/audit-and-correct.md), else falls
+# back to the latent A-ClArC
+MIN_SCORE = 0.05
+EFFECT_PAIRS = 256  # validation pairs the flip's effect is measured on
 DEFAULT_WEIGHT = 1.0
 
 
@@ -309,7 +319,8 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     t = concept_labels(len(run.catalog), cluster)
     rows = training_items(run)
     concept = fit_concept(run, t, rows, cfg.max_dirs)
-    cfg = resolve_method(cfg, run, cluster, audit_dir, concept, rows)
+    choice = choose_artifact(run, cluster, audit_dir, concept, rows, cfg.share) if cfg.method in ("auto", "augment") else None
+    cfg = resolve_method(cfg, run, choice)
     epochs = DEFAULT_EPOCHS[cfg.method] if cfg.epochs is None else cfg.epochs
     if cfg.from_scratch:
         if cfg.method == "p-clarc" and cfg.epochs is None:
@@ -324,9 +335,19 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
                "project": project, "directions": int(concept.V.shape[0]), "probe_after_removal": concept.probes,
                "members_in_training_images": concept.n_members, "training_images": concept.n_items,
                "source": str(run.path.resolve()), "val_accuracy_before": validation_accuracy(run.model, run)}
-    paste = discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share) if cfg.method == "augment" else None
-    if paste is not None:
-        summary["region_area"] = float(paste[2].mean())
+    paste = None
+    if choice is not None:
+        summary["artifact"] = {k: v for k, v in choice.items() if k != "paste"}
+        log(f"artifact in input space: {choice['form'] or 'none'} (flip score on validation pairs: "
+            + ", ".join(f"{k} {v:+.3f}" for k, v in choice["scores"].items()) + f"; auto augments at >= {MIN_SCORE})"
+            + (f"; colour map x -> a*x + b, a = {choice['transform']['scale']}, b = {choice['transform']['shift']}" if choice["form"] == "colour" else ""))
+    if cfg.method == "augment":
+        if choice is None or choice.get("paste") is None:
+            raise UsageError(f"cluster {cluster['id']}: no input-space form of the artifact to augment with "
+                             f"({(choice or {}).get('region_error', 'none found')}); use a latent method (--method p-clarc, a-clarc or rr-clarc)")
+        paste = choice["paste"]
+        if choice["form"] == "region":
+            summary["region_area"] = float(paste[2].mean())
     tmp = out.with_name(out.name + ".correct-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -392,18 +413,100 @@ def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np
     return (same >= 0.5) & apart & near
 
 
-def resolve_method(cfg: CorrectConfig, run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray) -> CorrectConfig:
-    """``auto``: pasting the discovered artifact while retraining where its region is localized (the best on validation,
-    docs/guide/correct.md), else the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
+def _flip_features(model, images: np.ndarray, input_size, batch_size: int = 256) -> torch.Tensor:
+    from lrprec.model.backbones import preprocess
+
+    with torch.inference_mode():
+        return torch.cat([model.embed(preprocess(images[s:s + batch_size], model.backbone, input_size))
+                          for s in range(0, len(images), batch_size)])
+
+
+def flip_effect(run: Run, stamp, remove, n_pairs: int = EFFECT_PAIRS) -> tuple[float, float]:
+    """(effect, cost) of flipping a candidate artifact on the run's validation pairs (``n_pairs`` evenly spaced): one image
+    of a pair — each side in turn — gets it stamped, or removed (``stamp``/``remove``: (images, catalog rows) -> images);
+    effect = mean |ΔP|, cost = accuracy (P > 0.5) lost, both averaged over the four flips. The audit's test
+    (:func:`lrprec.evaluate.audit.suspicion`): a legitimate feature costs accuracy when flipped, an artifact does not."""
+    model = run.model.eval()
+    held = _filter_pairs(run.catalog, protocol_pairs(run.catalog, "validation"), run.relations, run.config.get("category")).spread(n_pairs)
+    index = np.unique(np.concatenate([held.a, held.b]))
+    images = np.asarray(run.catalog.images[index])
+    pa, pb = np.searchsorted(index, held.a), np.searchsorted(index, held.b)
+    rel, usr = torch.from_numpy(held.relation), torch.from_numpy(held.user)
+
+    def probs(fa, fb):
+        with torch.inference_mode():
+            return torch.sigmoid(model.logit_from_embeddings(model.project(fa, rel), model.project_partner(fb, rel), rel, usr).double()).numpy()
+
+    f0 = _flip_features(model, images, run.input_size)
+    p0 = probs(f0[pa], f0[pb])
+    effects, costs = [], []
+    for fn in (stamp, remove):
+        f1 = _flip_features(model, fn(images, index), run.input_size)
+        for p1 in (probs(f1[pa], f0[pb]), probs(f0[pa], f1[pb])):
+            t = effect_and_cost(p0, p1, held.label)
+            effects.append(t["effect"])
+            costs.append(t["cost"])
+    return float(np.mean(effects)), float(np.mean(costs))
+
+
+def colour_candidate(run: Run, cluster: dict, share: float) -> dict | None:
+    """The best global (colour-transform) form of the artifact: seeded by the cluster's members and by splits along the
+    image statistics' first principal axes (:func:`lrprec.data.colour_artifact.seed_partitions`), each self-labelled,
+    the one whose flip scores highest (:func:`flip_effect`: effect − COST_WEIGHT · cost); None where no seed gives an
+    invertible transform."""
+    from lrprec.data.colour_artifact import estimate_transform, image_descriptors, seed_partitions
+
+    images = run.catalog.images
+    desc = image_descriptors(images)
+    seeds = [("cluster", concept_labels(len(images), cluster))] + [(f"axis {k}", p) for k, p in enumerate(seed_partitions(desc))]
+    best = None
+    for name, seed in seeds:
+        ct = estimate_transform(images, seed, desc)
+        if ct is None:
+            continue
+        effect, cost = flip_effect(run, ct.stamp, ct.remove)
+        score = effect - COST_WEIGHT * cost
+        if best is None or score > best["score"]:
+            best = {"form": "colour", "seed": name, "score": score, "effect": effect, "cost": cost, "transform": ct.describe(),
+                    "paste": (share, ct)}
+    return best
+
+
+def choose_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray, share: float) -> dict:
+    """The flagged cluster's artifact in input space, for augmentation: the pasted region (:func:`discovered_artifact`)
+    or the colour transform (:func:`colour_candidate`), whichever scores higher when flipped on validation pairs
+    (:func:`flip_effect`: effect − COST_WEIGHT · cost, the audit's rule). Returns {"form", "score", "scores", "paste", ...};
+    ``paste`` None when neither exists."""
+    candidates, region_error = [], None
+    if not run.config.get("freeze_backbone"):
+        try:
+            paste = discovered_artifact(run, cluster, audit_dir, concept, rows, share)
+            _, fill, mask, pixels = paste
+            effect, cost = flip_effect(run, lambda x, r: np.where(mask[..., None], pixels, x), lambda x, r: np.where(mask[..., None], fill, x))
+            candidates.append({"form": "region", "score": effect - COST_WEIGHT * cost, "effect": effect, "cost": cost, "paste": paste})
+        except UsageError as exc:
+            region_error = str(exc)
+        colour = colour_candidate(run, cluster, share)
+        if colour is not None:
+            candidates.append(colour)
+    else:
+        region_error = "a frozen backbone reads features computed once: nothing to paste on"
+    scores = {c["form"]: round(c["score"], 6) for c in candidates}
+    if not candidates:
+        return {"form": None, "score": 0.0, "scores": scores, "paste": None, "region_error": region_error}
+    best = max(candidates, key=lambda c: c["score"])
+    return {**best, "scores": scores, **({"region_error": region_error} if region_error else {})}
+
+
+def resolve_method(cfg: CorrectConfig, run: Run, choice: dict | None) -> CorrectConfig:
+    """``auto``: augmentation with the discovered artifact (``choice``, :func:`choose_artifact`) while retraining where its
+    flip scores ≥ :data:`MIN_SCORE` on validation pairs (the best on validation, docs/guide/audit-and-correct.md), else
+    the latent analogue (A-ClArC with the projection kept, refitted every epoch), retrained."""
     if cfg.method != "auto":
         return cfg
-    try:
-        if run.config.get("freeze_backbone"):
-            raise UsageError("a frozen backbone reads features computed once: nothing to paste on")
-        discovered_artifact(run, cluster, audit_dir, concept, rows, cfg.share)
+    if not run.config.get("freeze_backbone") and choice is not None and choice.get("paste") is not None and choice["score"] >= MIN_SCORE:
         return replace(cfg, method="augment", from_scratch=True)
-    except UsageError:
-        return replace(cfg, method="a-clarc", from_scratch=True, refit=True, project=True if cfg.project is None else cfg.project)
+    return replace(cfg, method="a-clarc", from_scratch=True, refit=True, project=True if cfg.project is None else cfg.project)
 
 
 def _projection_config(concept: Concept) -> dict:

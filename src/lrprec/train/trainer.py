@@ -350,6 +350,8 @@ class TrainLoop:
         if cfg.mark_augment > 0:
             return cfg.mark_augment, self.mark_fill, (cfg.seed, epoch)
         if self.start is not None and self.start.paste is not None:
+            if len(self.start.paste) == 2:  # a discovered global artifact (an Artifact: stamp/remove per catalog row)
+                return self.start.paste[0], self.start.paste[1], (cfg.seed, epoch)
             share, fill, mask, pixels = self.start.paste
             return share, fill, (cfg.seed, epoch), (mask, pixels)
         return None
