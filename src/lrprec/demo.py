@@ -54,7 +54,7 @@ class DemoConfig:
         if full:
             return cls.full(seed)
         # A smaller catalog and shorter training than the README's full runs (see README "The demo"):
-        # every section in about 3 minutes on 2 CPU cores (README; guidance in a second process), the model still far above its baselines
+        # every section in about 3½ minutes on 2 CPU cores (docs/results/demo.md; guidance, audit and correction in a second process), the model still far above its baselines
         # and its top-10 lists still following the catalog's rules; the guidance section keeps the full-size
         # shortcut catalog for 2 of its 10 epochs (the guided model's best validation epoch among the first 3).
         return cls(SynthConfig(items=1000, pairs_per_relation=1000, seed=seed), TrainConfig(epochs=14, seed=seed),
@@ -136,9 +136,12 @@ GUIDANCE_VARIANTS: dict[str, tuple[str, dict]] = {  # report name -> (directory 
     f"counterfactual augmentation (no explanation, p = {AUGMENTED['mark_augment']:g})": ("augmented", AUGMENTED)}
 
 
-def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, dict]:
+def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True,
+                          audit: bool = True) -> dict[str, dict]:
     """The guidance section's heavy half: the shortcut catalog, the unguided, LRP-guided and
-    augmented models trained on it, and their shortcut reports (keyed by variant name).
+    augmented models trained on it, and their shortcut reports (keyed by variant name); ``audit``:
+    then the audit of the unguided model and its correction (:func:`audit_and_correct`; its report
+    under :data:`CORRECTED_NAME` when the audit flags a cluster).
     Touches only ``out/shortcut-*``, so it can run beside the main pipeline."""
     from dataclasses import replace
 
@@ -163,7 +166,7 @@ def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None]
             train(data, path, tcfg, progress=progress, log=log)
             _mark(path / ".demo-train", settings)
         reports[name] = shortcut_report(path)
-    corrected = audit_and_correct(out, cfg, log, progress)
+    corrected = audit_and_correct(out, cfg, log, progress) if audit else None
     if corrected is not None:
         reports[CORRECTED_NAME] = corrected
     return reports
