@@ -260,14 +260,17 @@ def _log_shortcut(name: str, rep: dict, log: Callable[[str], None]) -> None:
 
 
 def audit_correct_result(out: Path, run: Path, corrected: dict | None, example: tuple[tuple[str, str], str] | None,
-                         log: Callable[[str], None] = print) -> dict:
+                         log: Callable[[str], None] = print) -> dict | None:
     """The audit → correct part of RUN/guidance.json: the audit's clusters (their figures copied to
     RUN/guidance/audit/, and — measured with the watermark the audit was not told about — the share of each
     cluster's distinctive relevance inside the mark's box), the correction's summary and the corrected model's
-    shortcut report (None when nothing was flagged), beside the names of the plain and oracle variants."""
+    shortcut report (None when nothing was flagged), beside the names of the plain and oracle variants; None
+    when the unguided model was not audited (:func:`train_guidance_models` with ``audit=False``)."""
     from lrprec.data.watermark import watermark_box
 
     src = out / "shortcut-unguided" / "audit"
+    if not (src / ".demo-audit").exists():
+        return None
     audit = json.loads((src / "audit.json").read_text())
     figures = run / "guidance" / "audit"
     figures.mkdir(parents=True, exist_ok=True)
