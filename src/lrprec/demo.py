@@ -6,6 +6,7 @@ with the same settings, so a rerun only rebuilds the report.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class DemoConfig:
     faithfulness_steps: int = 24
     faithfulness_imputers: tuple[str, ...] = ("uniform", "linear")
     randomization_pairs: int = 8
+    audit_pairs: int = 256  # the audit of the unguided shortcut model: validation pairs explained (both images)
     # the explanation-guided training section: a shortcut catalog, trained without and with guidance
     guidance_synth: SynthConfig | None = None
     guidance_train: TrainConfig | None = None
@@ -52,7 +54,7 @@ class DemoConfig:
         if full:
             return cls.full(seed)
         # A smaller catalog and shorter training than the README's full runs (see README "The demo"):
-        # every section in about 3 minutes on 2 CPU cores (README; guidance in a second process), the model still far above its baselines
+        # every section in about 3½ minutes on 2 CPU cores (docs/results/demo.md; guidance, audit and correction in a second process), the model still far above its baselines
         # and its top-10 lists still following the catalog's rules; the guidance section keeps the full-size
         # shortcut catalog for 2 of its 10 epochs (the guided model's best validation epoch among the first 3).
         return cls(SynthConfig(items=1000, pairs_per_relation=1000, seed=seed), TrainConfig(epochs=14, seed=seed),
@@ -134,9 +136,12 @@ GUIDANCE_VARIANTS: dict[str, tuple[str, dict]] = {  # report name -> (directory 
     f"counterfactual augmentation (no explanation, p = {AUGMENTED['mark_augment']:g})": ("augmented", AUGMENTED)}
 
 
-def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, dict]:
+def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True,
+                          audit: bool = True) -> dict[str, dict]:
     """The guidance section's heavy half: the shortcut catalog, the unguided, LRP-guided and
-    augmented models trained on it, and their shortcut reports (keyed by variant name).
+    augmented models trained on it, and their shortcut reports (keyed by variant name); ``audit``:
+    then the audit of the unguided model and its correction (:func:`audit_and_correct`; its report
+    under :data:`CORRECTED_NAME` when the audit flags a cluster).
     Touches only ``out/shortcut-*``, so it can run beside the main pipeline."""
     from dataclasses import replace
 
@@ -161,44 +166,132 @@ def train_guidance_models(out: Path, cfg: DemoConfig, log: Callable[[str], None]
             train(data, path, tcfg, progress=progress, log=log)
             _mark(path / ".demo-train", settings)
         reports[name] = shortcut_report(path)
+    corrected = audit_and_correct(out, cfg, log, progress) if audit else None
+    if corrected is not None:
+        reports[CORRECTED_NAME] = corrected
     return reports
+
+
+CORRECTED_NAME = "corrected (audit's flagged cluster, lrprec correct defaults)"
+
+
+def audit_and_correct(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print, progress: bool = True) -> dict | None:
+    """The audit → correct story on the shortcut catalog, told nothing about the watermark: ``lrprec audit`` of the
+    unguided model (``out/shortcut-unguided/audit/``), then ``lrprec correct`` with its defaults into
+    ``out/shortcut-corrected`` (the same Python API the commands call). Returns the corrected model's shortcut
+    report, or None when the audit flags no cluster (``correct`` would refuse: nothing to remove)."""
+    from lrprec.app.evaluation import shortcut_report
+    from lrprec.evaluate.audit import audit_run
+    from lrprec.train.correct import CorrectConfig, correct
+
+    plain, path = out / "shortcut-unguided", out / "shortcut-corrected"
+    marker = plain / "audit" / ".demo-audit"
+    settings = {"model": json.loads((plain / ".demo-train").read_text()), "pairs": cfg.audit_pairs}
+    if not _stage_done(marker, settings):
+        log(f"      auditing the unguided model (lrprec audit: SpRAy on the LRP heatmaps of {cfg.audit_pairs} validation pairs, judged by behaviour)")
+        audit = audit_run(plain, pairs=cfg.audit_pairs)
+        _mark(marker, settings)
+    else:
+        audit = json.loads((plain / "audit" / "audit.json").read_text())
+    if audit["flagged"] is None:
+        log(f"      the audit flagged none of its {audit['n_clusters']} clusters: nothing to correct")
+        shutil.rmtree(path, ignore_errors=True)  # a correction of an earlier audit no longer applies
+        return None
+    ccfg = CorrectConfig(overwrite=True)  # the defaults of 'lrprec correct PLAIN --out CORRECTED'
+    settings = {"audit": settings, "correct": asdict(ccfg)}
+    if not _stage_done(path / ".demo-train", settings):
+        log(f"      correcting it (lrprec correct with its defaults: cluster {audit['flagged']})")
+        correct(plain, path, ccfg, progress=progress, log=log)
+        _mark(path / ".demo-train", settings)
+    return shortcut_report(path)
 
 
 def run_guidance(out: Path, run: Path, cfg: DemoConfig, log: Callable[[str], None] = print, reports: dict[str, dict] | None = None) -> dict:
     """Shortcut catalog → unguided, LRP-guided and counterfactually augmented training → shortcut reports
     (``reports``: those already made by :func:`train_guidance_models`) → one pair explained by each
-    model; writes RUN/guidance.json."""
-    from lrprec.app.explanations import explain_ids
+    model → the audit of the unguided model and its correction; writes RUN/guidance.json."""
     from lrprec.run import Run
 
     assert cfg.guidance_synth is not None and cfg.guidance_train is not None
     if reports is None:
         reports = train_guidance_models(out, cfg, log)
-    data = out / "shortcut-data"
     result: dict = {"catalog": asdict(cfg.guidance_synth), "train": asdict(cfg.guidance_train), "variants": {}}
-    example: tuple[str, str] | None = None
+    example = _example_pair(out / "shortcut-data", Run.load(out / "shortcut-unguided"))
+    if example is not None:
+        result["example_relation"] = example[1]
     for name, (short, _) in GUIDANCE_VARIANTS.items():
-        path = out / f"shortcut-{short}"
         rep = reports[name]
-        r = Run.load(path)
-        if example is None:  # a positive validation pair whose images both carry the watermark
-            tags = np.load(data / "shortcut_tags.npy")
-            val = r.catalog.pairs("validation")
-            both = np.flatnonzero((tags[val.a] == 1) & (tags[val.b] == 1) & (val.label == 1))
-            if both.size:
-                k = int(both[0])
-                example = (r.catalog.item_ids[val.a[k]], r.catalog.item_ids[val.b[k]])
-                result["example_relation"] = RELATIONS[val.relation[k]]
-        if example is not None:  # the same pair explained by each model
-            fig = explain_ids(r, [example], relation=result["example_relation"], target="logit", rule=rep["composite"], out=run / "guidance" / path.name)[0]
-            rep["figure"] = next((f for f in fig["files"] if f.endswith("heatmaps.png")), None)
+        _explain_example(out / f"shortcut-{short}", run, rep, example)
         result["variants"][name] = rep
-        agree, disagree = rep["test_accuracy_mark_agrees"], rep["test_accuracy_mark_disagrees"]
-        log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}% (where the mark agrees / disagrees with the label "
-            f"{'–' if agree is None else f'{100 * agree:.1f}'} / {'–' if disagree is None else f'{100 * disagree:.1f}'}%)  "
-            f"relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%  "
-            f"shortcut sensitivity {rep['counterfactual']['sensitivity']:+.3f}" + (f"\n      {rep['alarm']}" if rep.get('alarm') else ""))
+        _log_shortcut(name, rep, log)
+    result["audit_correct"] = audit_correct_result(out, run, reports.get(CORRECTED_NAME), example, log)
     atomic_write_text(run / "guidance.json", json.dumps(result, indent=2))
+    return result
+
+
+def _example_pair(data: Path, r) -> tuple[tuple[str, str], str] | None:
+    """((item a, item b), relation): the first positive validation pair whose images both carry the watermark."""
+    tags = np.load(data / "shortcut_tags.npy")
+    val = r.catalog.pairs("validation")
+    both = np.flatnonzero((tags[val.a] == 1) & (tags[val.b] == 1) & (val.label == 1))
+    if not both.size:
+        return None
+    k = int(both[0])
+    return (r.catalog.item_ids[val.a[k]], r.catalog.item_ids[val.b[k]]), RELATIONS[val.relation[k]]
+
+
+def _explain_example(path: Path, run: Path, rep: dict, example: tuple[tuple[str, str], str] | None) -> None:
+    """The example pair explained by the model in ``path``: its heatmap figure goes into ``rep['figure']``."""
+    from lrprec.app.explanations import explain_ids
+    from lrprec.run import Run
+
+    if example is None:
+        return
+    fig = explain_ids(Run.load(path), [example[0]], relation=example[1], target="logit", rule=rep["composite"], out=run / "guidance" / path.name)[0]
+    rep["figure"] = next((f for f in fig["files"] if f.endswith("heatmaps.png")), None)
+
+
+def _log_shortcut(name: str, rep: dict, log: Callable[[str], None]) -> None:
+    agree, disagree = rep["test_accuracy_mark_agrees"], rep["test_accuracy_mark_disagrees"]
+    log(f"      {name:<40} test accuracy {100 * rep['test_accuracy']:.1f}% (where the mark agrees / disagrees with the label "
+        f"{'–' if agree is None else f'{100 * agree:.1f}'} / {'–' if disagree is None else f'{100 * disagree:.1f}'}%)  "
+        f"relevance on the watermark {100 * (rep['mark_share'] or 0):.1f}%  "
+        f"shortcut sensitivity {rep['counterfactual']['sensitivity']:+.3f}" + (f"\n      {rep['alarm']}" if rep.get('alarm') else ""))
+
+
+def audit_correct_result(out: Path, run: Path, corrected: dict | None, example: tuple[tuple[str, str], str] | None,
+                         log: Callable[[str], None] = print) -> dict | None:
+    """The audit → correct part of RUN/guidance.json: the audit's clusters (their figures copied to
+    RUN/guidance/audit/, and — measured with the watermark the audit was not told about — the share of each
+    cluster's distinctive relevance inside the mark's box), the correction's summary and the corrected model's
+    shortcut report (None when nothing was flagged), beside the names of the plain and oracle variants; None
+    when the unguided model was not audited (:func:`train_guidance_models` with ``audit=False``)."""
+    from lrprec.data.watermark import watermark_box
+
+    src = out / "shortcut-unguided" / "audit"
+    if not (src / ".demo-audit").exists():
+        return None
+    audit = json.loads((src / "audit.json").read_text())
+    figures = run / "guidance" / "audit"
+    figures.mkdir(parents=True, exist_ok=True)
+    clusters = []
+    for c in audit["clusters"]:
+        region = np.abs(np.load(src / c["region"]))
+        o, m = watermark_box(region.shape[0])
+        clusters.append({**{k: c[k] for k in ("id", "size", "n_heatmaps", "score", "suspicious", "tests", "prototypes")},
+                         "mass_in_mark_box": float(region[o:o + m, o:o + m].sum() / max(float(region.sum()), 1e-300)),
+                         "figure": str(shutil.copyfile(src / c["figure"], figures / c["figure"]))})
+    flagged = next((c for c in clusters if c["id"] == audit["flagged"]), None)
+    log(f"      audit of the unguided model: {audit['n_clusters']} clusters, flagged "
+        + ("none" if flagged is None else f"cluster {flagged['id']} ({flagged['size']} items, score {flagged['score']:+.3f}, "
+           f"{100 * flagged['mass_in_mark_box']:.0f}% of its relevance inside the watermark's box)"))
+    result = {"audit": {k: audit[k] for k in ("pairs", "heatmaps", "split", "n_clusters", "flagged", "rule", "composite")}, "clusters": clusters,
+              "plain": next(iter(GUIDANCE_VARIANTS)), "oracle": list(GUIDANCE_VARIANTS)[-1], "corrected": corrected, "correction": None}
+    if corrected is not None:
+        path = out / "shortcut-corrected"
+        result["correction"] = json.loads((path / "correction.json").read_text())
+        _explain_example(path, run, corrected, example)
+        _log_shortcut(CORRECTED_NAME, corrected, log)
     return result
 
 

@@ -16,7 +16,8 @@ def demo(
                               "the 2,000-item shortcut catalog for 10 epochs (about 15 minutes on 2 CPU cores)."),
     seed: int = typer.Option(0),
     ablation: bool = typer.Option(False, "--ablation", help="Also train frozen-backbone and non-personalized variants and compare."),
-    guidance: bool = typer.Option(True, "--guidance/--no-guidance", help="Train without and with explanation guidance on a shortcut catalog (a report section)."),
+    guidance: bool = typer.Option(True, "--guidance/--no-guidance", help="Train without and with explanation guidance on a shortcut catalog, "
+                                  "audit the unguided model and correct it (report sections)."),
     parallel: bool = typer.Option(True, "--parallel/--sequential", help="Train the guidance section in a second process beside the main "
                                   "pipeline, torch's threads split between the two (faster on 2+ cores); --sequential: one process, all threads."),
 ) -> None:

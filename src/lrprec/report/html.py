@@ -283,6 +283,36 @@ def _guidance_section(run: Path) -> Section | None:
     return _section("guidance", "Explanation-guided training: does the model look at the right pixels?", "guidance", data)
 
 
+def _shortcut_row(run: Path, name: str, r: dict) -> dict:
+    """One model's row of the audit → correct table (a shortcut report, lrprec.app.evaluation.shortcut_report)."""
+    return {"name": name, "test_accuracy": r["test_accuracy"], "disagrees": r["test_accuracy_mark_disagrees"],
+            "sensitivity": (r.get("counterfactual") or {}).get("sensitivity"), "mark_share": r["mark_share"], "alarm": r.get("alarm"),
+            "probe": r.get("probe"), "figure": _rel(run, r["figure"]) if r.get("figure") else None}
+
+
+def _audit_correct_section(run: Path) -> Section | None:
+    """The demo's audit → correct story (RUN/guidance.json's ``audit_correct``, lrprec.demo.audit_correct_result)."""
+    path = run / "guidance.json"
+    if not path.exists():
+        return None
+    g = json.loads(path.read_text())
+    ac = g.get("audit_correct")
+    if not ac:
+        return None
+    variants = g["variants"]
+    clusters = [{**c, "figure": _rel(run, c["figure"]), "tests": [{"name": k, "effect": v["effect"], "cost": v["cost"]} for k, v in c["tests"].items()]}
+                for c in ac["clusters"]]
+    flagged = next((c for c in clusters if c["id"] == ac["audit"]["flagged"]), None)
+    corr = ac.get("correction")
+    data = {"audit": ac["audit"], "clusters": clusters, "flagged": flagged, "epochs": g["train"]["epochs"],
+            "plain": _shortcut_row(run, f"plain: {ac['plain']}", variants[ac["plain"]]),
+            "oracle": _shortcut_row(run, f"oracle, told the mark: {ac['oracle']}", variants[ac["oracle"]]),
+            "corrected": _shortcut_row(run, "corrected: lrprec audit, then lrprec correct (defaults)", ac["corrected"]) if ac.get("corrected") else None,
+            "correction": {"method": corr["method"], "epochs": corr["epochs"], "directions": corr["directions"],
+                           "region_area": corr.get("region_area")} if corr else None}
+    return _section("audit-correct", "Audit → correct: finding the shortcut without being told, and removing it", "audit_correct", data)
+
+
 def _audit_section(run: Path) -> Section | None:
     path = run / "audit" / "audit.json"
     if not path.exists():
@@ -297,7 +327,7 @@ def _audit_section(run: Path) -> Section | None:
 
 
 # Later stages register their section builders here (name -> function(run) -> Section | None).
-SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _guidance_section, _audit_section, _recommendations_section]
+SECTION_BUILDERS: list[Callable[[Path], Section | None]] = [_metrics_section, _comparison_section, _training_section, _examples_section, _faithfulness_section, _guidance_section, _audit_correct_section, _audit_section, _recommendations_section]
 
 
 def write_report(run: str | Path, title: str | None = None, extra: list[Section] | None = None) -> Path:
