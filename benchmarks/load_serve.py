@@ -274,6 +274,7 @@ def main() -> int:
 
     import httpx
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the server (the finally below)
     port = free_port()
     host = "127.0.0.1"
     base = f"http://{host}:{port}"

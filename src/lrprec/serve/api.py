@@ -98,12 +98,14 @@ def api_router(state: ServeState) -> APIRouter:
         return out
 
     @router.get("/api/users", tags=["items"], summary="User ids (for personalized recommendations and explanations).")
-    def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
+    async def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
         users = state.catalog.user_ids
         return {"total": len(users), "offset": offset, "users": list(users[offset:offset + limit])}
 
+    # Recommendations (a few ms of numpy on the index) run on the event loop too: on the thread pool, dozens of threads
+    # contending for the GIL stalled the event loop (lock convoys) and every cheap request with it.
     @router.get("/api/recommend", tags=["recommend"], summary="Top-k items j ≠ item by P_u(r_ij), per relation (or per category, eq 5).")
-    def api_recommend(
+    async def api_recommend(
         item: ItemId,
         user: UserId = None,
         relation: str | None = relation_all_q,
