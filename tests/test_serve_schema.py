@@ -125,6 +125,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _raw_get(conn: socket.socket, path: str) -> bytes:
+    """One GET on an open HTTP/1.1 connection; the whole answer (Content-Length bodies)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return data
+
+
 @pytest.mark.slow
 def test_sigterm_drains_the_requests_in_flight(tiny_run):
     """SIGTERM while explanations are running and queued: every accepted request is answered, then the server exits cleanly."""
@@ -141,6 +157,12 @@ def test_sigterm_drains_the_requests_in_flight(tiny_run):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        # a keep-alive connection idle longer than common clients' 5 s expiry is still open (uvicorn's default closed it at 5 s:
+        # a client reusing it then saw "server disconnected without sending a response")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert _raw_get(conn, "/api/health").startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            assert _raw_get(conn, "/api/health").startswith(b"HTTP/1.1 200")
         ids = httpx.get(f"{base}/api/items", params={"limit": 20}).json()["items"]
         results: list = []
         done_at: list[float] = []
