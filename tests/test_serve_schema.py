@@ -97,8 +97,13 @@ def test_a_full_explanation_pool_answers_503_with_retry_after_then_drains(app, t
     state = app.state.lrprec
     ids = [str(i) for i in state.catalog.item_ids[:4]]
     gate = threading.Event()
+    for cache in (state.explanations, state.bilrp_cache, state.pngs):  # the fuzzing above may have explained these pairs
+        cache.clear()
     with TestClient(app) as c:
+        cached = c.get("/api/explain", params={"a": ids[3], "b": ids[0]})
+        assert cached.status_code == 200
         held = [state.pool.submit(gate.wait, 30) for _ in range(state.pool.capacity)]  # one running, one waiting
+        assert c.get("/api/explain", params={"a": ids[3], "b": ids[0]}).json() == cached.json()  # a cache hit needs no worker
         t0 = time.perf_counter()
         for path in ("/api/explain", "/api/bilrp", "/api/explain/heatmap.png", "/api/bilrp.png"):
             r = c.get(path, params={"a": ids[0], "b": ids[1], **({"side": "a"} if "heatmap" in path else {})})

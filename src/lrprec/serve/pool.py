@@ -62,8 +62,11 @@ class ComputePool:
                 f.result()
 
     def close(self) -> None:
-        """Stop the workers (after :meth:`drain`); running jobs finish first."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (after :meth:`drain`); running jobs finish first. A later job starts new workers
+        (an app may be started again, as tests do)."""
+        with self._lock:
+            executor, self._executor = self._executor, self._new_executor()
+        executor.shutdown(wait=True, cancel_futures=True)
 
     @property
     def capacity(self) -> int:

@@ -82,6 +82,10 @@ class LRU:
             except ValueError:  # larger than the whole budget: not cached
                 pass
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
     @property
     def nbytes(self) -> int:
         """Bytes held (by :func:`size_of`); the entry count without a byte budget."""
