@@ -89,6 +89,21 @@ def rss_total_mb(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(server: int | None) -> dict:
+    """CPU seconds used so far by this client, the server process and its worker processes."""
+    out = {"client": time.process_time()}
+    if server is not None:
+        out["server"] = cpu_seconds(server)
+        out["workers"] = sum(cpu_seconds(c) for c in children(server) if Path(f"/proc/{c}").exists())
+    return out
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection: ``get`` sends a GET and reads the answer (Content-Length bodies)."""
 
@@ -165,7 +180,8 @@ class Workload:
         return kind, "/api/bilrp", {"a": a, "b": b, "grid": 8}
 
 
-async def drive(host: str, port: int, load: Workload, users: int, seconds: float, think: float, seed: int = 0) -> dict:
+async def drive(host: str, port: int, load: Workload, users: int, seconds: float, think: float, seed: int = 0,
+                server: int | None = None) -> dict:
     """``users`` virtual users for ``seconds`` (thinking ``think`` s on average between requests, exponential; 0: closed loop);
     per class: latencies of the answers, the app's own times (Server-Timing), 503s and other errors."""
     lat: dict[str, list[float]] = defaultdict(list)
@@ -173,6 +189,7 @@ async def drive(host: str, port: int, load: Workload, users: int, seconds: float
     busy: dict[str, int] = defaultdict(int)
     errors: dict[str, list] = defaultdict(list)
     sent = [0]
+    cpu0 = cpu_snapshot(server)
     t_start = time.perf_counter()
     end = t_start + seconds
 
@@ -209,7 +226,11 @@ async def drive(host: str, port: int, load: Workload, users: int, seconds: float
 
     await asyncio.gather(*(user(k) for k in range(users)))
     took = time.perf_counter() - t_start
-    out: dict = {"seconds": round(took, 1), "requests_per_s": round(sent[0] / took, 1)}
+    cpu1 = cpu_snapshot(server)
+    out: dict = {"seconds": round(took, 1), "requests_per_s": round(sent[0] / took, 1),
+                 # cores each part kept busy, and its CPU per request: where a request's time goes besides the app
+                 "cpu_cores": {k: round((cpu1[k] - cpu0[k]) / took, 2) for k in cpu1},
+                 "cpu_ms_per_request": {k: round(1000 * (cpu1[k] - cpu0[k]) / max(sent[0], 1), 3) for k in cpu1}}
     for kind, _ in MIX:
         xs = np.array(lat[kind]) * 1000
         ys = np.array(app_ms[kind])
@@ -224,7 +245,8 @@ async def drive(host: str, port: int, load: Workload, users: int, seconds: float
 
 
 def row(users: int, res: dict) -> str:
-    cells = [f"{users}", f"{res['requests_per_s']}"]
+    cores = res.get("cpu_cores", {})
+    cells = [f"{users}", f"{res['requests_per_s']}", " / ".join(f"{cores.get(k, '–')}" for k in ("server", "workers", "client"))]
     for kind, _ in MIX:
         r = res[kind]
         cells.append(f"{r['ok']} ({r['per_s']}/s) p50 {r['p50_ms']} p95 {r['p95_ms']} ms (app p95 {r['app_p95_ms']}), "
@@ -290,10 +312,10 @@ def main() -> int:
         print(f"run {args.run} ({info['catalog']['items']} items, {info['catalog']['image_size']} px); pool "
               f"{args.explain_workers} worker process(es) + {args.explain_queue} waiting; cores: {os.cpu_count()}; "
               f"think time {'closed loop (none)' if not args.think else f'exponential, mean {args.think} s'}")
-        print("| users | req/s | browse (70 %) | recommend (25 %) | explain (5 %) |\n|---|---:|---|---|---|")
+        print("| users | req/s | cores: server / workers / client | browse (70 %) | recommend (25 %) | explain (5 %) |\n|---|---:|---|---|---|---|")
         stages = []
         for n in (int(x) for x in args.levels.split(",")):
-            res = asyncio.run(drive(host, port, load, n, args.stage_seconds, args.think, args.seed + n))
+            res = asyncio.run(drive(host, port, load, n, args.stage_seconds, args.think, args.seed + n, proc.pid))
             stages.append((n, res))
             print(row(n, res), flush=True)
         sat = saturation(stages)
@@ -302,7 +324,7 @@ def main() -> int:
         rss: list[tuple[float, float, float]] = []
 
         async def hold() -> dict:
-            task = asyncio.create_task(drive(host, port, load, hold_users, args.hold_seconds, args.think, args.seed + 7))
+            task = asyncio.create_task(drive(host, port, load, hold_users, args.hold_seconds, args.think, args.seed + 7, proc.pid))
             t0 = time.perf_counter()
             while not task.done():
                 rss.append((round(time.perf_counter() - t0, 1), round(rss_mb(proc.pid), 1), round(rss_total_mb(proc.pid), 1)))
@@ -314,7 +336,7 @@ def main() -> int:
         control = None
         if args.control:
             control = asyncio.run(drive(host, port, Workload(items, users, info["catalog"]["categories"], args.seed + 1, explain_share=0.0),
-                                        hold_users, args.stage_seconds, args.think, args.seed + 11))
+                                        hold_users, args.stage_seconds, args.think, args.seed + 11, proc.pid))
             print("control, the same users without explanations (browse 74 %, recommend 26 %):")
             print(row(hold_users, control))
         load_end = os.getloadavg()
