@@ -95,11 +95,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def cpu_snapshot(server: int | None) -> dict:
-    """CPU seconds used so far by this client, the server process and its worker processes."""
-    out = {"client": time.process_time()}
+    """CPU seconds used so far by this client, the server process and its worker processes, and the seconds the
+    client's and the server's event loops waited for a CPU while runnable (``*_runqueue``)."""
+    out = {"client": time.process_time(), "client_runqueue": runqueue_seconds(os.getpid())}
     if server is not None:
         out["server"] = cpu_seconds(server)
+        out["server_runqueue"] = runqueue_seconds(server)
         out["workers"] = sum(cpu_seconds(c) for c in children(server) if Path(f"/proc/{c}").exists())
     return out
 
