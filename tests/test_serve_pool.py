@@ -119,3 +119,49 @@ def test_known_pair_lookup_agrees_with_isin():
         keys = np.unique(rng.integers(0, 500, rng.integers(0, 40)))
         query = rng.integers(-3, 503, rng.integers(0, 25))
         assert np.array_equal(sorted_member(keys, query), np.isin(query, keys))
+
+
+def _load_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_serve.py"
+    spec = importlib.util.spec_from_file_location("load_serve", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_the_load_client_reads_keep_alive_answers_and_counts_a_dropped_connection_as_an_error():
+    """benchmarks/load_serve.py's raw client against a tiny server: two answers on one connection, then the server
+    closes without answering — an error, not a silent retry; the saturation rule and Server-Timing parsing."""
+    import asyncio
+
+    load = _load_script()
+    answered = []
+
+    async def handler(reader, writer):
+        for k in range(2):
+            await reader.readuntil(b"\r\n\r\n")
+            body = b'{"k": %d}' % k
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nServer-Timing: app;dur=1.50\r\n\r\n%s" % (len(body), body))
+            answered.append(k)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()  # a third request: dropped without an answer
+
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = load.Connection("127.0.0.1", port)
+        got = [await conn.get("/a"), await conn.get("/b")]
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            await conn.get("/c")
+        server.close()
+        return got
+
+    got = asyncio.run(main())
+    assert [g[0] for g in got] == [200, 200] and [json.loads(g[2]) for g in got] == [{"k": 0}, {"k": 1}]
+    assert load.server_ms(got[0][1]) == 1.5 and answered == [0, 1]
+    stage = lambda per_s, busy=0: {"explain": {"per_s": per_s, "busy_503": busy}}  # noqa: E731
+    assert load.saturation([(1, stage(1.0)), (2, stage(2.0)), (4, stage(2.1)), (8, stage(2.2))]) == 4  # grew < 10 %
+    assert load.saturation([(1, stage(1.0)), (2, stage(2.0, busy=1)), (4, stage(4.0))]) == 2  # the pool refused work
