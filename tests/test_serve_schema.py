@@ -97,8 +97,13 @@ def test_a_full_explanation_pool_answers_503_with_retry_after_then_drains(app, t
     state = app.state.lrprec
     ids = [str(i) for i in state.catalog.item_ids[:4]]
     gate = threading.Event()
+    for cache in (state.explanations, state.bilrp_cache, state.pngs):  # the fuzzing above may have explained these pairs
+        cache.clear()
     with TestClient(app) as c:
+        cached = c.get("/api/explain", params={"a": ids[3], "b": ids[0]})
+        assert cached.status_code == 200
         held = [state.pool.submit(gate.wait, 30) for _ in range(state.pool.capacity)]  # one running, one waiting
+        assert c.get("/api/explain", params={"a": ids[3], "b": ids[0]}).json() == cached.json()  # a cache hit needs no worker
         t0 = time.perf_counter()
         for path in ("/api/explain", "/api/bilrp", "/api/explain/heatmap.png", "/api/bilrp.png"):
             r = c.get(path, params={"a": ids[0], "b": ids[1], **({"side": "a"} if "heatmap" in path else {})})
@@ -125,6 +130,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _raw_get(conn: socket.socket, path: str) -> bytes:
+    """One GET on an open HTTP/1.1 connection; the whole answer (Content-Length bodies)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return data
+
+
 @pytest.mark.slow
 def test_sigterm_drains_the_requests_in_flight(tiny_run):
     """SIGTERM while explanations are running and queued: every accepted request is answered, then the server exits cleanly."""
@@ -141,6 +162,12 @@ def test_sigterm_drains_the_requests_in_flight(tiny_run):
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        # a keep-alive connection idle longer than common clients' 5 s expiry is still open (uvicorn's default closed it at 5 s:
+        # a client reusing it then saw "server disconnected without sending a response")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert _raw_get(conn, "/api/health").startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            assert _raw_get(conn, "/api/health").startswith(b"HTTP/1.1 200")
         ids = httpx.get(f"{base}/api/items", params={"limit": 20}).json()["items"]
         results: list = []
         done_at: list[float] = []

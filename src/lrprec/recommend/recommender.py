@@ -436,7 +436,7 @@ class Recommender:
             a, b = pos.a[sel].astype(np.int64), pos.b[sel].astype(np.int64)
             self._pairs[rel] = np.unique(np.concatenate([a * n + b, b * n + a]))
         keys, n = self._pairs[rel], len(self.run.catalog)
-        return lambda i, cand: np.isin(i * n + np.asarray(cand, np.int64), keys)
+        return lambda i, cand: sorted_member(keys, i * n + np.asarray(cand, np.int64))
 
     def _arranged(self, rel: str, i: int, ids: np.ndarray, dist: np.ndarray, k: int, duplicates: str) -> tuple[np.ndarray, np.ndarray]:
         """The top k of the fetched candidates under the near-duplicate policy."""
@@ -495,6 +495,15 @@ class Recommender:
         return [{"item": names[j][0], "category": names[j][1], "probability": float(pr),
                  "distance": float(d), "rank": r + 1} for r, (j, d, pr) in enumerate(zip(ids.tolist(), dist.tolist(), prob.tolist()))
                 if j in names]
+
+
+def sorted_member(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``np.isin(query, keys)`` for sorted unique ``keys``: a binary search per query, not a sort of both (a few candidates
+    against every positive pair of the catalog, per request)."""
+    if keys.size == 0:
+        return np.zeros(np.shape(query), bool)
+    pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+    return keys[pos] == query
 
 
 def recommend(run: Run, item_id: str, user: str | None = None, relations: str | Iterable[str] | None = None,

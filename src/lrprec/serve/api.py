@@ -1,11 +1,13 @@
 """The JSON API under ``/api`` (and the run/catalog files): thin routes over :class:`ServeState`."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 import torch
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from lrprec.data.catalog import CatalogError
@@ -33,6 +35,21 @@ def item_listing(state: ServeState, search: str | None, category: str | None, li
                   "items": [{**r, "image": state.card(r["item_id"])["image"], "url": item_url(r["item_id"])} for r in rows]})
 
 
+def json_bytes(obj: object) -> bytes:
+    """``obj`` (JSON-ready) encoded as FastAPI encodes a route's dict: compact UTF-8 JSON."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def cached_json(state: ServeState, key: tuple, make: Callable[[], object]) -> Response:
+    """A JSON answer from the server's cache of encoded answers (pages of the catalog: they never change while serving);
+    a miss is computed on a thread, not on the event loop."""
+    body = state.json_pages.get(key)
+    if body is None:
+        body = await run_in_threadpool(lambda: json_bytes(make()))
+        state.json_pages.put(key, body)
+    return Response(body, media_type="application/json")
+
+
 def api_router(state: ServeState) -> APIRouter:
     """The JSON API and the file routes, answered from ``state``."""
     run = state.run
@@ -54,22 +71,26 @@ def api_router(state: ServeState) -> APIRouter:
     def api_run() -> dict:
         return state.run_summary()
 
+    # Browsing answers from memory (cached encoded pages and thumbnails, small lookups): async routes on the event loop,
+    # no hop to the thread pool; only a thumbnail's first encoding goes to a thread.
     @router.get("/api/items", tags=["items"], summary="Browse and search items by id/title substring and category.")
-    def api_items(
+    async def api_items(
         search: Annotated[str | None, Query(max_length=MAX_SEARCH_LEN, description="Case-insensitive substring of id or title.")] = None,
         category: str | None = category_q,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict:
-        return item_listing(state, search, category, limit, offset)
+        return await cached_json(state, ("items", search, category, limit, offset), lambda: item_listing(state, search, category, limit, offset))  # type: ignore[return-value]
 
     @router.get("/api/items/{item_id:path}/image.png", tags=["items"], summary="An item's image as PNG (from the catalog).",
              response_class=Response, responses=png)
-    def api_item_image(item_id: str, size: Annotated[int, Query(ge=16, le=512)] = heatmap.DISPLAY) -> Response:
-        return Response(state.thumbnail(state.item_row(item_id), size), media_type="image/png", headers=PNG_HEADERS)
+    async def api_item_image(item_id: str, size: Annotated[int, Query(ge=16, le=512)] = heatmap.DISPLAY) -> Response:
+        row = state.item_row(item_id)
+        png = state.pngs.get(("thumb", row, size)) or await run_in_threadpool(state.thumbnail, row, size)
+        return Response(png, media_type="image/png", headers=PNG_HEADERS)
 
     @router.get("/api/items/{item_id:path}", tags=["items"], summary="One item: id, category, title, image URL (null: no image).")
-    def api_item(item_id: str) -> dict:
+    async def api_item(item_id: str) -> dict:
         card = state.card(item_id)
         out = {"item_id": item_id, "category": card["category"], "title": card["title"], "image": card["image"], "url": item_url(item_id)}
         if card["source_image"]:
@@ -77,12 +98,14 @@ def api_router(state: ServeState) -> APIRouter:
         return out
 
     @router.get("/api/users", tags=["items"], summary="User ids (for personalized recommendations and explanations).")
-    def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
+    async def api_users(limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
         users = state.catalog.user_ids
         return {"total": len(users), "offset": offset, "users": list(users[offset:offset + limit])}
 
+    # Recommendations (a few ms of numpy on the index) run on the event loop too: on the thread pool, dozens of threads
+    # contending for the GIL stalled the event loop (lock convoys) and every cheap request with it.
     @router.get("/api/recommend", tags=["recommend"], summary="Top-k items j ≠ item by P_u(r_ij), per relation (or per category, eq 5).")
-    def api_recommend(
+    async def api_recommend(
         item: ItemId,
         user: UserId = None,
         relation: str | None = relation_all_q,
@@ -98,19 +121,20 @@ def api_router(state: ServeState) -> APIRouter:
         best = max(probs, key=probs.get) if probs else None
         return plain({"item_a": a, "item_b": b, "user": user or None, "probabilities": probs, "most_probable": best})
 
-    def _explain_one(a: str, b: str, user: str | None, relation: str | None, rule: str | None, target: str) -> dict:
+    def _pair(a: str, b: str, user: str | None, relation: str | None, rule: str | None) -> tuple[int, int, int, int, str]:
+        """Rows of a pair and its user, the relation (-1: the pair's most probable one) and the rule, checked here (cheap)."""
         ra, rb, u = state.item_row(a), state.item_row(b), state.user_row(user)
         rule_name = state.rule(rule)
-        if relation in (None, ""):
-            probs = state.pair_probabilities(ra, rb, u)
-            relation = max(probs, key=probs.get)
-        rel = state.relation(relation)
-        return state.explain([(ra, rb)], rel, u, rule_name, target)[0]
+        return ra, rb, state.relation(relation) if relation else -1, u, rule_name
+
+    async def _explain_one(a: str, b: str, user: str | None, relation: str | None, rule: str | None, target: str) -> dict:
+        ra, rb, rel, u, rule_name = _pair(a, b, user, relation, rule)
+        return (await state.explain_async([(ra, rb)], rel, u, rule_name, target))[0]
 
     @router.get("/api/explain", tags=["explain"], summary="First-order LRP explanation of a pair: values and heatmap URLs.", responses=busy)
     async def api_explain(a: ItemId, b: ItemId, user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
                           target: TargetName = "similarity") -> dict:
-        rec = await state.pool.run(_explain_one, a, b, user, relation, rule, target)
+        rec = await _explain_one(a, b, user, relation, rule, target)
         out = {k: v for k, v in rec.items() if not k.startswith("_")}
         out["heatmaps"] = {s: heatmap_url(a, b, s, rec["relation"], user, rec["rule"], target) for s in ("a", "b")}
         return plain(out)
@@ -120,16 +144,8 @@ def api_router(state: ServeState) -> APIRouter:
     async def api_heatmap(a: ItemId, b: ItemId, side: Annotated[Literal["a", "b"], Query(description="Which image of the pair.")],
                           user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
                           target: TargetName = "similarity") -> Response:
-        rec = await state.pool.run(_explain_one, a, b, user, relation, rule, target)
+        rec = await _explain_one(a, b, user, relation, rule, target)
         return Response(rec["_png"][side], media_type="image/png", headers=PNG_HEADERS)
-
-    def _bilrp(a: str, b: str, user: str | None, relation: str | None, rule: str | None, grid: int) -> tuple[np.ndarray, str, str]:
-        ra, rb, u = state.item_row(a), state.item_row(b), state.user_row(user)
-        rule_name = state.rule(rule)
-        if relation in (None, ""):
-            probs = state.pair_probabilities(ra, rb, u)
-            relation = max(probs, key=probs.get)
-        return state.bilrp(ra, rb, state.relation(relation), u, rule_name, grid), relation, rule_name
 
     @router.get("/api/bilrp", tags=["explain"], summary="BiLRP: which patch of image a matches which patch of image b (strongest links).",
                 responses=busy)
@@ -137,7 +153,8 @@ def api_router(state: ServeState) -> APIRouter:
                         grid: Grid = 8, links: Links = 12) -> dict:
         from lrprec.explain.bilrp import top_links
 
-        m, relation, rule_name = await state.pool.run(_bilrp, a, b, user, relation, rule, grid)
+        ra, rb, rel, u, rule_name = _pair(a, b, user, relation, rule)
+        m, relation = await state.bilrp_async(ra, rb, rel, u, rule_name, grid)
         top = top_links(torch.from_numpy(m), links)
         return plain({"item_a": a, "item_b": b, "user": user or None, "relation": relation, "rule": rule_name, "grid": grid,
                       "sum": float(m.sum()), "links": [{"patch_a": p, "patch_b": q, "value": v} for p, q, v in top],
@@ -147,21 +164,22 @@ def api_router(state: ServeState) -> APIRouter:
              response_class=Response, responses={**png, **busy})
     async def api_bilrp_png(a: ItemId, b: ItemId, user: UserId = None, relation: str | None = relation_q, rule: str | None = rule_q,
                             grid: Grid = 8, links: Links = 12) -> Response:
-        return Response(await state.pool.run(_bilrp_png, a, b, user, relation, rule, grid, links), media_type="image/png", headers=PNG_HEADERS)
-
-    def _bilrp_png(a: str, b: str, user: str | None, relation: str | None, rule: str | None, grid: int, links: int) -> bytes:
-        from lrprec.explain.bilrp import top_links
-
-        m, relation, rule_name = _bilrp(a, b, user, relation, rule, grid)
-        key = ("bilrp", a, b, user, relation, rule_name, grid, links)
+        ra, rb, rel, u, rule_name = _pair(a, b, user, relation, rule)
+        m, relation = await state.bilrp_async(ra, rb, rel, u, rule_name, grid)
+        key = ("bilrp", ra, rb, u, relation, rule_name, grid, links)
         png = state.pngs.get(key)
         if png is None:
-            ia, ib = state.item_image(state.item_row(a)), state.item_image(state.item_row(b))
-            if ia is None or ib is None:
-                raise NotFound("an item of this pair has no image")
-            png = heatmap.links_png(ia, ib, top_links(torch.from_numpy(m), links), grid)
+            png = await run_in_threadpool(_links_png, ra, rb, m, grid, links)
             state.pngs.put(key, png)
-        return png
+        return Response(png, media_type="image/png", headers=PNG_HEADERS)
+
+    def _links_png(ra: int, rb: int, m: np.ndarray, grid: int, links: int) -> bytes:
+        from lrprec.explain.bilrp import top_links
+
+        ia, ib = state.item_image(ra), state.item_image(rb)
+        if ia is None or ib is None:
+            raise NotFound("an item of this pair has no image")
+        return heatmap.links_png(ia, ib, top_links(torch.from_numpy(m), links), grid)
 
     # ---- files of the run and its catalog -----------------------------------------------------------------
     files = {200: {"content": {t: {} for t in ("image/png", "image/jpeg", "image/webp", "image/gif", "text/html")}, "description": "The file."}}

@@ -36,7 +36,7 @@ from lrprec.run import Run
 from lrprec.serve.api import api_router
 from lrprec.serve.middleware import LimitsMiddleware
 from lrprec.serve.pages import pages_router
-from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_QUEUE, EXPLAIN_WORKERS
+from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_NICE, EXPLAIN_QUEUE, EXPLAIN_WORKERS, KEEP_ALIVE_SECONDS
 from lrprec.serve.pool import Busy
 from lrprec.serve.state import BadParam, NotFound, ServeState
 from lrprec.serve.urls import bilrp_png_url, heatmap_url, image_url, item_url, pair_url
@@ -63,18 +63,21 @@ def _is_page(request: Request) -> bool:
 
 
 def create_app(run_path: str | os.PathLike | Run, *, index: Any = None, cache_entries: int = CACHE_ENTRIES, cache_bytes: int = CACHE_BYTES,
-               explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE, warmup: bool = False) -> FastAPI:
+               explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE, explain_processes: bool = False,
+               explain_nice: int = EXPLAIN_NICE, warmup: bool = False) -> FastAPI:
     """The FastAPI app for a run directory: loads the run and its index once, then serves pages and ``/api``.
 
     ``index`` (a :class:`lrprec.recommend.recommender.RecIndex`) skips loading ``RUN/index``;
     without a usable stored index one is built in memory at start (with a notice).
-    ``explain_workers``/``explain_queue`` size the explanation pool (past both: 503 + Retry-After);
+    ``explain_workers``/``explain_queue`` size the explanation pool (past both: 503 + Retry-After); with
+    ``explain_processes`` its workers are processes (each loads the run; ``explain_nice`` lowers their CPU priority),
+    else threads of this process;
     ``cache_bytes`` bounds each in-memory cache.
     ``warmup`` explains one pair at start, so the first page does not pay torch's first-call cost.
     """
     run = run_path if isinstance(run_path, Run) else Run.load(run_path)
     state = ServeState(run, index=index, cache_entries=cache_entries, cache_bytes=cache_bytes, explain_workers=explain_workers,
-                       explain_queue=explain_queue)
+                       explain_queue=explain_queue, explain_processes=explain_processes, explain_nice=explain_nice)
     if warmup:
         state.warmup()
     app = FastAPI(
@@ -166,7 +169,9 @@ DOCS_ASSETS = "/docs-assets"
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     # uvicorn has already answered the requests in flight (graceful shutdown); finish what the explanation pool still holds
-    app.state.lrprec.pool.drain(timeout=60)
+    pool = app.state.lrprec.pool
+    pool.drain(timeout=60)
+    pool.close()
 
 
 def swagger_ui_assets() -> Path | None:
@@ -201,11 +206,13 @@ def api_endpoints(schema: dict) -> list[dict]:
 
 def serve(run_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
           echo: Callable[[str], None] | None = None, explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE,
-          drain_seconds: float = 30.0) -> None:
+          drain_seconds: float = 30.0, explain_nice: int = EXPLAIN_NICE, keep_alive: int = KEEP_ALIVE_SECONDS) -> None:
     """Load the run and serve the app with uvicorn until interrupted (binds loopback unless ``host`` says otherwise).
 
     On SIGTERM or Ctrl-C the server stops accepting connections and answers the requests in flight
-    (for at most ``drain_seconds``) before it exits."""
+    (for at most ``drain_seconds``) before it exits. Explanations run in ``explain_workers`` worker processes
+    (priority lowered by ``explain_nice``), so they never hold this process's GIL; idle keep-alive connections
+    stay open ``keep_alive`` seconds."""
     import uvicorn
 
     say = echo or (lambda m: print(m, file=sys.stderr))
@@ -215,9 +222,10 @@ def serve(run_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000
         say(f"warning: binding {host}: the app will be reachable from other machines; it has no authentication")
     if explain_workers < 1 or explain_queue < 0:
         raise UsageError(f"--explain-workers must be >= 1 and --explain-queue >= 0, got {explain_workers}, {explain_queue}")
-    app = create_app(run_path, warmup=True, explain_workers=explain_workers, explain_queue=explain_queue)
+    app = create_app(run_path, warmup=True, explain_workers=explain_workers, explain_queue=explain_queue, explain_processes=True,
+                     explain_nice=explain_nice)
     state: ServeState = app.state.lrprec
     say(f"lrprec: serving run {state.run.path} ({len(state.catalog)} items); {state.index_note}")
     shown = f"[{host}]" if ":" in host else host
     say(f"open http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds, timeout_keep_alive=keep_alive)

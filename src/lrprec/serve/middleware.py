@@ -1,7 +1,8 @@
-"""ASGI middleware bounding query strings and request bodies before any route runs."""
+"""ASGI middleware bounding query strings and request bodies before any route runs, and timing every answer."""
 from __future__ import annotations
 
 import json
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -9,7 +10,8 @@ from lrprec.serve.params import MAX_BODY_BYTES, MAX_QUERY_BYTES
 
 
 class LimitsMiddleware:
-    """Bounds request sizes (query string, body) and adds defensive response headers."""
+    """Bounds request sizes (query string, body) and adds defensive response headers, and ``Server-Timing: app;dur=MS``
+    (the time from the request reaching the app to its answer starting: the app's own share of a client's latency)."""
 
     SECURITY_HEADERS = [
         (b"x-content-type-options", b"nosniff"),
@@ -37,6 +39,7 @@ class LimitsMiddleware:
             return
         started = False
         received = 0
+        t0 = time.perf_counter()
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -54,7 +57,8 @@ class LimitsMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": list(message.get("headers", [])) + extra}
+                timing = (b"server-timing", b"app;dur=%.2f" % (1000 * (time.perf_counter() - t0)))
+                message = {**message, "headers": [*message.get("headers", []), *extra, timing]}
             await send(message)
 
         try:

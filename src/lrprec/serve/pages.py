@@ -65,7 +65,7 @@ def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRou
                 rows = [(row, state.item_row(e["item"])) for _, entries in groups for e in entries][:WARM_BATCH]
                 if rows:  # through the explanation pool; when it is full the heatmaps load lazily instead
                     with contextlib.suppress(Busy):
-                        state.pool.submit(state.explain, rows, state.relation(rel), state.user_row(user), rule_name, target).result()
+                        state.explain(rows, state.relation(rel), state.user_row(user), rule_name, target)
         c = state.catalog
         item = {"item_id": item_id, "category": str(c.categories[row]), "title": str(c.titles[row] or "")}
         return page(request, "item.html", item=item, result=result, sections=sections, user=user or "", relation=relation,
@@ -99,7 +99,7 @@ def pages_router(state: ServeState, page: Callable[..., HTMLResponse]) -> APIRou
                        items=[{"item_id": x, "category": str(c.categories[r]), "title": str(c.titles[r] or "")} for x, r in ((a, ra), (b, rb))])
             if state.has_pixels:
                 # through the explanation pool: a full pool answers 503 + Retry-After (the error page)
-                ctx["explanation"] = state.pool.submit(state.explain, [(ra, rb)], state.relation(chosen), u, rule_name, target).result()[0]
+                ctx["explanation"] = state.explain([(ra, rb)], state.relation(chosen), u, rule_name, target)[0]
                 ctx["bilrp"] = state.has_image(ra) and state.has_image(rb)
         return page(request, "pair.html", **ctx)
 

@@ -26,6 +26,12 @@ CACHE_BYTES = 64 * 1024 * 1024
 #: The explanation pool: computations at once, and requests that may wait; past both the API answers 503 + Retry-After.
 EXPLAIN_WORKERS = 1
 EXPLAIN_QUEUE = 8
+#: Added to the CPU priority ("nice") of the explanation worker processes of ``lrprec serve``: when the cores are busy the
+#: kernel runs browsing and recommendations first, explanations with what is left.
+EXPLAIN_NICE = 10
+#: Seconds an idle keep-alive connection stays open (uvicorn's default is 5 s, the same as common clients' idle expiry:
+#: a client then reuses a connection the server is closing and sees "server disconnected"; longer than those clients).
+KEEP_ALIVE_SECONDS = 30
 #: Pairs explained in one batch when a page shows many heatmaps (the rest load lazily).
 WARM_BATCH = 64
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})

@@ -14,7 +14,6 @@ from typing import Any, Hashable
 from urllib.parse import quote
 
 import numpy as np
-import torch
 from cachetools import LRUCache
 
 from lrprec.data.catalog import RELATIONS, CatalogError
@@ -22,16 +21,15 @@ from lrprec.data.importing.sources import read_item_sources
 from lrprec.errors import LrprecError
 from lrprec.jsonable import plain
 from lrprec.run import Run
-from lrprec.serve import heatmap
-from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_QUEUE, EXPLAIN_WORKERS, IMAGE_SUFFIXES, TARGETS, WARM_BATCH
+from lrprec.serve import compute, heatmap
+from lrprec.serve.params import CACHE_BYTES, CACHE_ENTRIES, EXPLAIN_NICE, EXPLAIN_QUEUE, EXPLAIN_WORKERS, IMAGE_SUFFIXES, TARGETS, WARM_BATCH
+from lrprec.serve.files import NotFound, safe_file
 from lrprec.serve.pool import ComputePool
 from lrprec.serve.urls import image_url
 
+__all__ = ["BadParam", "NotFound", "ServeState", "safe_file"]
+
 log = logging.getLogger("lrprec.serve")
-
-
-class NotFound(LookupError):
-    """An unknown id or file: answered with 404."""
 
 
 class BadParam(LrprecError):
@@ -84,6 +82,10 @@ class LRU:
             except ValueError:  # larger than the whole budget: not cached
                 pass
 
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
     @property
     def nbytes(self) -> int:
         """Bytes held (by :func:`size_of`); the entry count without a byte budget."""
@@ -93,32 +95,25 @@ class LRU:
         return len(self._data)
 
 
-def safe_file(root: Path, relative: str, suffixes: frozenset[str]) -> Path:
-    """``root/relative`` if it resolves (symlinks followed) to a file inside ``root`` with an allowed suffix, else NotFound."""
-    if not relative or "\x00" in relative or len(relative) > 1024:
-        raise NotFound("no such file")
-    base = root.resolve()
-    try:
-        path = (base / relative).resolve()
-    except (OSError, RuntimeError, ValueError):
-        raise NotFound("no such file") from None
-    if not path.is_relative_to(base) or path.suffix.lower() not in suffixes or not path.is_file():
-        raise NotFound("no such file")
-    return path
-
-
 class ServeState:
     """The run, its recommender and the caches, shared by all requests (loaded once at start)."""
 
     def __init__(self, run: Run, index: Any = None, cache_entries: int = CACHE_ENTRIES, cache_bytes: int = CACHE_BYTES,
-                 explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE):
+                 explain_workers: int = EXPLAIN_WORKERS, explain_queue: int = EXPLAIN_QUEUE, explain_processes: bool = False,
+                 explain_nice: int = EXPLAIN_NICE):
         self.run = run
         self.catalog = run.catalog
-        self.compute_lock = threading.Lock()  # one LRP computation at a time: bounded memory, no duplicate work
-        self.pool = ComputePool(explain_workers, explain_queue)  # explanation requests: bounded, 503 past the queue
+        # explanation requests: bounded, 503 past the queue; in worker processes (lrprec serve) or on threads here
+        if explain_processes:
+            self.pool = ComputePool(explain_workers, explain_queue, initializer=compute.init_worker, initargs=(str(run.path), explain_nice))
+            self._work: Any = compute.call
+        else:
+            self.pool = ComputePool(explain_workers, explain_queue)
+            self._work = compute.Explainer(run).call
         self.explanations = LRU(cache_entries, cache_bytes)
         self.bilrp_cache = LRU(max(8, cache_entries // 8), cache_bytes // 4)
         self.pngs = LRU(cache_entries, cache_bytes)
+        self.json_pages = LRU(cache_entries, cache_bytes // 4)  # encoded catalog pages (the catalog does not change while serving)
         self.has_pixels = run.model.backbone.kind == "image"
         self.sources = read_item_sources(self.catalog.root)  # raw titles, image URLs, placeholder flags
         self._has_image: dict[int, bool] = {}
@@ -149,12 +144,10 @@ class ServeState:
         self.recommender = Recommender(self.run, index)
 
     def warmup(self) -> None:
-        """Run one pair explanation (not cached) so torch's lazy initialisation happens before the first request."""
-        if self.has_pixels and len(self.catalog) >= 2:
-            from lrprec.explain.targets import explain_pairs
-
-            x = self.run.inputs(np.array([0, 1]))
-            explain_pairs(self.run.model, x[:1], x[1:], self.run.check_relation(self.run.relations[0]), -1, composite=self.default_rule)
+        """Start the explanation workers and run one explanation, so torch's lazy initialisation happens before the first request."""
+        self.pool.start()
+        if not self.pool.processes:
+            self._work("warmup")
 
     @property
     def default_rule(self) -> str:
@@ -207,23 +200,7 @@ class ServeState:
     # -- images -----------------------------------------------------------------------------------------
     def item_image(self, row: int) -> np.ndarray | None:
         """uint8 (H, W, 3) image of an item: the catalog's decode cache, else its image file (inside the catalog)."""
-        images = self.catalog.images
-        if images is not None:
-            return np.asarray(images[row])
-        rel = str(self.catalog.image_paths[row] or "")
-        if not rel:
-            return None
-        try:
-            path = safe_file(self.catalog.root, rel, IMAGE_SUFFIXES)
-        except NotFound:
-            return None
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError:
-            return None
+        return compute.item_image(self.catalog, row)
 
     def has_image(self, row: int) -> bool:
         """Whether the item has a real image to show (not none, not the import's gray placeholder)."""
@@ -271,76 +248,74 @@ class ServeState:
         probs = pair_probabilities(self.run, np.array([a]), np.array([b]), np.array([user]))
         return {r: float(p[0]) for r, p in probs.items()}
 
-    def explain(self, pairs: list[tuple[int, int]], rel: int, user: int, rule: str, target: str) -> list[dict]:
-        """Explanation records (with both heatmap PNGs under ``_png``) for pairs of rows; one batched LRP pass for the misses."""
+    def _explanation_keys(self, pairs: list[tuple[int, int]], rel: int, user: int, rule: str, target: str) -> tuple[list, dict, list]:
         self.need_pixels()
         keys = [(a, b, rel, user, rule, target) for a, b in pairs]
         found = {k: self.explanations.get(k) for k in dict.fromkeys(keys)}
-        missing = [k for k, v in found.items() if v is None]
-        if missing:
-            with self.compute_lock:
-                todo = []
-                for k in missing:  # another request may have computed them meanwhile
-                    v = self.explanations.get(k)
-                    if v is None:
-                        todo.append(k)
-                    else:
-                        found[k] = v
-                for s in range(0, len(todo), WARM_BATCH):
-                    for k, v in zip(todo[s:s + WARM_BATCH], self._compute_explanations(todo[s:s + WARM_BATCH])):
-                        self.explanations.put(k, v)
-                        found[k] = v
+        return keys, found, [k for k, v in found.items() if v is None]
+
+    def _keep_explanations(self, todo: list[tuple], records: list[dict], found: dict) -> None:
+        for k, v in zip(todo, records):
+            self.explanations.put(k, v)
+            if k[2] < 0:  # asked for the most probable relation: also cached under the relation it resolved to
+                self.explanations.put((*k[:2], RELATIONS.index(v["relation"]), *k[3:]), v)
+            found[k] = v
+
+    def explain(self, pairs: list[tuple[int, int]], rel: int, user: int, rule: str, target: str) -> list[dict]:
+        """Explanation records (with both heatmap PNGs under ``_png``) for pairs of rows (``rel`` -1: each pair's most
+        probable relation); the cache's misses go through the explanation pool (:class:`Busy` when it is full)."""
+        keys, found, missing = self._explanation_keys(pairs, rel, user, rule, target)
+        for todo in self._batches(missing):
+            self._keep_explanations(todo, self._unwrap(lambda: self.pool.submit(self._work, "explanations", todo).result()), found)
         return [found[k] for k in keys]
 
-    def _compute_explanations(self, keys: list[tuple]) -> list[dict]:
-        from lrprec.explain.targets import explain_pairs
+    async def explain_async(self, pairs: list[tuple[int, int]], rel: int, user: int, rule: str, target: str) -> list[dict]:
+        """:meth:`explain` for async routes: a cache hit answers at once, a miss awaits the pool without holding a thread."""
+        keys, found, missing = self._explanation_keys(pairs, rel, user, rule, target)
+        for todo in self._batches(missing):
+            try:
+                records = await self.pool.run(self._work, "explanations", todo)
+            except compute.ComputeError as exc:
+                raise BadParam(str(exc)) from None
+            self._keep_explanations(todo, records, found)
+        return [found[k] for k in keys]
 
-        a = np.array([k[0] for k in keys], np.int64)
-        b = np.array([k[1] for k in keys], np.int64)
-        _, _, rel, user, rule, target = keys[0]
-        n = len(keys)
+    @staticmethod
+    def _batches(keys: list[tuple]) -> list[list[tuple]]:
+        """Keys in batches of one LRP pass each (same relation, user, rule and target; at most WARM_BATCH pairs)."""
+        groups: dict[tuple, list] = {}
+        for k in keys:
+            groups.setdefault(k[2:] if k[2] >= 0 else k, []).append(k)  # an unresolved relation: one pair per pass
+        return [g[s:s + WARM_BATCH] for g in groups.values() for s in range(0, len(g), WARM_BATCH)]
+
+    @staticmethod
+    def _unwrap(get: Any) -> Any:
         try:
-            e = explain_pairs(self.run.model, self.run.inputs(a), self.run.inputs(b), torch.full((n,), rel, dtype=torch.long),
-                              torch.full((n,), user, dtype=torch.long), target=target, composite=rule, batch_size=32)
-        except LrprecError as exc:
+            return get()
+        except compute.ComputeError as exc:
             raise BadParam(str(exc)) from None
-        ra = e.relevance_a.detach().float().sum(1).numpy()
-        rb = e.relevance_b.detach().float().sum(1).numpy()
-        users = [""] + list(self.catalog.user_ids)
-        out = []
-        for k in range(n):
-            scale = float(max(np.abs(ra[k]).max(), np.abs(rb[k]).max()))
-            out.append({
-                "item_a": str(self.catalog.item_ids[a[k]]), "item_b": str(self.catalog.item_ids[b[k]]),
-                "user": users[user + 1] or None, "relation": RELATIONS[rel], "rule": rule, "target": target,
-                "probability": float(e.probability[k]), "logit": float(e.logit[k]), "target_value": float(e.target_value[k]),
-                "relevance_sum": {"a": float(ra[k].sum()), "b": float(rb[k].sum())}, "absorbed": float(e.absorbed[k]), "conservation": float(e.conservation[k]),
-                "_png": {"a": heatmap.heatmap_png(ra[k], self.item_image(int(a[k])), scale),
-                         "b": heatmap.heatmap_png(rb[k], self.item_image(int(b[k])), scale)},
-            })
-        return out
 
-    def bilrp(self, a: int, b: int, rel: int, user: int, rule: str, grid: int) -> np.ndarray:
-        """BiLRP patch-to-patch relevance (grid², grid²) of one pair, cached."""
+    def check_grid(self, grid: int) -> None:
+        size = int(self.run.inputs(np.array([0])).shape[-1])
+        if grid > size:
+            raise BadParam(f"grid {grid} is larger than the {size}x{size} model input")
+
+    async def bilrp_async(self, a: int, b: int, rel: int, user: int, rule: str, grid: int) -> tuple[np.ndarray, str]:
+        """BiLRP patch-to-patch relevance (grid², grid²) of one pair (``rel`` -1: its most probable relation) and the
+        relation explained; cached, a miss goes through the explanation pool."""
         self.need_pixels()
         key = (a, b, rel, user, rule, grid)
-        m = self.bilrp_cache.get(key)
-        if m is None:
-            from lrprec.explain.bilrp import bilrp
-
-            size = int(self.run.inputs(np.array([a])).shape[-1])
-            if grid > size:
-                raise BadParam(f"grid {grid} is larger than the {size}x{size} model input")
-            with self.compute_lock:
-                m = self.bilrp_cache.get(key)
-                if m is None:
-                    try:
-                        m = bilrp(self.run.model, self.run.inputs(np.array([a])), self.run.inputs(np.array([b])),
-                                  torch.tensor([rel]), torch.tensor([user]), composite=rule, grid=grid)[0].detach().float().numpy()
-                    except LrprecError as exc:
-                        raise BadParam(str(exc)) from None
-                    self.bilrp_cache.put(key, m)
-        return m
+        hit = self.bilrp_cache.get(key)
+        if hit is None:
+            self.check_grid(grid)
+            try:
+                hit = await self.pool.run(self._work, "bilrp", a, b, rel, user, rule, grid)
+            except compute.ComputeError as exc:
+                raise BadParam(str(exc)) from None
+            self.bilrp_cache.put(key, hit)
+            if rel < 0:
+                self.bilrp_cache.put((a, b, RELATIONS.index(hit[1]), user, rule, grid), hit)
+        return hit
 
     def recommend(self, item: str, user: str | None, relation: str | None, k: int, per_category: bool) -> dict:
         if self.recommender is None:
