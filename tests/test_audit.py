@@ -78,6 +78,17 @@ def test_the_suspicion_rule_separates_an_artifact_from_a_legitimate_feature():
     assert suspicion({"region": legit, "latent": artifact}) > THRESHOLD  # either removal can expose it
 
 
+def test_an_exact_tie_goes_to_the_cluster_whose_region_moves_the_outputs():
+    from lrprec.evaluate.audit import _top
+
+    def cluster(i, score, region):
+        return {"id": i, "score": score, "tests": {"region": {"effect": region, "cost": 0.0}, "latent": {"effect": score, "cost": 0.0}}}
+
+    assert _top([cluster(0, 0.35, 0.003), cluster(1, 0.35, 0.19)]) == 1  # a two-way split: one concept direction
+    assert _top([cluster(0, 0.36, 0.003), cluster(1, 0.35, 0.19)]) == 0  # no tie: the score decides
+    assert _top([]) is None
+
+
 # ---- the tint catalog -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tint_catalog(tmp_path_factory):

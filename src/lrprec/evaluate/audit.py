@@ -158,6 +158,16 @@ def suspicion(tests: dict) -> float:
     return max(t["effect"] - COST_WEIGHT * t["cost"] for t in tests.values())
 
 
+def _top(flagged: list[dict]) -> int | None:
+    """The flagged cluster with the highest score; an exact tie (a two-way split has one concept direction, so
+    its two clusters share the latent test's result) goes to the cluster whose own region moves the outputs more."""
+    def region(c: dict) -> float:
+        t = c["tests"]["region"]
+        return t["effect"] - COST_WEIGHT * t["cost"]
+
+    return max(flagged, key=lambda c: (c["score"], region(c)))["id"] if flagged else None
+
+
 # ---- the audit of a run -----------------------------------------------------------------------
 def _item_features(model, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     with torch.inference_mode():
@@ -268,7 +278,7 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
         "composite": composite, "pairs": int(len(sel)), "heatmaps": int(len(rows)), "n_clusters": cl["n_clusters"],
         "eigenvalues": [float(v) for v in cl["eigenvalues"]], "rule": {"cost_weight": COST_WEIGHT, "threshold": THRESHOLD},
         "clusters": clusters,
-        "flagged": max(flagged, key=lambda c: c["score"])["id"] if flagged else None,
+        "flagged": _top(flagged),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     atomic_write_text(out_path, json.dumps(report, indent=2))
