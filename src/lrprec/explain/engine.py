@@ -69,6 +69,9 @@ def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: T
             bs.append(bt)
     assert xs, "the rule produced no term"
     bias_mod = None if not bs else (bs[0] if len(bs) == 1 else torch.stack(bs).sum(0))
+    if len(terms) == 1 and terms[0][1].uniform and layer.conv_args.get("groups", 1) == 1:
+        z = layer.apply(xs[0], ws[0][:1], None)  # every output unit has the same weights: compute one, broadcast it
+        return z.expand(*z.shape[:-1], w.shape[0]) if layer.kind == "linear" else z.expand(-1, w.shape[0], -1, -1), False
     if len(xs) == 1:
         return layer.apply(xs[0], ws[0], bias_mod), bias_mod is not None
     if layer.conv_args.get("groups", 1) != 1:
@@ -158,10 +161,20 @@ class _Step:
 
 @dataclass
 class _State:
-    """Mutable per-pass state: sources collected so far; whether the input layer is still to come."""
+    """Mutable per-pass state: sources collected so far; whether the input layer is still to come; the trace taps."""
 
     sources: list[Tensor] = field(default_factory=list)
     first: bool = True
+    taps: list[tuple[str, Tensor]] | None = None
+
+    def tap(self, name: str, t: Tensor) -> Tensor:
+        """``t`` itself, or (tracing) a view of it that keeps its gradient: R = t · grad flows only through this use."""
+        if self.taps is None:
+            return t
+        t = t.view_as(t)
+        t.retain_grad()
+        self.taps.append((name, t))
+        return t
 
 
 class LRPNet:
@@ -197,12 +210,17 @@ class LRPNet:
         """The rule of each top-level layer (None for pass layers and residual blocks)."""
         return [s.rule for s in self.steps]
 
-    def forward(self, x: Tensor, exact: bool = False) -> Trace:
-        """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
+    def forward(self, x: Tensor, exact: bool = False, taps: list[tuple[str, Tensor]] | None = None) -> Trace:
+        """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path.
+
+        ``taps``: a list that receives (step name, tensor) for every step's output (and each
+        branch's input), with its gradient retained, so that after the backward
+        ``(t * t.grad).sum()`` is the relevance that step passes on (:func:`relevance_trace`).
+        """
         if not x.requires_grad:
             raise UsageError("LRPNet.forward needs an input that requires grad")
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
-        state = _State()
+        state = _State(taps=taps)
         h, hp, nonneg = self._run(self.steps, h, h if exact else None, False, state)
         return Trace(x, h, hp, state.sources, nonneg)
 
@@ -215,16 +233,19 @@ class LRPNet:
                 hp = None if hp is None else layer.fn(hp)
                 nonneg = nonneg or layer.sign == "nonneg"
             elif isinstance(layer, ResidualLayer):
-                m, mp, _ = self._run(step.main, h, hp, nonneg, state)
-                s, sp, _ = self._run(step.shortcut, h, hp, nonneg, state)
-                h, hp = residual_sum(m, s, mp, sp, self.composite.sum_epsilon)
+                m, mp, _ = self._run(step.main, state.tap(f"{layer.name}.main.in", h), hp, nonneg, state)
+                s, sp, _ = self._run(step.shortcut, state.tap(f"{layer.name}.shortcut.in", h), hp, nonneg, state)
+                h, hp = residual_sum(state.tap(f"{layer.name}.main", m), state.tap(f"{layer.name}.shortcut", s),
+                                     mp, sp, self.composite.sum_epsilon)
                 nonneg = False
             elif not isinstance(layer, ParamLayer):  # a transformer step (lrprec.explain.attnlrp)
-                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp, self.composite.sum_epsilon)
+                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp,
+                                  self.composite.sum_epsilon, state.tap)
                 nonneg = False
             else:
                 h, hp = self._apply(layer, h, hp, nonneg, step.rectified, state, step.rule)
                 nonneg = False
+            h = state.tap(layer.name, h)
         return h, hp, nonneg
 
     def _apply(self, layer: ParamLayer, h: Tensor, hp: Tensor | None, nonneg: bool, rectified: bool, state: _State,
