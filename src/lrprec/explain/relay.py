@@ -69,10 +69,10 @@ class _Bilinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         a_real, b_real = ctx.saved_tensors
-        half = (0.5 * ctx.scale) * grad
+        c = 0.5 * ctx.scale  # applied to the factors' gradients (N·d values each), not to the N² product's
         if ctx.transpose:  # out = a bᵀ
-            return half @ b_real, half.transpose(-1, -2) @ a_real, None, None, None, None, None
-        return half @ b_real.transpose(-1, -2), a_real.transpose(-1, -2) @ half, None, None, None, None, None
+            return (grad @ b_real) * c, (grad.transpose(-1, -2) @ a_real) * c, None, None, None, None, None
+        return (grad @ b_real.transpose(-1, -2)) * c, (a_real.transpose(-1, -2) @ grad) * c, None, None, None, None, None
 
 
 def bilinear(a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor, transpose: bool = False,
