@@ -78,7 +78,7 @@ def main() -> None:
         model = PairModel(build_backbone(args.backbone, **config), dim=args.dim, n_relations=4, n_users=0).eval()
         x_a, x_b = torch.randn(args.pairs, 3, args.size, args.size), torch.randn(args.pairs, 3, args.size, args.size)
         rel, user = torch.arange(args.pairs) % 4, torch.full((args.pairs,), -1)
-    ranks = [int(r) for r in args.ranks.split(",")]
+    ranks = [int(r) for r in args.ranks.split(",") if r]
 
     def baseline() -> object:
         xa, xb = x_a.clone().requires_grad_(True), x_b.clone().requires_grad_(True)
