@@ -4,7 +4,9 @@ For each composite and target: median, 5th and 95th percentile of ``explain_pair
 (similarity: each image's sum / S, both images pooled; logit: (sum_a + sum_b) / (−d)) and the
 share inside [0.8, 1.25]. Writes RUN.cons.json beside the run directory.
 
-    .venv/bin/python benchmarks/conservation_table.py RUN [similarity,logit]
+    .venv/bin/python benchmarks/conservation_table.py RUN [similarity,logit] [MAX_PAIRS]
+
+``MAX_PAIRS``: only the first that many correctly predicted test pairs (all by default).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ def main() -> None:
     logits = predict_logits(run.model, cat, p, input_size=run.input_size)
     correct = (logits > 0) == (p.label == 1)
     idx = np.flatnonzero(correct)
+    if len(sys.argv) > 3:
+        idx = idx[:int(sys.argv[3])]
     print(f"{sys.argv[1]}: accuracy {correct.mean():.4f}; {len(idx)} correctly predicted test pairs")
     xa, xb = run.inputs(p.a[idx]), run.inputs(p.b[idx])
     rel, user = torch.from_numpy(p.relation[idx]), torch.from_numpy(p.user[idx])

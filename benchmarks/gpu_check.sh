@@ -5,7 +5,9 @@
 #   1. VGG-16 training at 224 px: pairs/s of `lrprec train` (2 epochs of STEPS steps, the second reported);
 #   2. LRP on VGG-16 at PAIRS pairs, 224 px: each composite's time / a plain forward+backward
 #      (benchmarks/bench_explain.py --sections vgg);
-#   3. a 1-process DDP run under torchrun (nccl on CUDA, gloo on CPU): pairs/s beside run 1's.
+#   3. a 1-process DDP run under torchrun (nccl on CUDA, gloo on CPU): pairs/s beside run 1's;
+#   4. (issue 28) ResNet-18/50 and ViT-B/16: training pairs/s and LRP cost at 224 px;
+#   5. (issue 28) test accuracy of SmallCNN, resnet-small and vit-small on the default 64 px catalog.
 # Sizes come from the environment (defaults sized for one H200; for a CPU dry run use e.g.
 # ITEMS=60 STEPS=1 BATCH=2 PAIRS=1). Logs and runs land in OUT.
 set -euo pipefail
@@ -38,3 +40,13 @@ for bb in resnet18 resnet50 vit-b16; do
       "$OUT/$bb/history.json" "$bb" | tee -a "$OUT/backbones.txt"
 done
 "$PY" benchmarks/bench_backbones.py --backbones resnet18,resnet50,vit-b16 --size 224 --pairs "$PAIRS" --device "$DEV" --threads 1 | tee -a "$OUT/backbones.txt"
+# 5. issue 28: test accuracy on the default 64 px synthetic catalog (seed 0, default settings, 20 epochs) of SmallCNN,
+#    resnet-small and vit-small (also vit-small at lr 1e-3): the small backbones against SmallCNN (target: within 2 points)
+[ -f "$OUT/cat64/items.parquet" ] || "$PY" -m lrprec synth "$OUT/cat64" --seed 0 > "$OUT/synth64.log" 2>&1
+for spec in "small" "resnet-small" "vit-small" "vit-small --lr 0.001"; do
+  name=$(echo "$spec" | tr ' ' '_')
+  "$PY" -m lrprec train "$OUT/cat64" --out "$OUT/acc_$name" --device "$DEV" --seed 0 --backbone $spec > "$OUT/acc_$name.log" 2>&1
+  "$PY" -m lrprec evaluate "$OUT/acc_$name" --json > "$OUT/acc_$name.json"
+  "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['overall']; print(sys.argv[2], '64 px catalog, seed 0: test accuracy', round(100*d['accuracy'], 2), 'AUC', round(d['auc'], 4))" \
+      "$OUT/acc_$name.json" "$spec" | tee -a "$OUT/backbones.txt"
+done

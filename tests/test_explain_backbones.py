@@ -235,3 +235,73 @@ def test_resnet_second_order_matches_finite_differences() -> None:
               "downsample": [blk.downsample[0].weight, blk.downsample[1].bias], "fc": [net.fc.weight], "E": [model.E]}
     errors = _second_order_errors(model, groups, "epsilon-gamma-box", 16)
     assert max(errors.values()) <= 1e-4, errors
+
+
+# ---- the per-step relevance trace (engine taps; benchmarks/relevance_trace.py) -------------------------
+
+def _traced(backbone, x, g, composite):
+    from lrprec.explain.engine import LRPNet
+    net = LRPNet(backbone, composite)
+    xin = x.clone().requires_grad_(True)
+    taps: list = []
+    trace = net.forward(xin, taps=taps)
+    trace.output.backward(g)
+    return xin, taps, {name: (t * t.grad).sum().item() for name, t in taps if t.grad is not None}
+
+
+def test_trace_taps_leave_relevance_unchanged_and_show_where_it_goes() -> None:
+    m = _random_resnet("basic")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _, taps, r = _traced(m, x, g, "epsilon-gamma-box")
+    for name, t in taps:  # with taps, relevance is what it is without them (sources included)
+        assert t.grad is not None, name
+    from lrprec.explain.engine import LRPNet
+    net = LRPNet(m, "epsilon-gamma-box")
+    xin = x.clone().requires_grad_(True)
+    trace = net.forward(xin, taps=[])
+    assert torch.allclose(net.relevance(trace, trace.output, g), explain(m, x, "epsilon-gamma-box", g), atol=1e-12)
+    blocks = sorted({n.rsplit(".main", 1)[0] for n in r if n.endswith(".main")})
+    assert len(blocks) == 5
+    for b in blocks:  # the sum step splits its relevance between the branches, conserving it (ε = 1e-9)
+        assert r[f"{b}.main"] + r[f"{b}.shortcut"] == pytest.approx(r[b], rel=1e-6, abs=1e-9)
+    assert r["fc"] == pytest.approx((m(x) * g).sum().item(), rel=1e-6)  # ε on a bias-free layer
+
+
+def test_trace_vit_layernorm_conserves_without_its_bias_and_softmax_absorbs() -> None:
+    m = _random_vit()
+    with torch.no_grad():
+        for blk in m.encoder.layers:
+            blk.ln_1.bias.zero_(), blk.ln_2.bias.zero_()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _, _, r = _traced(m, x, g, "epsilon-plus-flat")
+    for i in range(2):
+        pre = f"encoder.layers.encoder_layer_{i}"
+        for ln in ("ln_1", "ln_2"):  # the fused LayerNorm backward: the centring conserves, σ held constant
+            assert r[f"{pre}.{ln}.in"] == pytest.approx(r[f"{pre}.{ln}"], rel=1e-9, abs=1e-12)
+        att = f"{pre}.self_attention"
+        assert r[f"{att}.softmax"] == pytest.approx(r[f"{att}.a_v"] / 2, rel=1e-9)  # uniform rule: half to A
+        # the residual sums conserve; the softmax's gradient × input generally does not (AttnLRP's rule)
+        assert r[f"{att}"] + r[f"{att}.skip"] == pytest.approx(r[f"{att}.sum"], rel=1e-6)
+    assert any(abs(r[f"encoder.layers.encoder_layer_{i}.self_attention.logits"]
+                   - r[f"encoder.layers.encoder_layer_{i}.self_attention.softmax"]) > 1e-3 * abs(r["encoder.ln"]) for i in range(2))
+
+
+def test_cached_weights_follow_every_change_of_the_model() -> None:
+    """Folded, rule-modified weights are reused across calls only while the model's tensors are unchanged."""
+    import copy
+    m = _random_resnet("basic")
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    first = explain(m, x, "epsilon-plus-flat", g)
+    assert torch.equal(explain(m, x, "epsilon-plus-flat", g), first)  # served from the cache: the same values
+    with torch.no_grad():  # an in-place update (an optimizer step, a running statistic) is seen
+        m.layer1[0].conv1.weight.mul_(-1.5)
+        m.layer2[0].bn1.running_mean.add_(0.2)
+    changed = explain(m, x, "epsilon-plus-flat", g)
+    assert torch.equal(changed, explain(copy.deepcopy(m), x, "epsilon-plus-flat", g)) and not torch.allclose(changed, first)
+    m.load_state_dict(_random_resnet("basic", seed=5).state_dict())  # so is a load
+    assert torch.equal(explain(m, x, "epsilon-plus-flat", g), explain(_random_resnet("basic", seed=5), x, "epsilon-plus-flat", g))
+    m.float()  # and a dtype (or device) change
+    assert explain(m, x.float(), "epsilon-plus-flat", g.float()).dtype == torch.float32

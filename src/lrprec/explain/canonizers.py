@@ -40,6 +40,14 @@ class ParamLayer:
     kind: str  # "conv2d" or "linear"
     params: Callable[[], tuple[Tensor, Tensor | None]]
     conv_args: dict = field(default_factory=dict)
+    #: the modules whose own parameters and buffers ``params()`` reads (conv and its BatchNorm): the engine caches
+    #: the detached (folded, rule-modified) weights per first owner while none of those tensors changes
+    owners: tuple[nn.Module, ...] = ()
+
+    def state_key(self) -> tuple:
+        """Identifies the current values of everything ``params()`` reads (storage, version, dtype, device; BatchNorm eps)."""
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for m in self.owners
+                     for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))) + tuple(getattr(m, "eps", None) for m in self.owners)
 
     def apply(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         """The layer's linear map with weight ``w`` and bias ``b`` (possibly modified by a rule) applied to ``x``."""
@@ -71,13 +79,13 @@ Layer = ParamLayer | PassLayer | ResidualLayer | attnlrp.NormLayer | attnlrp.Enc
 
 
 def _linear_layer(name: str, m: nn.Linear) -> ParamLayer:
-    return ParamLayer(name, "linear", lambda: (m.weight, m.bias))
+    return ParamLayer(name, "linear", lambda: (m.weight, m.bias), owners=(m,))
 
 
 def _encoder_layer(name: str, block: EncoderBlock) -> attnlrp.EncoderLayer:
     """A ViT encoder block as AttnLRP steps: LayerNorms, attention (its in-projection one linear layer), MLP."""
     attn = block.self_attention
-    qkv = ParamLayer(f"{name}.self_attention.in_proj", "linear", lambda: (attn.in_proj_weight, attn.in_proj_bias))
+    qkv = ParamLayer(f"{name}.self_attention.in_proj", "linear", lambda: (attn.in_proj_weight, attn.in_proj_bias), owners=(attn,))
     return attnlrp.EncoderLayer(name, (
         attnlrp.NormLayer(f"{name}.ln_1", block.ln_1),
         attnlrp.AttentionLayer(f"{name}.self_attention", attn, qkv, _linear_layer(f"{name}.self_attention.out_proj", attn.out_proj)),
@@ -124,8 +132,8 @@ def _conv_layer(name: str, conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> ParamL
         raise TypeError(f"{name}: padding_mode {conv.padding_mode!r} is not supported")
     args = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation, "groups": conv.groups}
     if bn is None:
-        return ParamLayer(name, "conv2d", lambda: (conv.weight, conv.bias), args)
-    return ParamLayer(name, "conv2d", lambda: folded_conv_params(conv, bn), args)
+        return ParamLayer(name, "conv2d", lambda: (conv.weight, conv.bias), args, owners=(conv,))
+    return ParamLayer(name, "conv2d", lambda: folded_conv_params(conv, bn), args, owners=(conv, bn))
 
 
 def _pass_layer(name: str, m: nn.Module) -> PassLayer:

@@ -22,6 +22,7 @@ negative outputs: not on a layer whose output feeds a ReLU.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,7 @@ from lrprec.errors import UsageError
 from lrprec.explain.canonizers import Layer, ParamLayer, PassLayer, ResidualLayer, canonize
 from lrprec.explain.composites import Composite, get_composite
 from lrprec.explain.relay import relay as _relay, residual_sum
-from lrprec.explain.rules import LayerContext, Rule
+from lrprec.explain.rules import LayerContext, ParamModifier, Rule
 
 
 @dataclass
@@ -43,8 +44,43 @@ class RuleOutput:
     sources: list[Tensor] = field(default_factory=list)
 
 
+#: first owner module -> (state key, {parameter modifier name or "": (w, b)}): detached weights, folded and modified,
+#: reused across batches and calls while the model is unchanged (first order only; weak, so it dies with the model)
+_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]]" = weakref.WeakKeyDictionary()
+
+
+class _Weights:
+    """The detached parameters of one layer and their rule-modified forms, cached per model state (first order)."""
+
+    def __init__(self, layer: ParamLayer):
+        self.store: dict | None = None
+        if layer.owners:
+            key = layer.state_key()
+            hit = _WEIGHTS.get(layer.owners[0])
+            if hit is None or hit[0] != key:
+                hit = (key, {})
+                _WEIGHTS[layer.owners[0]] = hit
+            self.store = hit[1]
+        if self.store is not None and "" in self.store:
+            self.w, self.b = self.store[""]
+        else:
+            with torch.no_grad():
+                w, b = layer.params()
+                self.w, self.b = w.detach(), (None if b is None else b.detach())
+            if self.store is not None:
+                self.store[""] = (self.w, self.b)
+
+    def modified(self, p_mod: ParamModifier) -> tuple[Tensor, Tensor | None]:
+        if self.store is None:
+            return p_mod.fn(self.w, self.b)
+        if p_mod.name not in self.store:
+            with torch.no_grad():
+                self.store[p_mod.name] = p_mod.fn(self.w, self.b)
+        return self.store[p_mod.name]
+
+
 def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
-                     sources: list[Tensor] | None) -> tuple[Tensor, bool]:
+                     sources: list[Tensor] | None, weights: _Weights | None = None) -> tuple[Tensor, bool]:
     """z_mod = Σ_t layer(x_t, w_t) (+ Σ_t b_t) for one term list; returns it and whether a bias term was added.
 
     ``sources`` collects the constant inputs (ones, box bounds) as leaves whose relevance is
@@ -62,13 +98,16 @@ def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: T
             if sources is not None:
                 xt.requires_grad_(True)
                 sources.append(xt)
-        wt, bt = p_mod.fn(w, b)
+        wt, bt = p_mod.fn(w, b) if weights is None else weights.modified(p_mod)
         xs.append(xt)
         ws.append(wt)
         if bt is not None:
             bs.append(bt)
     assert xs, "the rule produced no term"
     bias_mod = None if not bs else (bs[0] if len(bs) == 1 else torch.stack(bs).sum(0))
+    if len(terms) == 1 and terms[0][1].uniform and layer.conv_args.get("groups", 1) == 1:
+        z = layer.apply(xs[0], ws[0][:1], None)  # every output unit has the same weights: compute one, broadcast it
+        return z.expand(*z.shape[:-1], w.shape[0]) if layer.kind == "linear" else z.expand(-1, w.shape[0], -1, -1), False
     if len(xs) == 1:
         return layer.apply(xs[0], ws[0], bias_mod), bias_mod is not None
     if layer.conv_args.get("groups", 1) != 1:
@@ -80,13 +119,13 @@ def _modified_output(terms: tuple, layer: ParamLayer, x: Tensor, w: Tensor, b: T
 
 
 def _signed_output(rule: Rule, layer: ParamLayer, x: Tensor, w: Tensor, b: Tensor | None, ctx: LayerContext,
-                   z_real: Tensor | None, sources: list[Tensor] | None) -> tuple[Tensor, bool]:
+                   z_real: Tensor | None, sources: list[Tensor] | None, weights: _Weights | None = None) -> tuple[Tensor, bool]:
     """The rule's modified output; a sign-aware rule takes its ``neg_terms`` form where the real output is < 0."""
-    z_pos, has_bias = _modified_output(rule.terms, layer, x, w, b, ctx, sources)
+    z_pos, has_bias = _modified_output(rule.terms, layer, x, w, b, ctx, sources, weights)
     if not rule.sign_aware(ctx):
         return z_pos, has_bias
     assert z_real is not None
-    z_neg, _ = _modified_output(rule.neg_terms, layer, x, w, b, ctx, sources)
+    z_neg, _ = _modified_output(rule.neg_terms, layer, x, w, b, ctx, sources, weights)
     return torch.where(z_real.detach() >= 0, z_pos, z_neg), has_bias
 
 
@@ -99,9 +138,12 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
     redistribution (its autograd edge runs through the lower layers' modified backward).
     """
     exact = x_plain is not None
-    w, b = layer.params()
-    if not exact:
-        w, b = w.detach(), (None if b is None else b.detach())
+    weights = None
+    if exact:
+        w, b = layer.params()
+    else:
+        weights = _Weights(layer)
+        w, b = weights.w, weights.b
     sources: list[Tensor] = []
     signed = rule.sign_aware(ctx)
     if exact:
@@ -117,7 +159,7 @@ def apply_rule(rule: Rule, layer: ParamLayer, x: Tensor, x_plain: Tensor | None,
     if signed or not rule.reuses_forward:
         with torch.no_grad():
             z_first = layer.apply(x.detach(), w, b)
-    z_mod, has_bias = _signed_output(rule, layer, x, w, b, ctx, z_first, sources)
+    z_mod, has_bias = _signed_output(rule, layer, x, w, b, ctx, z_first, sources, weights)
     with torch.no_grad():
         zm = z_mod.detach()
         if z_first is not None:
@@ -158,10 +200,20 @@ class _Step:
 
 @dataclass
 class _State:
-    """Mutable per-pass state: sources collected so far; whether the input layer is still to come."""
+    """Mutable per-pass state: sources collected so far; whether the input layer is still to come; the trace taps."""
 
     sources: list[Tensor] = field(default_factory=list)
     first: bool = True
+    taps: list[tuple[str, Tensor]] | None = None
+
+    def tap(self, name: str, t: Tensor) -> Tensor:
+        """``t`` itself, or (tracing) a view of it that keeps its gradient: R = t · grad flows only through this use."""
+        if self.taps is None:
+            return t
+        t = t.view_as(t)
+        t.retain_grad()
+        self.taps.append((name, t))
+        return t
 
 
 class LRPNet:
@@ -197,12 +249,17 @@ class LRPNet:
         """The rule of each top-level layer (None for pass layers and residual blocks)."""
         return [s.rule for s in self.steps]
 
-    def forward(self, x: Tensor, exact: bool = False) -> Trace:
-        """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path."""
+    def forward(self, x: Tensor, exact: bool = False, taps: list[tuple[str, Tensor]] | None = None) -> Trace:
+        """Modified forward on ``x`` (which must require grad); ``exact`` also runs the ordinary path.
+
+        ``taps``: a list that receives (step name, tensor) for every step's output (and each
+        branch's input), with its gradient retained, so that after the backward
+        ``(t * t.grad).sum()`` is the relevance that step passes on (:func:`relevance_trace`).
+        """
         if not x.requires_grad:
             raise UsageError("LRPNet.forward needs an input that requires grad")
         h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x  # faster CPU convolutions
-        state = _State()
+        state = _State(taps=taps)
         h, hp, nonneg = self._run(self.steps, h, h if exact else None, False, state)
         return Trace(x, h, hp, state.sources, nonneg)
 
@@ -215,16 +272,19 @@ class LRPNet:
                 hp = None if hp is None else layer.fn(hp)
                 nonneg = nonneg or layer.sign == "nonneg"
             elif isinstance(layer, ResidualLayer):
-                m, mp, _ = self._run(step.main, h, hp, nonneg, state)
-                s, sp, _ = self._run(step.shortcut, h, hp, nonneg, state)
-                h, hp = residual_sum(m, s, mp, sp, self.composite.sum_epsilon)
+                m, mp, _ = self._run(step.main, state.tap(f"{layer.name}.main.in", h), hp, nonneg, state)
+                s, sp, _ = self._run(step.shortcut, state.tap(f"{layer.name}.shortcut.in", h), hp, nonneg, state)
+                h, hp = residual_sum(state.tap(f"{layer.name}.main", m), state.tap(f"{layer.name}.shortcut", s),
+                                     mp, sp, self.composite.sum_epsilon)
                 nonneg = False
             elif not isinstance(layer, ParamLayer):  # a transformer step (lrprec.explain.attnlrp)
-                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp, self.composite.sum_epsilon)
+                h, hp = layer.run(lambda pl, x, xp: self._apply(pl, x, xp, False, False, state), h, hp,
+                                  self.composite.sum_epsilon, state.tap)
                 nonneg = False
             else:
                 h, hp = self._apply(layer, h, hp, nonneg, step.rectified, state, step.rule)
                 nonneg = False
+            h = state.tap(layer.name, h)
         return h, hp, nonneg
 
     def _apply(self, layer: ParamLayer, h: Tensor, hp: Tensor | None, nonneg: bool, rectified: bool, state: _State,

@@ -61,28 +61,29 @@ class _Bilinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor,  # type: ignore[override]
-                transpose: bool) -> Tensor:
+                transpose: bool, scale: float) -> Tensor:
         ctx.save_for_backward(a_real, b_real)
-        ctx.transpose = transpose
+        ctx.transpose, ctx.scale = transpose, scale
         return out_real.detach()
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         a_real, b_real = ctx.saved_tensors
-        half = 0.5 * grad
+        c = 0.5 * ctx.scale  # applied to the factors' gradients (N·d values each), not to the N² product's
         if ctx.transpose:  # out = a bᵀ
-            return half @ b_real, half.transpose(-1, -2) @ a_real, None, None, None, None
-        return half @ b_real.transpose(-1, -2), a_real.transpose(-1, -2) @ half, None, None, None, None
+            return (grad @ b_real) * c, (grad.transpose(-1, -2) @ a_real) * c, None, None, None, None, None
+        return (grad @ b_real.transpose(-1, -2)) * c, (a_real.transpose(-1, -2) @ grad) * c, None, None, None, None, None
 
 
-def bilinear(a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor, transpose: bool = False) -> Tensor:
-    """a @ b (or a @ bᵀ) under the uniform rule: each factor receives half of the product's relevance.
+def bilinear(a: Tensor, b: Tensor, a_real: Tensor, b_real: Tensor, out_real: Tensor, transpose: bool = False,
+             scale: float = 1.0) -> Tensor:
+    """scale · a @ b (or scale · a @ bᵀ) under the uniform rule: each factor receives half of the product's relevance.
 
     ``a``/``b`` are the relevance-path factors, ``a_real``/``b_real`` their real values (the
-    plain path's tensors in exact mode, else the same values detached) and ``out_real`` their
-    product, computed once by the caller (it is the forward value).
+    plain path's tensors in exact mode, else the same values detached) and ``out_real`` the
+    scaled product, computed once by the caller (it is the forward value).
     """
-    return _Bilinear.apply(a, b, a_real, b_real, out_real, transpose)
+    return _Bilinear.apply(a, b, a_real, b_real, out_real, transpose, scale)
 
 
 class _Softmax(torch.autograd.Function):
@@ -96,7 +97,7 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (s,) = ctx.saved_tensors
-        return s * (grad - (grad * s).sum(-1, keepdim=True)), None
+        return torch._softmax_backward_data(grad, s, -1, s.dtype), None  # s ⊙ (g − Σ g s), fused
 
 
 def softmax(x: Tensor, s_real: Tensor) -> Tensor:

@@ -51,6 +51,8 @@ class ParamModifier:
     name: str
     fn: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
     keeps_weight: bool = False
+    #: w_t is the same for every output unit (flat): the engine computes one output unit and broadcasts it
+    uniform: bool = False
 
 
 def _positive(x: Tensor, ctx: LayerContext) -> Tensor:
@@ -92,7 +94,7 @@ W_PLUS = ParamModifier("w+", lambda w, b: (w.clamp(min=0), None))
 W_MINUS = ParamModifier("w-", lambda w, b: (w.clamp(max=0), None))
 NEG_W_PLUS = ParamModifier("-w+", lambda w, b: (-w.clamp(min=0), None))
 NEG_W_MINUS = ParamModifier("-w-", lambda w, b: (-w.clamp(max=0), None))
-FLAT_W = ParamModifier("1", lambda w, b: (torch.ones_like(w), None))
+FLAT_W = ParamModifier("1", lambda w, b: (torch.ones_like(w), None), uniform=True)
 SQUARE_W = ParamModifier("w²", lambda w, b: (w * w, None))
 
 
@@ -120,6 +122,8 @@ class Rule:
     input_layer_only: bool = False
     #: sign-aware rules: the terms used for outputs whose real value is negative (``terms`` for z ≥ 0)
     neg_terms: tuple[tuple[InputModifier, ParamModifier], ...] | None = None
+    #: z_mod ≥ 0 by construction (z⁺: x⁺w⁺ + x⁻w⁻; flat; w²), so stab(z_mod) = z_mod + ε (two passes, not four)
+    nonneg_output: bool = False
 
     def sign_aware(self, ctx: LayerContext) -> bool:
         """Whether ``neg_terms`` must be evaluated: it exists and relevance can reach negative outputs."""
@@ -134,6 +138,8 @@ class Rule:
         if z_real is z_mod:  # unmodified rule: z/stab(z) = |z|/(|z|+ε), three elementwise passes
             a = z_mod.abs()
             return a / (a + self.epsilon)
+        if self.nonneg_output:
+            return z_real / (z_mod + self.epsilon)
         return z_real / self.stabilize(z_mod)
 
     @property
@@ -177,17 +183,17 @@ def gamma(g: float = 0.25, eps: float = 1e-6) -> Rule:
 
 def zplus() -> Rule:
     """z⁺ (= αβ with α=1, β=0): only positive contributions x⁺w⁺ + x⁻w⁻ share relevance; bias ignored."""
-    return Rule("zplus", ((POSITIVE, W_PLUS), (NEGATIVE, W_MINUS)))
+    return Rule("zplus", ((POSITIVE, W_PLUS), (NEGATIVE, W_MINUS)), nonneg_output=True)
 
 
 def flat() -> Rule:
     """Flat rule for the input layer: relevance spread uniformly over each output's receptive field."""
-    return Rule("flat", ((ONES, FLAT_W),), input_layer_only=True)
+    return Rule("flat", ((ONES, FLAT_W),), input_layer_only=True, nonneg_output=True)
 
 
 def wsquare() -> Rule:
     """w² rule for the input layer: R_j ∝ w_jk², independent of the input value."""
-    return Rule("wsquare", ((ONES, SQUARE_W),), input_layer_only=True)
+    return Rule("wsquare", ((ONES, SQUARE_W),), input_layer_only=True, nonneg_output=True)
 
 
 def zbox(low: Tensor | None = None, high: Tensor | None = None) -> Rule:

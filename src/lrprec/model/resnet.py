@@ -132,6 +132,9 @@ class ResNet(Backbone):
         self.fc_relu = nn.ReLU() if out_dim else nn.Identity()
         self.out_dim = int(out_dim or cin)
         self.config = {"block": block, "layers": list(layers), "widths": list(widths), "out_dim": out_dim, "arch": arch}
+        # channels-last weights match the channels-last activations: no weight reordering inside every convolution
+        # (forward, backward and each LRP rule's pass), which costs more than small maps' arithmetic on a CPU
+        self.to(memory_format=torch.channels_last)
 
     def leaves(self) -> list[tuple[str, nn.Module]]:
         """Modules in execution order for the LRP canonizer; residual blocks are single leaves."""
