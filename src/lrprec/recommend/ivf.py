@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from lrprec.recommend.search import IndexDataError, VectorIndex, augment, faiss_threads, query_constants, query_vectors
+from lrprec.recommend.tune import DEFAULT_TUNE_TARGET, tune_nprobe
 
 #: The nearest lists, always probed; the rules of :func:`probe_lists` add more per query.
 DEFAULT_NPROBE = 8
@@ -141,7 +142,10 @@ class IVFIndex(VectorIndex):
     exactly; the top candidates are then re-ranked in float64 by the direct form.
     ``nprobe``, ``probe_ratio``, ``reach`` and ``max_nprobe`` choose the lists per query
     (:func:`probe_lists`; ``probe_ratio`` = ``reach`` = 0 is the classic fixed-nprobe IVF);
-    they are search-time settings, not part of the stored state. Per list it also keeps the
+    they are search-time settings. Without an explicit ``nprobe`` a new index chooses it by
+    measurement (:func:`lrprec.recommend.tune.tune_nprobe`: the smallest probe count whose
+    recall@10 on validation queries drawn from the catalog reaches ``tune_target``, under
+    ``tune_weights``) and stores it in its state. Per list it also keeps the
     mean squared residual of its members per dimension, so a user's weighted list radius
     (for ``reach``) is one matrix-vector product. ``last_probed`` holds the number of lists
     each query of the latest search probed (informational, for benchmarks).
@@ -150,13 +154,15 @@ class IVFIndex(VectorIndex):
     backend = "ivf"
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
-                 nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
+                 nprobe: int | None = None, seed: int = 0, state: dict[str, np.ndarray] | None = None,
                  reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE, probe_ratio: float = DEFAULT_PROBE_RATIO,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID,
-                 split_gain: float = DEFAULT_SPLIT_GAIN, split_width: float = DEFAULT_SPLIT_WIDTH):
+                 split_gain: float = DEFAULT_SPLIT_GAIN, split_width: float = DEFAULT_SPLIT_WIDTH,
+                 tune_target: float = DEFAULT_TUNE_TARGET, tune_weights: np.ndarray | None = None):
         super().__init__(p, categories)
         t0 = time.perf_counter()
-        self.nprobe = int(nprobe)
+        self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
+        self.tuned: list[tuple[int, float]] = []
         self.reach = float(reach)
         self.probe_ratio = float(probe_ratio)
         self.last_probed = np.zeros(0, np.int64)
@@ -170,10 +176,14 @@ class IVFIndex(VectorIndex):
             self.list_offsets = np.asarray(state["list_offsets"], dtype=np.int64)
             if self.assign.shape != (self.n,) or self.centroids.shape[1] != self.dim or self.list_offsets.size != self.n_categories + 1:
                 raise IndexDataError("stored IVF lists do not match the item vectors")
+            if nprobe is None and "nprobe" in state:
+                self.nprobe = int(np.asarray(state["nprobe"]).reshape(-1)[0])
         self.nlist = int(self.centroids.shape[0])
         self.aug_centroids = augment(self.centroids)
         self._build_faiss()
         self.residual_sq = self._residual_sq()
+        if state is None and nprobe is None and tune_target > 0:
+            self.nprobe, self.tuned = tune_nprobe(self, tune_target, tune_weights, seed=seed)
         self.build_seconds = time.perf_counter() - t0
 
     def _train(self, nlist: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,7 +298,8 @@ class IVFIndex(VectorIndex):
         return out
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets}
+        return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets,
+                "nprobe": np.asarray([self.nprobe], np.int64)}
 
 
 def _flat_kmeans(x: np.ndarray, k: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray]:
