@@ -39,6 +39,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 def tile_catalog(base_dir: Path, out: Path, items: int) -> None:
     """Write a catalog of ``items`` items: the base catalog's items repeated (ids ``T000000``…, same images)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq_
 
     from lrprec.data.catalog import Catalog
@@ -51,9 +52,14 @@ def tile_catalog(base_dir: Path, out: Path, items: int) -> None:
               if arr is not None}
     meta = {k: v for k, v in base.meta.items() if k not in ("format", "version", "fingerprint", "split_seed")}
     meta["name"] = f"{base.name}-tiled-{items}"
+    rel = pq_.read_table(base_dir / "relations.parquet")
+    first = {str(b): ids[k] for k, b in enumerate(base.item_ids[: min(items, len(base))])}  # base item → its first copy
+    keep = [k for k, (a, b) in enumerate(zip(rel.column("item_a").to_pylist(), rel.column("item_b").to_pylist())) if a in first and b in first]
+    rel = rel.take(keep)
+    for col in ("item_a", "item_b"):
+        rel = rel.set_column(rel.column_names.index(col), col, pa.array([first[x] for x in rel.column(col).to_pylist()], pa.string()))
     write_catalog(out, items={"item_id": ids, "category": base.categories[src].tolist(), "title": base.titles[src].tolist(),
-                              "image": [""] * items},
-                  relations=pq_.read_table(base_dir / "relations.parquet"), users=base.user_ids, meta=meta, arrays=arrays)
+                              "image": [""] * items}, relations=rel, users=base.user_ids, meta=meta, arrays=arrays)
 
 
 def make_run(root: Path, items: int, base_items: int) -> Path:
@@ -67,7 +73,8 @@ def make_run(root: Path, items: int, base_items: int) -> Path:
     if items <= base_items:
         generate(cat_dir, SynthConfig(items=items, seed=0), overwrite=True, progress=False)
     else:
-        generate(root / "base", SynthConfig(items=base_items, seed=0), overwrite=True, progress=False)
+        if not (root / "base" / "catalog.json").is_file():
+            generate(root / "base", SynthConfig(items=base_items, seed=0), overwrite=True, progress=False)
         tile_catalog(root / "base", cat_dir, items)
     cat = Catalog(cat_dir)
     run.mkdir()
