@@ -132,8 +132,9 @@ def main() -> None:
                 shutil.rmtree(out)
             rows.append(job(run, out, procs, threads, args.shard_size))
             print(rows[-1], flush=True)
-        first = root / f"out-{rows[0]['procs']}x{rows[0]['threads']}"
-        ident = all(same(first, root / f"out-{r['procs']}x{r['threads']}") for r in rows[1:])
+        outs = sorted(root.glob("out-*x*"))  # this call's jobs and any left by an earlier call in --workdir
+        ident = all(same(outs[0], o) for o in outs[1:])
+        print(f"compared shards of {', '.join(o.name for o in outs)}", flush=True)
     print(f"\n# bench_embed: {args.items} items, small CNN (K = 32, 2 relations), shard size {args.shard_size}; "
           f"{os.cpu_count()} CPUs, load average {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n")
     print("| processes × threads | wall s | embedding s (slowest rank) | items/s |")

@@ -72,3 +72,15 @@ def test_hnsw_matches_exact_and_survives_save_load():
     pc, ec = hnsw.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0])), exact.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0]))
     np.testing.assert_array_equal(pc.ids, ec.ids)
     assert all((cats[row] == c).all() for c, row in enumerate(pc.ids))
+
+
+def test_every_item_sits_in_the_list_of_its_nearest_centroid():
+    # 300 lists > 256: the two-level k-means, whose labels stay inside a coarse cluster, and the list split
+    rng = np.random.default_rng(4)
+    x, _ = _blobs(rng, n_blobs=150, per=80, dim=16, spread=0.6)
+    ivf = IVFIndex(x, nlist=300, seed=0, nprobe=8)
+    x64, c64 = x.astype(np.float64), ivf.centroids.astype(np.float64)
+    d = (x64 * x64).sum(1)[:, None] - 2 * x64 @ c64.T + (c64 * c64).sum(1)[None, :]
+    own = d[np.arange(len(x)), ivf.assign]
+    assert (own <= d.min(1) * (1 + 1e-5) + 1e-6).all()
+    assert (np.bincount(ivf.assign, minlength=ivf.nlist) > 0).all()  # no empty lists left to probe
