@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_index import gaussian_mixture, recall_at, user_weights  # noqa: E402
+from bench_index import gaussian_mixture, recall_at, rss_mb, user_weights  # noqa: E402
 from lrprec.recommend.index import ExactIndex, IVFIndex  # noqa: E402
 from lrprec.recommend.milvus import MilvusIndex, connect  # noqa: E402
 
@@ -43,19 +43,6 @@ def timed_single(search, p, qi, wq, k=10) -> tuple[np.ndarray, float]:
     return found, qi.size / (time.perf_counter() - t0)
 
 
-def children_rss_mb() -> float:
-    """Resident memory of this process's child processes (the embedded Milvus Lite server), MB (Linux /proc)."""
-    total, me = 0.0, str(os.getpid())
-    for st in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = st.read_text().rsplit(")", 1)[1].split()
-            if fields[1] == me:
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
@@ -65,6 +52,8 @@ def main() -> None:
     ap.add_argument("--milvus-queries", type=int, default=None, help="single queries timed on Milvus (default: --queries)")
     ap.add_argument("--categories", type=int, default=8)
     ap.add_argument("--ivf-state", default=None, help="load the IVF lists from this .npz if it exists, else build and save them")
+    ap.add_argument("--db", default=None, help="Milvus Lite file (alone in its folder) to keep; a later call with the same --n reuses its rows")
+    ap.add_argument("--build-only", action="store_true", help="build the IVF lists and fill Milvus (with --ivf-state, --db), time nothing")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
@@ -77,7 +66,7 @@ def main() -> None:
     mq = min(args.milvus_queries or args.queries, args.queries)
     exact = ExactIndex(p, cats)
     truth = np.concatenate([exact.search(p[qi[s:s + 100]], wq[s:s + 100], 10, exclude=qi[s:s + 100]).ids for s in range(0, qi.size, 100)])
-    _, exact_qps = timed_single(exact.search, p, qi[:20], wq[:20])
+    _, exact_qps = timed_single(exact.search, p, qi[:2 if args.build_only else 20], wq[:20])
     exact_s = exact.build_seconds
     del exact
     t0 = time.perf_counter()
@@ -90,24 +79,35 @@ def main() -> None:
         if args.ivf_state:
             np.savez(args.ivf_state, **ivf.state())
     ivf_build = time.perf_counter() - t0
-    ivf_found, ivf_qps = timed_single(ivf.search, p, qi, wq)
+    ivf_found, ivf_qps = timed_single(ivf.search, p, qi[:10] if args.build_only else qi, wq)
     print(f"faiss: exact {exact_qps:.1f} q/s, IVF ({ivf_how} in {ivf_build:.0f} s, nprobe {ivf.nprobe}) {ivf_qps:.0f} q/s, "
-          f"recall {recall_at(ivf_found, truth):.4f}", flush=True)
+          f"recall {recall_at(ivf_found, truth[:len(ivf_found)]):.4f}", flush=True)
     del ivf
     with tempfile.TemporaryDirectory(prefix="bench-milvus-") as tmp:
-        client = connect(str(Path(tmp) / "bench.db"))
+        db = Path(args.db) if args.db else Path(tmp) / "bench.db"
+        rss0 = rss_mb()  # Milvus Lite 3 runs inside this process: its memory is this process's growth
+        client = connect(str(db))
         t0 = time.perf_counter()
-        mil = MilvusIndex.create(client, "bench", "bench", "also_viewed", p, p, cats, [str(i) for i in range(args.n)], args.categories)
+        if args.db and client.has_collection("bench"):  # rows inserted by an earlier call on the same vectors
+            mil = MilvusIndex(client, "bench", "bench", args.dim, args.categories)
+            if mil.count() != args.n:
+                raise SystemExit(f"{db} holds {mil.count()} rows, not {args.n}: remove it")
+            insert_how = f"reused {db}"
+        else:
+            mil = MilvusIndex.create(client, "bench", "bench", "also_viewed", p, p, cats, [str(i) for i in range(args.n)], args.categories)
+            insert_how = "inserted"
         insert_s = time.perf_counter() - t0
-        server_mb = children_rss_mb()
-        print(f"Milvus Lite: {args.n:,} rows inserted in {insert_s:.0f} s ({args.n / insert_s:.0f} rows/s); server RSS {server_mb:.0f} MB", flush=True)
+        server_mb = rss_mb() - rss0
+        print(f"Milvus Lite: {args.n:,} rows {insert_how} in {insert_s:.0f} s ({args.n / insert_s:.0f} rows/s); RSS growth {server_mb:.0f} MB", flush=True)
+        if args.build_only:
+            return
         mil_found, mil_qps = timed_single(lambda a, b, c, d: mil.search(a, b, c, d), p, qi[:mq], wq[:mq])
         t0 = time.perf_counter()
         for i in range(5):
             mil.search_per_category(p[qi[i]], wq[i], 10, int(qi[i]))
         per_cat_s = (time.perf_counter() - t0) / 5
-        server_mb = max(server_mb, children_rss_mb())
-        db_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 1e6
+        server_mb = max(server_mb, rss_mb() - rss0)
+        db_mb = sum(f.stat().st_size for f in db.parent.rglob("*") if f.is_file()) / 1e6
     print(f"total {time.perf_counter() - t_start:.0f} s\n")
     ivf_recall, mil_recall = recall_at(ivf_found, truth), recall_at(mil_found, truth[:mq])
     print(f"# bench_milvus: N = {args.n:,}, K = {args.dim}, {args.components} components, {args.categories} categories, "
@@ -118,7 +118,7 @@ def main() -> None:
     print(f"| faiss IVF (default) | {ivf_build:.1f} | {ivf_recall:.4f} | {ivf_qps:.1f} | {ivf_qps / exact_qps:.1f} | 1.0 |")
     print(f"| Milvus Lite FLAT | {insert_s:.1f} | {mil_recall:.4f} ({mq} queries) | {mil_qps:.1f} | {mil_qps / exact_qps:.2f} | {mil_qps / ivf_qps:.3f} |")
     print(f"\nMilvus per-category query (one grouped search, {args.categories} categories, k = 10): {per_cat_s * 1e3:.0f} ms; "
-          f"Milvus Lite files on disk: {db_mb:.0f} MB ({db_mb * 1e6 / args.n:.0f} bytes/item); server RSS {server_mb:.0f} MB; "
+          f"Milvus Lite files on disk: {db_mb:.0f} MB ({db_mb * 1e6 / args.n:.0f} bytes/item); Milvus Lite's RSS growth {server_mb:.0f} MB; "
           f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
