@@ -33,9 +33,15 @@ DEFAULT_MAX_NPROBE = 128
 DEFAULT_SPLIT_GAIN = 0.3
 #: Rounds of :func:`split_mixed_lists` (a list mixing 2^r components needs r rounds).
 _SPLIT_ROUNDS = 6
-#: ... or when its mean squared radius exceeds this multiple of the (item-weighted) median list's:
-#: a list mixing many separated clusters gains little from any one cut, but is wide.
+#: ... or when its mean squared radius exceeds this multiple of the median list's (the median over
+#: lists, not items: where mixed lists hold most items, as in categories that cut across clusters,
+#: an item-weighted median is one of them and nothing is split; BENCHMARKS.md, issue 27, session 10).
+#: A list mixing many separated clusters gains little from any one cut, but is wide.
 DEFAULT_SPLIT_WIDTH = 4.0
+#: Which median the width rule compares with: "lists" (the median list) or "items" (the
+#: item-weighted median, the session 9 rule).
+WIDTH_MEDIANS = ("lists", "items")
+DEFAULT_WIDTH_MEDIAN = "lists"
 #: Lists smaller than this are never split.
 _SPLIT_MIN_MEMBERS = 4
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
@@ -401,7 +407,8 @@ def _two_means(x: np.ndarray, lab: np.ndarray, cent: np.ndarray, niter: int = 4)
 
 
 def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: float = DEFAULT_SPLIT_GAIN,
-                      width: float = DEFAULT_SPLIT_WIDTH, rounds: int = _SPLIT_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+                      width: float = DEFAULT_SPLIT_WIDTH, rounds: int = _SPLIT_ROUNDS,
+                      width_median: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split every k-means list whose members form two separate groups: (centroids, labels) with more lists.
 
     k-means with fewer iterations than it needs to converge (random start, a sample per
@@ -410,8 +417,14 @@ def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: fl
     misses the neighbours in it (all misses of the IVF on the isotropic 2,000-component mixture,
     BENCHMARKS.md, issue 27). Per round, 2-means inside every list at once; a list is split
     where it removes ≥ ``gain`` of the list's squared error (one Gaussian cluster: a few %).
+    A list is also split where its mean squared radius exceeds ``width`` × the median list's
+    (``width_median`` "lists", the default :data:`DEFAULT_WIDTH_MEDIAN`) or the item-weighted
+    median ("items").
     Deterministic (seeds are the farthest members; no randomness).
     """
+    width_median = DEFAULT_WIDTH_MEDIAN if width_median is None else width_median
+    if width_median not in WIDTH_MEDIANS:
+        raise ValueError(f"width_median must be one of {WIDTH_MEDIANS}, not {width_median!r}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     cent = np.asarray(cent, np.float32)
     lab = np.asarray(lab, np.int64).copy()
@@ -425,7 +438,8 @@ def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: fl
         side, c0, c1, after = _two_means(x, lab, cent)
         sizes1 = np.bincount(lab[side], minlength=n_l)
         radius = before / np.maximum(counts, 1)
-        wide = radius > width * float(np.median(np.repeat(radius, counts))) if width > 0 else np.zeros(n_l, bool)
+        typical = np.median(radius[counts > 0]) if width_median == "lists" else np.median(np.repeat(radius, counts))
+        wide = radius > width * float(typical) if width > 0 else np.zeros(n_l, bool)
         split = ((after <= (1.0 - gain) * before) | wide) & (sizes1 > 0) & (sizes1 < counts) & (counts >= _SPLIT_MIN_MEMBERS)
         if not split.any():
             break
