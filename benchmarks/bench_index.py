@@ -36,6 +36,7 @@ import resource
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -232,8 +233,13 @@ def run_ivf(name: str, p: np.ndarray, qi: np.ndarray, wq: np.ndarray, truth: np.
     r0 = rss_mb()
     t0 = time.perf_counter()
     state_file = Path(args.state_dir) / f"ivf-{name}-{n}-{dim}-{args.components}-{args.seed}.npz" if args.state_dir else None
+    # the vectors' fingerprint goes with the lists: a dataset's vectors depend on the --datasets before it (one rng)
+    digest = np.uint32(zlib.crc32(np.ascontiguousarray(p[::max(1, n // 4096)]).tobytes()))
     if state_file is not None and state_file.is_file():  # lists built by an earlier (untimed) run on the same vectors
-        ivf = IVFIndex(p, state=dict(np.load(state_file)))
+        state = dict(np.load(state_file))
+        if "vectors_crc32" in state and state.pop("vectors_crc32") != digest:
+            raise SystemExit(f"{state_file} holds lists of other vectors (a different --datasets order?): remove it")
+        ivf = IVFIndex(p, state=state)
         res["ivf_build"] = f"loaded {state_file.name}"
     else:
         ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0, split_gain=args.split_gain, split_width=args.split_width,
@@ -241,7 +247,7 @@ def run_ivf(name: str, p: np.ndarray, qi: np.ndarray, wq: np.ndarray, truth: np.
         res["ivf_build"] = "built"
         if state_file is not None:
             state_file.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(state_file, **ivf.state())
+            np.savez(state_file, **ivf.state(), vectors_crc32=digest)
     res["ivf_build_s"] = time.perf_counter() - t0
     res["ivf_rss_mb"] = rss_mb() - r0
     res["ivf_mb"] = ivf.nbytes() / 1e6
