@@ -36,6 +36,7 @@ import resource
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lrprec.recommend.hnsw import HNSWIndex  # noqa: E402
 from lrprec.recommend.index import ExactIndex, IVFIndex, default_nlist  # noqa: E402
 from lrprec.recommend.ivf import DEFAULT_SPLIT_GAIN, DEFAULT_SPLIT_WIDTH  # noqa: E402
+from lrprec.recommend.tune import DEFAULT_TUNE_TARGET  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -175,11 +177,24 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Namespace, bw: float, rng: np.random.Generator) -> dict:
-    n, dim = p.shape
-    k = 10
-    n_users = w_users.shape[0]
+    n = p.shape[0]
     res: dict = {"name": name}
-    # ---- exact ------------------------------------------------------------------------------
+    qi = rng.choice(n, size=args.queries, replace=False)
+    wq = w_users[np.arange(args.queries) % w_users.shape[0]]
+    if args.build_only:  # only the IVF lists, saved to --state-dir for a later timed run
+        res.update(exact_build_s=0.0, exact_rss_mb=0.0, exact_mb=0.0, exact_single_qps=float("nan"), exact_single_bw_frac=0.0, exact_batched=[])
+        truth = np.zeros((0, 10), np.int64)
+    else:
+        truth = run_exact(p, qi, wq, args, bw, res)
+    res.update(run_ivf(name, p, qi, wq, truth, w_users.shape[0], args, res["exact_single_qps"]))
+    if args.hnsw_ef and not args.build_only:
+        res.update(run_hnsw(p, qi, wq, truth, w_users.shape[0], args, res["exact_single_qps"]))
+    return res
+
+
+def run_exact(p: np.ndarray, qi: np.ndarray, wq: np.ndarray, args: argparse.Namespace, bw: float, res: dict) -> np.ndarray:
+    """Exact backend: single and batched query rates (into ``res``); returns the true top-10 of the queries."""
+    k = 10
     gc.collect()
     r0 = rss_mb()
     t0 = time.perf_counter()
@@ -188,8 +203,6 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
     res["exact_rss_mb"] = rss_mb() - r0
     res["exact_mb"] = exact.nbytes() / 1e6
     index_bytes = exact.vt.nbytes
-    qi = rng.choice(n, size=args.queries, replace=False)
-    wq = w_users[np.arange(args.queries) % n_users]
     # single query (memory-bound matrix-vector product + selection)
     single = [best_time(lambda i=i: exact.search(p[qi[i]], wq[i], k, exclude=qi[i:i + 1]), 1) for i in range(args.exact_single)]
     t_single = float(np.median(single))
@@ -208,17 +221,43 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
     res["exact_truth_qps"] = args.queries / (time.perf_counter() - t0)
     del exact
     gc.collect()
+    return truth
+
+
+def run_ivf(name: str, p: np.ndarray, qi: np.ndarray, wq: np.ndarray, truth: np.ndarray, n_users: int, args: argparse.Namespace,
+            exact_qps: float) -> dict:
+    """IVF: build (or load from --state-dir), then single queries per probing setting."""
+    n, dim, k = p.shape[0], p.shape[1], 10
+    res: dict = {}
     # ---- IVF ----------------------------------------------------------------------------------
     r0 = rss_mb()
     t0 = time.perf_counter()
-    ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0, split_gain=args.split_gain, split_width=args.split_width)
+    state_file = Path(args.state_dir) / f"ivf-{name}-{n}-{dim}-{args.components}-{args.seed}.npz" if args.state_dir else None
+    # the vectors' fingerprint goes with the lists: a dataset's vectors depend on the --datasets before it (one rng)
+    digest = np.uint32(zlib.crc32(np.ascontiguousarray(p[::max(1, n // 4096)]).tobytes()))
+    if state_file is not None and state_file.is_file():  # lists built by an earlier (untimed) run on the same vectors
+        state = dict(np.load(state_file))
+        if "vectors_crc32" in state and state.pop("vectors_crc32") != digest:
+            raise SystemExit(f"{state_file} holds lists of other vectors (a different --datasets order?): remove it")
+        ivf = IVFIndex(p, state=state)
+        res["ivf_build"] = f"loaded {state_file.name}"
+    else:
+        ivf = IVFIndex(p, nlist=args.nlist or default_nlist(n), seed=0, split_gain=args.split_gain, split_width=args.split_width,
+                       tune_target=args.tune_target)
+        res["ivf_build"] = "built"
+        if state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(state_file, **ivf.state(), vectors_crc32=digest)
     res["ivf_build_s"] = time.perf_counter() - t0
     res["ivf_rss_mb"] = rss_mb() - r0
     res["ivf_mb"] = ivf.nbytes() / 1e6
     res["nlist"] = ivf.nlist
+    res["tuned_nprobe"], res["tuned"] = ivf.nprobe, ivf.tuned
+    print(f"[{name}] IVF {res['ivf_build']} in {res['ivf_build_s']:.0f} s: {ivf.nlist} lists, probe count {ivf.nprobe} "
+          f"(validation recall per count: {', '.join(f'{a}: {b:.4f}' for a, b in ivf.tuned) or 'stored'})", flush=True)
     res["ivf"] = []
-    for probe in args.probes:
-        parts = (probe.split(":") + ["0", "0"])[:3]
+    for probe in [] if args.build_only else args.probes:
+        parts = (probe.replace("auto", str(res["tuned_nprobe"])).split(":") + ["0", "0"])[:3]
         nprobe, reach, ratio = int(parts[0]), float(parts[1]), float(parts[2])
         ivf.nprobe, ivf.reach, ivf.probe_ratio = nprobe, reach, ratio
         found = np.empty((args.queries, k), np.int64)
@@ -231,13 +270,11 @@ def run_dataset(name: str, p: np.ndarray, w_users: np.ndarray, args: argparse.Na
         t = float(np.median(passes))
         per_user = [recall_at(found[u::n_users], truth[u::n_users]) for u in range(n_users)]
         ivf.search(p[qi], wq, k, exclude=qi)  # once more as one batch, only to count the lists each query probes
-        res["ivf"].append({"nprobe": nprobe, "reach": reach, "ratio": ratio, "qps": args.queries / t, "speedup": args.queries / t / res["exact_single_qps"],
+        res["ivf"].append({"nprobe": nprobe, "reach": reach, "ratio": ratio, "qps": args.queries / t, "speedup": args.queries / t / exact_qps,
                            "recall": recall_at(found, truth), "recall_min_user": min(per_user),
                            "lists": float(ivf.last_probed.mean()), "lists_p99": float(np.percentile(ivf.last_probed, 99))})
     del ivf
     gc.collect()
-    if args.hnsw_ef:
-        res.update(run_hnsw(p, qi, wq, truth, n_users, args, res["exact_single_qps"]))
     return res
 
 
@@ -279,9 +316,10 @@ def main() -> None:
     ap.add_argument("--exact-single", type=int, default=5, help="single exact queries timed")
     ap.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--ivf-passes", type=int, default=3, help="timed passes over the queries per IVF setting (median pass)")
-    ap.add_argument("--probes", nargs="+", default=["16", "32", "8:0:1", "4:0:1", "8:1", "8:1:1"],
+    ap.add_argument("--probes", nargs="+", default=["auto:0:1", "16", "8:0:1", "4:0:1", "8:1:1"],
                     help="IVF settings NPROBE[:REACH[:RATIO]] (missing parts 0 = off): NPROBE alone is a fixed number of lists; "
-                         "RATIO adds lists within (1 + RATIO) × the nearest's distance, REACH a second round; library default 8:0:1")
+                         "RATIO adds lists within (1 + RATIO) × the nearest's distance, REACH a second round; NPROBE auto = the count the index "
+                         "measured on validation queries (the library default: auto:0:1)")
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--split-gain", type=float, default=DEFAULT_SPLIT_GAIN, help="IVF: split lists 2-means improves by this share (0 with --split-width 0: no splitting, the pre-issue-27 lists)")
     ap.add_argument("--split-width", type=float, default=DEFAULT_SPLIT_WIDTH, help="IVF: split lists wider than this × the median list")
@@ -297,6 +335,9 @@ def main() -> None:
     ap.add_argument("--trained-epochs", type=int, default=4, help="epochs when the trained dataset trains its own run")
     ap.add_argument("--trained-noise", type=float, default=0.5, help="replica noise, in units of the items' nearest-neighbour distance")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--state-dir", default=None, help="save each dataset's IVF lists here, and load them when present (same data: same file)")
+    ap.add_argument("--build-only", action="store_true", help="build (and save, with --state-dir) the IVF lists; time nothing")
+    ap.add_argument("--tune-target", type=float, default=DEFAULT_TUNE_TARGET, help="IVF: validation recall@10 the probe count must reach (0: fixed --probes only)")
     args = ap.parse_args()
     if args.quick:
         args.n = 100_000

@@ -249,6 +249,10 @@ def test_ivf_index_saved_and_reloaded(fake_run, tmp_path):
     again = load_index(run)
     assert again.backend == "ivf"
     assert recommend(run, "it009", user="bob", k=5, index=again) == recommend(run, "it009", user="bob", k=5, index=built)
+    # the probe count measured at build (issue 27) is recorded per relation and comes back with the lists
+    for rel in again.relations:
+        assert again.meta["nprobe"][rel] == built.get(rel).nprobe == again.get(rel).nprobe >= 1
+        assert built.get(rel).tuned[-1][0] == built.get(rel).nprobe  # the last count the build measured
 
 
 def test_image_run_end_to_end(tiny_run):

@@ -3,7 +3,9 @@ the unweighted vectors under each user's weights and agrees with the exact backe
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+import lrprec.recommend.ivf as ivf_module
 from lrprec.recommend.hnsw import HNSWIndex, l2_form, l2_queries
 from lrprec.recommend.index import ExactIndex, IVFIndex, build_index, load_index_state
 from lrprec.recommend.ivf import split_mixed_lists
@@ -72,3 +74,50 @@ def test_hnsw_matches_exact_and_survives_save_load():
     pc, ec = hnsw.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0])), exact.search_per_category(p[q[0]], w[0], 5, exclude=int(q[0]))
     np.testing.assert_array_equal(pc.ids, ec.ids)
     assert all((cats[row] == c).all() for c, row in enumerate(pc.ids))
+
+
+def _mixture(rng, n, dim, components):
+    """The benchmark's isotropic mixture in small: N(0, I) centres, σ ~ U(0.2, 0.5), Zipf-ish sizes."""
+    centers = rng.standard_normal((components, dim)).astype(np.float32)
+    sizes = 1.0 / np.arange(1, components + 1) ** 0.5
+    comp = rng.choice(components, size=n, p=sizes / sizes.sum())
+    sigma = rng.uniform(0.2, 0.5, components).astype(np.float32)
+    return centers[comp] + sigma[comp, None] * rng.standard_normal((n, dim), dtype=np.float32)
+
+
+def test_random_categories_that_cut_clusters_get_their_wide_lists_split(monkeypatch):
+    # 4 random categories: each category's k-means sees every component thinned to a quarter, and
+    # lists that mix many components hold most items; with the item-weighted median in the width
+    # rule (session 9) those lists are the median and none is split: recall@10 0.977 probing 8
+    rng = np.random.default_rng(0)
+    x = _mixture(rng, 30_000, 100, 120)
+    cats = rng.integers(0, 4, len(x))
+    w = np.exp(rng.normal(0, 0.5, (4, x.shape[1]))).astype(np.float32) ** 2
+    w[0] = 1.0
+    q = rng.choice(len(x), 200, replace=False)
+    wq = w[np.arange(q.size) % 4]
+    truth = ExactIndex(x, cats).search(x[q], wq, 10, exclude=q).ids
+
+    def recall(ivf):
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ivf.search(x[q], wq, 10, exclude=q).ids.tolist(), truth.tolist())])
+
+    per_list = IVFIndex(x, cats, nlist=120, seed=0, nprobe=8, tune_target=0)
+    monkeypatch.setattr(ivf_module, "DEFAULT_WIDTH_MEDIAN", "items")
+    per_item = IVFIndex(x, cats, nlist=120, seed=0, nprobe=8, tune_target=0)
+    assert per_list.nlist > 1.5 * per_item.nlist
+    assert recall(per_list) >= 0.99
+    assert recall(per_item) < 0.985
+    with pytest.raises(ValueError, match="width_median"):
+        split_mixed_lists(x[:100], x[:2], np.zeros(100, np.int64), width_median="mean")
+
+
+def test_every_item_sits_in_the_list_of_its_nearest_centroid():
+    # 300 lists > 256: the two-level k-means, whose labels stay inside a coarse cluster, and the list split
+    rng = np.random.default_rng(4)
+    x, _ = _blobs(rng, n_blobs=150, per=80, dim=16, spread=0.6)
+    ivf = IVFIndex(x, nlist=300, seed=0, nprobe=8)
+    x64, c64 = x.astype(np.float64), ivf.centroids.astype(np.float64)
+    d = (x64 * x64).sum(1)[:, None] - 2 * x64 @ c64.T + (c64 * c64).sum(1)[None, :]
+    own = d[np.arange(len(x)), ivf.assign]
+    assert (own <= d.min(1) * (1 + 1e-5) + 1e-6).all()
+    assert (np.bincount(ivf.assign, minlength=ivf.nlist) > 0).all()  # no empty lists left to probe

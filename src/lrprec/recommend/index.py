@@ -68,19 +68,27 @@ def choose_backend(backend: str, n: int) -> str:
 
 
 def build_index(p: np.ndarray, categories: np.ndarray | None = None, backend: str = "auto", *,
-                seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE) -> VectorIndex:
-    """An index over item vectors ``p`` (N, K) with the named backend (``auto`` by size)."""
+                seed: int = 0, nlist: int | None = None, nprobe: int | None = None,
+                tune_weights: np.ndarray | None = None) -> VectorIndex:
+    """An index over item vectors ``p`` (N, K) with the named backend (``auto`` by size).
+
+    IVF without ``nprobe`` measures its probe count on validation queries under ``tune_weights``
+    (θ² per user, e.g. the run's users; :mod:`lrprec.recommend.tune`).
+    """
     kind = choose_backend(backend, int(p.shape[0]))
     if kind == "exact":
         return ExactIndex(p, categories)
     if kind == "hnsw":
         return HNSWIndex(p, categories, seed=seed)
-    return IVFIndex(p, categories, nlist=nlist, nprobe=nprobe, seed=seed)
+    return IVFIndex(p, categories, nlist=nlist, nprobe=nprobe, seed=seed, tune_weights=tune_weights)
 
 
 def load_index_state(backend: str, p: np.ndarray, categories: np.ndarray | None, state: dict[str, np.ndarray],
-                     nprobe: int = DEFAULT_NPROBE) -> VectorIndex:
-    """Rebuild an index from p and the arrays :meth:`VectorIndex.state` returned (no k-means rerun)."""
+                     nprobe: int | None = None) -> VectorIndex:
+    """Rebuild an index from p and the arrays :meth:`VectorIndex.state` returned (no k-means rerun).
+
+    IVF: ``nprobe`` overrides the stored (measured) probe count.
+    """
     if backend == "exact":
         return ExactIndex(p, categories)
     if backend == "ivf":

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from lrprec.recommend.search import IndexDataError, VectorIndex, augment, faiss_threads, query_constants, query_vectors
+from lrprec.recommend.tune import DEFAULT_TUNE_TARGET, tune_nprobe
 
 #: The nearest lists, always probed; the rules of :func:`probe_lists` add more per query.
 DEFAULT_NPROBE = 8
@@ -32,9 +33,15 @@ DEFAULT_MAX_NPROBE = 128
 DEFAULT_SPLIT_GAIN = 0.3
 #: Rounds of :func:`split_mixed_lists` (a list mixing 2^r components needs r rounds).
 _SPLIT_ROUNDS = 6
-#: ... or when its mean squared radius exceeds this multiple of the (item-weighted) median list's:
-#: a list mixing many separated clusters gains little from any one cut, but is wide.
+#: ... or when its mean squared radius exceeds this multiple of the median list's (the median over
+#: lists, not items: where mixed lists hold most items, as in categories that cut across clusters,
+#: an item-weighted median is one of them and nothing is split; BENCHMARKS.md, issue 27, session 10).
+#: A list mixing many separated clusters gains little from any one cut, but is wide.
 DEFAULT_SPLIT_WIDTH = 4.0
+#: Which median the width rule compares with: "lists" (the median list) or "items" (the
+#: item-weighted median, the session 9 rule).
+WIDTH_MEDIANS = ("lists", "items")
+DEFAULT_WIDTH_MEDIAN = "lists"
 #: Lists smaller than this are never split.
 _SPLIT_MIN_MEMBERS = 4
 #: faiss warns when k-means gets fewer points per centroid than this; we never ask it to.
@@ -141,7 +148,10 @@ class IVFIndex(VectorIndex):
     exactly; the top candidates are then re-ranked in float64 by the direct form.
     ``nprobe``, ``probe_ratio``, ``reach`` and ``max_nprobe`` choose the lists per query
     (:func:`probe_lists`; ``probe_ratio`` = ``reach`` = 0 is the classic fixed-nprobe IVF);
-    they are search-time settings, not part of the stored state. Per list it also keeps the
+    they are search-time settings. Without an explicit ``nprobe`` a new index chooses it by
+    measurement (:func:`lrprec.recommend.tune.tune_nprobe`: the smallest probe count whose
+    recall@10 on validation queries drawn from the catalog reaches ``tune_target``, under
+    ``tune_weights``) and stores it in its state. Per list it also keeps the
     mean squared residual of its members per dimension, so a user's weighted list radius
     (for ``reach``) is one matrix-vector product. ``last_probed`` holds the number of lists
     each query of the latest search probed (informational, for benchmarks).
@@ -150,13 +160,15 @@ class IVFIndex(VectorIndex):
     backend = "ivf"
 
     def __init__(self, p: np.ndarray, categories: np.ndarray | None = None, *, nlist: int | None = None,
-                 nprobe: int = DEFAULT_NPROBE, seed: int = 0, state: dict[str, np.ndarray] | None = None,
+                 nprobe: int | None = None, seed: int = 0, state: dict[str, np.ndarray] | None = None,
                  reach: float = DEFAULT_REACH, max_nprobe: int = DEFAULT_MAX_NPROBE, probe_ratio: float = DEFAULT_PROBE_RATIO,
                  niter: int = _KMEANS_ITER, max_points_per_centroid: int = _KMEANS_MAX_POINTS_PER_CENTROID,
-                 split_gain: float = DEFAULT_SPLIT_GAIN, split_width: float = DEFAULT_SPLIT_WIDTH):
+                 split_gain: float = DEFAULT_SPLIT_GAIN, split_width: float = DEFAULT_SPLIT_WIDTH,
+                 tune_target: float = DEFAULT_TUNE_TARGET, tune_weights: np.ndarray | None = None):
         super().__init__(p, categories)
         t0 = time.perf_counter()
-        self.nprobe = int(nprobe)
+        self.nprobe = DEFAULT_NPROBE if nprobe is None else int(nprobe)
+        self.tuned: list[tuple[int, float]] = []
         self.reach = float(reach)
         self.probe_ratio = float(probe_ratio)
         self.last_probed = np.zeros(0, np.int64)
@@ -170,10 +182,14 @@ class IVFIndex(VectorIndex):
             self.list_offsets = np.asarray(state["list_offsets"], dtype=np.int64)
             if self.assign.shape != (self.n,) or self.centroids.shape[1] != self.dim or self.list_offsets.size != self.n_categories + 1:
                 raise IndexDataError("stored IVF lists do not match the item vectors")
+            if nprobe is None and "nprobe" in state:
+                self.nprobe = int(np.asarray(state["nprobe"]).reshape(-1)[0])
         self.nlist = int(self.centroids.shape[0])
         self.aug_centroids = augment(self.centroids)
         self._build_faiss()
         self.residual_sq = self._residual_sq()
+        if state is None and nprobe is None and tune_target > 0:
+            self.nprobe, self.tuned = tune_nprobe(self, tune_target, tune_weights, seed=seed)
         self.build_seconds = time.perf_counter() - t0
 
     def _train(self, nlist: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,7 +204,9 @@ class IVFIndex(VectorIndex):
             k_c = int(min(max(1, round(nlist * n_c / max(self.n, 1))), max(1, n_c // _MIN_POINTS_PER_LIST)))
             cent, local = kmeans(x, k_c, seed=seed + 7919 * c, niter=niter, max_points_per_centroid=max_ppc)
             if self.split_gain > 0 or self.split_width > 0:
-                cent, local = split_mixed_lists(x, cent, local, self.split_gain, self.split_width)
+                cent, local = split_mixed_lists(x, cent, local, self.split_gain, self.split_width)  # ends with nearest_lists
+            else:
+                cent, local = nearest_lists(x, cent)
             assign[members] = local + list_offsets[-1]
             cents.append(cent)
             list_offsets.append(list_offsets[-1] + cent.shape[0])
@@ -288,7 +306,8 @@ class IVFIndex(VectorIndex):
         return out
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets}
+        return {"centroids": self.centroids, "assign": self.assign.astype(np.int32), "list_offsets": self.list_offsets,
+                "nprobe": np.asarray([self.nprobe], np.int64)}
 
 
 def _flat_kmeans(x: np.ndarray, k: int, seed: int, niter: int, max_ppc: int) -> tuple[np.ndarray, np.ndarray]:
@@ -388,7 +407,8 @@ def _two_means(x: np.ndarray, lab: np.ndarray, cent: np.ndarray, niter: int = 4)
 
 
 def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: float = DEFAULT_SPLIT_GAIN,
-                      width: float = DEFAULT_SPLIT_WIDTH, rounds: int = _SPLIT_ROUNDS) -> tuple[np.ndarray, np.ndarray]:
+                      width: float = DEFAULT_SPLIT_WIDTH, rounds: int = _SPLIT_ROUNDS,
+                      width_median: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split every k-means list whose members form two separate groups: (centroids, labels) with more lists.
 
     k-means with fewer iterations than it needs to converge (random start, a sample per
@@ -397,8 +417,14 @@ def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: fl
     misses the neighbours in it (all misses of the IVF on the isotropic 2,000-component mixture,
     BENCHMARKS.md, issue 27). Per round, 2-means inside every list at once; a list is split
     where it removes ≥ ``gain`` of the list's squared error (one Gaussian cluster: a few %).
+    A list is also split where its mean squared radius exceeds ``width`` × the median list's
+    (``width_median`` "lists", the default :data:`DEFAULT_WIDTH_MEDIAN`) or the item-weighted
+    median ("items").
     Deterministic (seeds are the farthest members; no randomness).
     """
+    width_median = DEFAULT_WIDTH_MEDIAN if width_median is None else width_median
+    if width_median not in WIDTH_MEDIANS:
+        raise ValueError(f"width_median must be one of {WIDTH_MEDIANS}, not {width_median!r}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     cent = np.asarray(cent, np.float32)
     lab = np.asarray(lab, np.int64).copy()
@@ -412,7 +438,8 @@ def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: fl
         side, c0, c1, after = _two_means(x, lab, cent)
         sizes1 = np.bincount(lab[side], minlength=n_l)
         radius = before / np.maximum(counts, 1)
-        wide = radius > width * float(np.median(np.repeat(radius, counts))) if width > 0 else np.zeros(n_l, bool)
+        typical = np.median(radius[counts > 0]) if width_median == "lists" else np.median(np.repeat(radius, counts))
+        wide = radius > width * float(typical) if width > 0 else np.zeros(n_l, bool)
         split = ((after <= (1.0 - gain) * before) | wide) & (sizes1 > 0) & (sizes1 < counts) & (counts >= _SPLIT_MIN_MEMBERS)
         if not split.any():
             break
@@ -425,19 +452,34 @@ def split_mixed_lists(x: np.ndarray, cent: np.ndarray, lab: np.ndarray, gain: fl
 
 
 def _reassign(x: np.ndarray, cent: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One Lloyd step after the splits: every row to its nearest centroid (an HNSW graph over the
-    centroids finds it; exact search over thousands of centroids would cost minutes at 1M rows),
-    then centroids = means (empty lists keep theirs)."""
+    """One Lloyd step after the splits: centroids = means (empty lists keep theirs), then every row to
+    its nearest centroid (:func:`nearest_lists`)."""
     means, counts = _segment_mean(x, lab, cent.shape[0])
     cent = np.where(counts[:, None] > 0, means, cent).astype(np.float32)
-    graph = faiss.IndexHNSWFlat(x.shape[1], 32)
-    graph.hnsw.efConstruction = 80
-    graph.hnsw.efSearch = 64
-    with faiss_threads(cent.shape[0] * 80 * 32 * x.shape[1]):
-        graph.add(cent)
-    with faiss_threads(x.shape[0] * 64 * 32 * x.shape[1]):
-        _, near = graph.search(x, 1)
-    new = np.where(near[:, 0] >= 0, near[:, 0], lab)
-    means, counts = _segment_mean(x, new, cent.shape[0])
-    cent = np.where(counts[:, None] > 0, means, cent).astype(np.float32)
-    return cent, new
+    return nearest_lists(x, cent)
+
+
+def nearest_lists(x: np.ndarray, cent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, labels): every row in the list of its exactly nearest centroid; lists left empty are dropped.
+
+    Probing ranks lists by their centroid's distance to the query, so a member must sit in
+    the list of its nearest centroid: an item filed under a farther list is skipped by every
+    query near it. Approximate assignment left 18% of the items of the 200 k 8-d mixture in
+    another list (the two-level k-means labels within a coarse cluster; an HNSW graph over the
+    centroids) and held its recall@10 at 0.985 probing 8 lists; the exact one reached 0.9998
+    (BENCHMARKS.md, issue 27). Exact search is one BLAS pass, O(N · lists · K).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cent = np.ascontiguousarray(cent, dtype=np.float32)
+    if x.shape[0] == 0 or cent.shape[0] <= 1:
+        return cent[:1] if cent.shape[0] else x.mean(0, keepdims=True).astype(np.float32), np.zeros(x.shape[0], np.int64)
+    flat = faiss.IndexFlatL2(x.shape[1])
+    flat.add(cent)
+    with faiss_threads(x.shape[0] * cent.shape[0] * x.shape[1]):
+        _, near = flat.search(x, 1)
+    lab = near[:, 0].astype(np.int64)
+    counts = np.bincount(lab, minlength=cent.shape[0])
+    keep = np.flatnonzero(counts > 0)
+    remap = np.full(cent.shape[0], -1, np.int64)
+    remap[keep] = np.arange(keep.size)
+    return cent[keep], remap[lab]

@@ -35,7 +35,6 @@ import torch
 from lrprec.data.catalog import COMPLEMENTS, RELATIONS, SUBSTITUTES, Catalog
 from lrprec.recommend.index import (
     AUTO_IVF_MIN_ITEMS,
-    DEFAULT_NPROBE,
     VectorIndex,
     choose_backend,
     load_index_state,
@@ -152,7 +151,8 @@ class RecIndex:
             raise StaleIndexError(f"the index has no vectors for relation {relation!r} (it holds {', '.join(self.relations)}); "
                                   "rebuild it with 'lrprec index RUN'")
         if relation not in self._indexes:
-            nprobe = int(self.meta.get("nprobe", DEFAULT_NPROBE))
+            stored = self.meta.get("nprobe")  # an int: probe count asked for at build; a dict: measured per relation (in the state)
+            nprobe = int(stored) if isinstance(stored, int) else None
             self._indexes[relation] = load_index_state(self.backend, self.vectors[relation], self.categories,
                                                        self._states.get(relation, {}), nprobe=nprobe)
         return self._indexes[relation]
@@ -187,7 +187,7 @@ class RecIndex:
 
 
 def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = None, progress: bool = True,
-                seed: int = 0, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE, save: bool = True,
+                seed: int = 0, nlist: int | None = None, nprobe: int | None = None, save: bool = True,
                 log: Callable[[str], None] | None = None, uri: str | None = None,
                 embedded: dict[str, dict[str, np.ndarray]] | None = None, source: str | None = None) -> RecIndex:
     """Embed the catalog (or take ``embedded``, e.g. ``lrprec embed``'s shards, read by
@@ -225,7 +225,8 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         for rel, p in vectors.items():
             if log:
                 log(f"building the {kind} index for {rel} ({n} items, K = {p.shape[1]})")
-            indexes[rel] = build_vector_index(p, codes, kind, seed=seed, nlist=nlist, nprobe=nprobe)
+            indexes[rel] = build_vector_index(p, codes, kind, seed=seed, nlist=nlist, nprobe=nprobe,
+                                              tune_weights=_users_weights(run, rel) if kind == "ivf" else None)
     meta = {
         "format": INDEX_FORMAT,
         "format_version": INDEX_FORMAT_VERSION,
@@ -238,7 +239,7 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
         "backend": kind,
         "requested_backend": backend,
         "auto_ivf_min_items": AUTO_IVF_MIN_ITEMS,
-        "nprobe": int(nprobe),
+        "nprobe": int(nprobe) if nprobe is not None else ({r: int(ix.nprobe) for r, ix in indexes.items()} if kind == "ivf" else None),
         "nlist": {r: int(getattr(ix, "nlist", 0)) for r, ix in indexes.items()} if kind == "ivf" else None,
         "seed": int(seed),
         "embed_seconds": round(embed_s, 3),
@@ -255,6 +256,15 @@ def build_index(run: Run, backend: str = "auto", *, batch_size: int | None = Non
     if save:
         index.path = _write_index(run, index)
     return index
+
+
+def _users_weights(run: Run, relation: str) -> np.ndarray:
+    """θ² of the global user and every user of the run for one relation, (U + 1, K) float32: the IVF's validation users."""
+    r = RELATIONS.index(relation)
+    users = torch.arange(-1, int(run.model.n_users))
+    with torch.no_grad():
+        theta = run.model.theta(torch.full_like(users, r), users).double().cpu().numpy()
+    return (theta * theta).astype(np.float32)
 
 
 def _build_milvus(run: Run, uri: str, vectors: dict[str, np.ndarray], query_side: dict[str, np.ndarray], codes: np.ndarray,
