@@ -85,6 +85,8 @@ def test_an_exact_tie_goes_to_the_cluster_whose_region_moves_the_outputs():
         return {"id": i, "score": score, "tests": {"region": {"effect": region, "cost": 0.0}, "latent": {"effect": score, "cost": 0.0}}}
 
     assert _top([cluster(0, 0.35, 0.003), cluster(1, 0.35, 0.19)]) == 1  # a two-way split: one concept direction
+    # paper-like seed 1 (session 10): the complement won by 0.0007 and its region test was negative
+    assert _top([cluster(0, 0.4350, 0.374), cluster(1, 0.4357, -0.067)]) == 0
     assert _top([cluster(0, 0.36, 0.003), cluster(1, 0.35, 0.19)]) == 0  # no tie: the score decides
     assert _top([]) is None
 

@@ -344,3 +344,13 @@ def test_correct_config_rejects_bad_values(shortcut_run, tmp_path):
     with pytest.raises(UsageError, match="share"):
         correct(shortcut_run, tmp_path / "x", CorrectConfig(method="a-clarc", share=2.0), log=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_correct_takes_the_cluster_the_audit_flagged():
+    from lrprec.train.correct import pick_cluster
+
+    audit = {"flagged": 0, "clusters": [{"id": 0, "score": 0.4350, "suspicious": True},
+                                         {"id": 1, "score": 0.4357, "suspicious": True}]}
+    assert pick_cluster(audit, None)["id"] == 0  # the audit's rule (a near-tie broken by the region test), not max score
+    assert pick_cluster(audit, 1)["id"] == 1
+    assert pick_cluster({k: v for k, v in audit.items() if k != "flagged"}, None)["id"] == 1  # an older audit file

@@ -42,6 +42,7 @@ from lrprec.explain.concepts import project_out, signal_cav
 # Chosen on validation pairs (docs/guide/audit-and-correct.md): effect − COST_WEIGHT · cost > THRESHOLD.
 COST_WEIGHT = 2.0
 THRESHOLD = 0.02
+TIE = 0.005  # scores closer than this are tied: below the sampling error of a mean |ΔP| over ~1,600 validation pairs
 FOCUS_MASS = 0.8  # the focus region: the smallest pixel set holding this share of the cluster's distinctive |R| ...
 FOCUS_MAX_AREA = 0.25  # ... but at most this share of the image
 
@@ -159,13 +160,17 @@ def suspicion(tests: dict) -> float:
 
 
 def _top(flagged: list[dict]) -> int | None:
-    """The flagged cluster with the highest score; an exact tie (a two-way split has one concept direction, so
-    its two clusters share the latent test's result) goes to the cluster whose own region moves the outputs more."""
+    """The flagged cluster with the highest score; scores within :data:`TIE` of it count as tied (a two-way split has
+    one concept direction, so a cluster and its complement get the same latent test up to noise), and a tie goes to
+    the cluster whose own region moves the outputs more — the test that tells a cluster from its complement."""
     def region(c: dict) -> float:
         t = c["tests"]["region"]
         return t["effect"] - COST_WEIGHT * t["cost"]
 
-    return max(flagged, key=lambda c: (c["score"], region(c)))["id"] if flagged else None
+    if not flagged:
+        return None
+    top = max(c["score"] for c in flagged)
+    return max((c for c in flagged if c["score"] >= top - TIE), key=lambda c: (region(c), c["score"]))["id"]
 
 
 # ---- the audit of a run -----------------------------------------------------------------------

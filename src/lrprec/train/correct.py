@@ -120,7 +120,7 @@ def read_audit(run: Run, path: str | os.PathLike | None) -> tuple[dict, Path]:
 
 
 def pick_cluster(audit: dict, cluster: int | None) -> dict:
-    """The cluster to correct: ``cluster`` by id, else the highest-scoring suspicious one."""
+    """The cluster to correct: ``cluster`` by id, else the one the audit flagged (its rule, ``audit._top``)."""
     clusters = audit["clusters"]
     if cluster is not None:
         for c in clusters:
@@ -130,7 +130,10 @@ def pick_cluster(audit: dict, cluster: int | None) -> dict:
     suspicious = [c for c in clusters if c.get("suspicious")]
     if not suspicious:
         raise UsageError("the audit flagged no cluster as suspicious; nothing to correct (pass --cluster ID to correct one anyway)")
-    return max(suspicious, key=lambda c: float(c.get("score", 0.0)))
+    flagged = audit.get("flagged")
+    if flagged is None:  # an audit file written before "flagged" existed
+        return max(suspicious, key=lambda c: float(c.get("score", 0.0)))
+    return next(c for c in clusters if int(c["id"]) == int(flagged))
 
 
 def concept_labels(n_items: int, cluster: dict) -> np.ndarray:
