@@ -163,14 +163,11 @@ def _top(flagged: list[dict]) -> int | None:
     """The flagged cluster with the highest score; scores within :data:`TIE` of it count as tied (a two-way split has
     one concept direction, so a cluster and its complement get the same latent test up to noise), and a tie goes to
     the cluster whose own region moves the outputs more — the test that tells a cluster from its complement."""
-    def region(c: dict) -> float:
-        t = c["tests"]["region"]
-        return t["effect"] - COST_WEIGHT * t["cost"]
-
     if not flagged:
         return None
     top = max(c["score"] for c in flagged)
-    return max((c for c in flagged if c["score"] >= top - TIE), key=lambda c: (region(c), c["score"]))["id"]
+    tied = (c for c in flagged if c["score"] >= top - TIE)
+    return max(tied, key=lambda c: (suspicion({"region": c["tests"]["region"]}), c["score"]))["id"]
 
 
 # ---- the audit of a run -----------------------------------------------------------------------
