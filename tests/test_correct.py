@@ -330,8 +330,14 @@ def test_correct_errors(shortcut_run, tmp_path, monkeypatch):
     tags = np.load(Run.load(shortcut_run).catalog.root / "shortcut_tags.npy")
     diffuse = write_audit(shortcut_run, np.flatnonzero(tags[:100] == 1), np.ones((32, 32)), folder=tmp_path / "a_diffuse")
     fails("--audit", str(diffuse), "--method", "augment", match="no input-space form")
+    # a correction worse on validation pairs than the run is refused, nothing written; --keep-worse writes it
+    monkeypatch.setattr(corr, "WORSE_TOLERANCE", -1.0)  # any result counts as worse
+    fails("--method", "p-clarc", match="worse on validation pairs")
+    r = _invoke("correct", str(shortcut_run), "--out", str(out), "--method", "p-clarc", "--keep-worse")
+    assert r.exit_code == 0 and (out / "correction.json").is_file(), r.output
+    shutil.rmtree(out)
+    monkeypatch.undo()
     # a catalog without validation pairs for the run's relations
-
     monkeypatch.setattr(corr, "protocol_pairs", lambda cat, split: cat.pairs("train").take(np.arange(0)))
     fails(match="no validation pairs")
     assert audit.is_file()

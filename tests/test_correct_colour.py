@@ -101,6 +101,20 @@ def tint_run(tmp_path_factory):
     return root / "run"
 
 
+def tint_audit(run_dir) -> None:
+    """An audit whose flagged cluster is the tinted items among the first 100 (as a perfect audit would find)."""
+    from lrprec.run import Run
+
+    run = Run.load(run_dir)
+    tags = np.load(run.catalog.root / "shortcut_tags.npy")
+    folder = run_dir / "audit"
+    folder.mkdir(exist_ok=True)
+    members = np.flatnonzero(tags[:100] == 1)
+    np.save(folder / "cluster_0_region.npy", np.ones((32, 32), np.float32))  # a global cast: the relevance is everywhere
+    (folder / "audit.json").write_text(json.dumps({"weights_id": run.version, "flagged": 0, "clusters": [
+        {"id": 0, "size": int(members.size), "score": 0.5, "suspicious": True, "region": "cluster_0_region.npy", "members": members.tolist()}]}))
+
+
 def test_correct_finds_the_tint_as_a_colour_transform(tint_run):
     from lrprec.data.watermark import TINT_ALPHA
     from lrprec.run import Run
@@ -109,12 +123,7 @@ def test_correct_finds_the_tint_as_a_colour_transform(tint_run):
 
     run = Run.load(tint_run)
     tags = np.load(run.catalog.root / "shortcut_tags.npy")
-    folder = tint_run / "audit"
-    folder.mkdir()
-    members = np.flatnonzero(tags[:100] == 1)
-    np.save(folder / "cluster_0_region.npy", np.ones((32, 32), np.float32))  # a global cast: the relevance is everywhere
-    (folder / "audit.json").write_text(json.dumps({"weights_id": run.version, "flagged": 0, "clusters": [
-        {"id": 0, "size": int(members.size), "score": 0.5, "suspicious": True, "region": "cluster_0_region.npy", "members": members.tolist()}]}))
+    tint_audit(tint_run)
     audit, d = read_audit(run, None)
     cluster = audit["clusters"][0]
     rows = training_items(run)
@@ -149,3 +158,55 @@ def test_correct_finds_the_tint_as_a_colour_transform(tint_run):
     changed = ~torch.isclose(x, preprocess(imgs, norm), atol=1e-6).flatten(1).all(1)
     assert (with_ | without).all() and changed.any()
     assert (preprocess(ct.stamp(imgs, r), norm) - preprocess(imgs, norm)).abs().max() > 0.1  # not an identity map
+
+
+# ---- the erasure: the artifact gone from the features the head reads, judged on the catalog's true tags -------------
+def test_erasure_leaves_no_linearly_readable_artifact(tint_run, tmp_path):
+    """Fitted on counterfactual pairs of the training images only, the erasure's projection leaves a linear probe of the
+    catalog's *true* tags (every item, the report's probe) near chance where it read them almost perfectly before; the
+    directions are orthonormal and the run with the projection loads and scores like any run."""
+    import torch
+
+    from lrprec.evaluate.probe import linear_probe
+    from lrprec.explain.concepts import project_out
+    from lrprec.run import Run, embed_items
+    from lrprec.train.correct import training_items
+    from lrprec.train.erasure import MAX_ACCURACY_COST, PROBE_MARGIN, fit_erasure
+
+    run = Run.load(tint_run)
+    tags = np.load(run.catalog.root / "shortcut_tags.npy")
+    ct = estimate_transform(run.catalog.images, tags)
+    er = fit_erasure(run, (ct.stamp, ct.remove, ct.carries), training_items(run), log=lambda m: None)
+    V = er["V"].double()
+    assert torch.allclose(V @ V.T, torch.eye(V.shape[0], dtype=V.dtype), atol=1e-5)
+    probes, accs = ({int(k): v for k, v in er[key].items()} for key in ("probes", "accuracy"))
+    k = er["directions"]
+    assert k > 0 and (probes[k] <= PROBE_MARGIN or probes[k] == min(probes.values()))
+    assert accs[k] >= accs[0] - MAX_ACCURACY_COST  # the rule never takes more directions than validation accuracy allows
+    feats = embed_items(run.model, run.catalog, run.input_size).double()
+    before = linear_probe(feats.numpy(), tags)
+    after = linear_probe(project_out(feats, V, er["z0"].double()).numpy(), tags)
+    assert before["accuracy"] > 0.9
+    assert after["accuracy"] <= after["chance"] + 0.1 < before["accuracy"]
+
+
+def test_augment_keeps_the_erasure_only_where_validation_allows(tint_run, tmp_path, monkeypatch):
+    from lrprec.run import Run
+    from lrprec.train import correct as cm
+    from lrprec.train import erasure
+
+    tint_audit(tint_run)
+    s = cm.correct(tint_run, tmp_path / "on", cm.CorrectConfig(method="augment", epochs=1), log=lambda m: None)
+    run = Run.load(tmp_path / "on")
+    e = s["erasure"]
+    assert e["kept"] == (e["directions"] > 0 and e.get("val_accuracy_with", 0) >= e.get("val_accuracy_without", 1) - erasure.MAX_ACCURACY_COST)
+    assert bool(run.config.get("concept_projection")) == e["kept"]
+    assert s["val_accuracy"] == pytest.approx(cm.validation_accuracy(run.model, run))
+    off = cm.correct(tint_run, tmp_path / "off", cm.CorrectConfig(method="augment", epochs=1, erase=False), log=lambda m: None)
+    assert "erasure" not in off and not Run.load(tmp_path / "off").config.get("concept_projection")
+    # an erasure that costs validation accuracy is dropped: the run is the augmented model as trained
+    monkeypatch.setattr(erasure, "MAX_ACCURACY_COST", -1.0)
+    s = cm.correct(tint_run, tmp_path / "dropped", cm.CorrectConfig(method="augment", epochs=1), log=lambda m: None)
+    dropped = Run.load(tmp_path / "dropped")
+    assert s["erasure"]["directions"] == 0 and not s["erasure"]["kept"] and not dropped.config.get("concept_projection")
+    assert s["val_accuracy"] == pytest.approx(cm.validation_accuracy(dropped.model, dropped))

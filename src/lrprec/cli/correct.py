@@ -28,6 +28,11 @@ def correct_cmd(
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the run's)."),
     refit: bool = typer.Option(False, "--refit", help="Refit the concept on the current backbone after every epoch."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Retrain from the run's seed for its epochs (one training) instead of fine-tuning."),
+    erase: bool = typer.Option(True, "--erase/--no-erase", help="augment: afterwards erase the artifact's directions from the features "
+                               "the head reads (fitted on counterfactual pairs, as many as a validation probe needs; kept when it costs "
+                               "≤ 0.5 points of validation accuracy)."),
+    keep_worse: bool = typer.Option(False, "--keep-worse", help="Write the corrected run even if it is more than 1 point worse on "
+                                    "validation pairs than RUN (refused by default: nothing is written)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -39,7 +44,7 @@ def correct_cmd(
 
     cfg = CorrectConfig(method=method, audit=str(audit) if audit else None, cluster=cluster, epochs=epochs, weight=weight, share=share,
                         max_dirs=max_dirs, project=project, lr=lr, overwrite=overwrite,
-                        refit=refit, from_scratch=from_scratch)
+                        refit=refit, from_scratch=from_scratch, erase=erase, keep_worse=keep_worse)
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     summary = correct(run, out, cfg, log=log)
     emit(summary, as_json, lambda s: f"{s['method']}: validation accuracy {100 * s['val_accuracy_before']:.1f}% -> "

@@ -101,6 +101,10 @@ class ColourTransform(Artifact):
         out[todo] = self.invert(out[todo])
         return out
 
+    def carries(self, images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n,) bool: which of the catalog ``rows`` (``images`` their pixels) carry the cast."""
+        return self._tagged(rows, len(images))
+
     def describe(self) -> dict:
         return {"kind": self.kind, "scale": [round(float(v), 4) for v in self.scale], "shift": [round(float(v), 2) for v in self.shift],
                 "carriers": int(self.tags.sum()), "images": int(len(self.tags))}

@@ -151,14 +151,16 @@ def _fit_probe(a: Tensor, t: Tensor, l2: float, steps: int) -> tuple[Tensor, Ten
 
 
 def concept_directions(acts: Tensor, t: Tensor, max_dirs: int = 3, margin: float = 0.05, folds: int = 5, seed: int = 0,
-                       return_probes: bool = False):
+                       return_probes: bool = False, start: Tensor | None = None):
     """Orthonormal concept directions (k, d), k ≤ ``max_dirs``: the pattern CAV, then (INLP) the
     probe's direction while a probe still decodes t above chance + ``margin`` after projecting out
     the directions so far. ``return_probes`` also returns the probe's accuracy after each
-    projection (the last one is what a linear probe reads once all k are removed).
+    projection (the last one is what a linear probe reads once all k are removed). ``start``: the
+    directions an earlier call returned for the same data, continued (the iteration is greedy, so
+    continuing equals one call with the larger ``max_dirs``).
     """
     a, tt = _check(acts, t)
-    V = signal_cav(a, tt).double().unsqueeze(0)
+    V = signal_cav(a, tt).double().unsqueeze(0) if start is None else start.double()
     probes: list[float] = []
     while True:
         resid = a - (a @ V.T) @ V

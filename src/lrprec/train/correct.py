@@ -44,7 +44,7 @@ from torch import nn
 
 from lrprec.data.catalog import RELATIONS, CatalogError, Pairs
 from lrprec.data.splits import protocol_pairs
-from lrprec.errors import UsageError
+from lrprec.errors import LrprecError, UsageError
 from lrprec.evaluate.audit import COST_WEIGHT, effect_and_cost
 from lrprec.explain.concepts import class_means, concept_directions, layer_activations, signal_cav
 from lrprec.model.projection import attach_projection, projection_layer
@@ -68,6 +68,11 @@ MAX_REGION_AREA = 0.25  # a region larger than this share of the image is not a 
 MIN_SCORE = 0.05
 EFFECT_PAIRS = 256  # validation pairs the flip's effect is measured on
 DEFAULT_WEIGHT = 1.0
+WORSE_TOLERANCE = 0.01  # a correction that loses more validation accuracy than this is refused (--keep-worse writes it)
+
+
+class CorrectionRefused(LrprecError):
+    """The correction ran but made the model worse on validation pairs; nothing was written."""
 
 
 @dataclass
@@ -85,6 +90,8 @@ class CorrectConfig:
     refit: bool = False  # fine-tuning: refit the directions on the current backbone after every epoch
     from_scratch: bool = False  # retrain from the run's seed (its epochs, warm-up) instead of fine-tuning its weights
     lr: float | None = None  # fine-tuning learning rate (default: the run's)
+    erase: bool = True  # augment: erase the artifact's directions from the trained features (lrprec.train.erasure)
+    keep_worse: bool = False  # write the corrected run even when it is worse on validation pairs than the run it came from
     overwrite: bool = False
 
 
@@ -340,7 +347,7 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
                "source": str(run.path.resolve()), "val_accuracy_before": validation_accuracy(run.model, run)}
     paste = None
     if choice is not None:
-        summary["artifact"] = {k: v for k, v in choice.items() if k != "paste"}
+        summary["artifact"] = {k: v for k, v in choice.items() if k not in ("paste", "flip")}
         log(f"artifact in input space: {choice['form'] or 'none'} (flip score on validation pairs: "
             + ", ".join(f"{k} {v:+.3f}" for k, v in choice["scores"].items()) + f"; auto augments at >= {MIN_SCORE})"
             + (f"; colour map x -> a*x + b, a = {choice['transform']['scale']}, b = {choice['transform']['shift']}" if choice["form"] == "colour" else ""))
@@ -356,8 +363,11 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
     try:
         if epochs > 0:
             _fine_tune(run, tmp, cfg, concept, rows, rels, epochs, project, summary, progress, log, paste)
+            if cfg.method == "augment" and cfg.erase and not project:
+                _erase(tmp, choice["flip"], rows, summary, log)
         else:
             _project_only(run, tmp, concept, summary)
+        _refuse_worse(summary, cfg, cluster, audit)
         atomic_write_text(tmp / "correction.json", json.dumps(summary, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -366,6 +376,18 @@ def correct(run_dir: str | os.PathLike, out: str | os.PathLike, cfg: CorrectConf
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"validation accuracy {100 * summary['val_accuracy_before']:.1f}% -> {100 * summary['val_accuracy']:.1f}%  ({cfg.method}); wrote {out}")
     return summary
+
+
+def _refuse_worse(summary: dict, cfg: CorrectConfig, cluster: dict, audit: dict) -> None:
+    """A correction that lowers validation accuracy by more than :data:`WORSE_TOLERANCE` is not written (unless
+    ``keep_worse``): on validation pairs the artifact carries no signal, so removing it should not cost accuracy there."""
+    before, after = summary["val_accuracy_before"], summary["val_accuracy"]
+    if after >= before - WORSE_TOLERANCE or cfg.keep_worse:
+        return
+    others = ", ".join(str(c["id"]) for c in audit["clusters"] if int(c["id"]) != int(cluster["id"])) or "none"
+    raise CorrectionRefused(f"the corrected model is worse on validation pairs ({100 * after:.1f}% against {100 * before:.1f}% before, "
+                            f"method {summary['method']}, cluster {cluster['id']}): nothing written. Try another --method, or "
+                            f"--cluster (the audit's other clusters: {others}), or pass --keep-worse to write it anyway")
 
 
 def discovered_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Concept, rows: np.ndarray, share: float) -> tuple:
@@ -414,6 +436,22 @@ def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np
     near = torch.from_numpy((region >= NEAR_THRESHOLD * region.max()).astype(np.float32))[None, None]
     near = nn.functional.max_pool2d(near, 2 * NEAR_GROW + 1, stride=1, padding=NEAR_GROW)[0, 0].numpy() > 0
     return (same >= 0.5) & apart & near
+
+
+def shows_pixels(images: np.ndarray, mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(n,) bool: which uint8 ``images`` show the discovered ``pixels`` on most (≥ half) of the ``mask`` (within
+    ``PIXEL_TOLERANCE``) — the images that carry a pasted artifact."""
+    close = np.abs(np.asarray(images, np.int16) - pixels.astype(np.int16)).max(-1) <= PIXEL_TOLERANCE
+    return close[:, mask].mean(1) >= 0.5 if mask.any() else np.zeros(len(images), bool)
+
+
+def _clean_fills(images, rows: np.ndarray, mask: np.ndarray, pixels: np.ndarray, most: int = 64) -> np.ndarray:
+    """Up to ``most`` evenly spaced training images that do not show the artifact: what lies under it varies, so the
+    erasure's artifact-free versions take the region from one of these (by catalog row) rather than from one image."""
+    pick = rows[np.linspace(0, len(rows) - 1, min(4 * most, len(rows))).astype(np.int64)]
+    x = np.asarray(images[np.sort(pick)])
+    x = x[~shows_pixels(x, mask, pixels)]
+    return x[np.linspace(0, len(x) - 1, min(most, len(x))).astype(np.int64)] if len(x) else x
 
 
 def _flip_features(model, images: np.ndarray, input_size, batch_size: int = 256) -> torch.Tensor:
@@ -471,7 +509,7 @@ def colour_candidate(run: Run, cluster: dict, share: float) -> dict | None:
         score = effect - COST_WEIGHT * cost
         if best is None or score > best["score"]:
             best = {"form": "colour", "seed": name, "score": score, "effect": effect, "cost": cost, "transform": ct.describe(),
-                    "paste": (share, ct)}
+                    "paste": (share, ct), "flip": (ct.stamp, ct.remove, ct.carries)}
     return best
 
 
@@ -485,8 +523,12 @@ def choose_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Concept, 
         try:
             paste = discovered_artifact(run, cluster, audit_dir, concept, rows, share)
             _, fill, mask, pixels = paste
-            effect, cost = flip_effect(run, lambda x, r: np.where(mask[..., None], pixels, x), lambda x, r: np.where(mask[..., None], fill, x))
-            candidates.append({"form": "region", "score": effect - COST_WEIGHT * cost, "effect": effect, "cost": cost, "paste": paste})
+            flip = (lambda x, r: np.where(mask[..., None], pixels, x), lambda x, r: np.where(mask[..., None], fill, x))
+            effect, cost = flip_effect(run, *flip)
+            fills = _clean_fills(run.catalog.images, rows, mask, pixels)
+            flip = (flip[0], lambda x, r: np.where(mask[..., None], fills[np.asarray(r) % len(fills)], x),
+                    lambda x, r: shows_pixels(x, mask, pixels))
+            candidates.append({"form": "region", "score": effect - COST_WEIGHT * cost, "effect": effect, "cost": cost, "paste": paste, "flip": flip})
         except UsageError as exc:
             region_error = str(exc)
         colour = colour_candidate(run, cluster, share)
@@ -529,16 +571,53 @@ def _project_only(run: Run, tmp: Path, concept: Concept, summary: dict) -> None:
     attach_projection(model.backbone, projection_layer(concept.V, concept.z0))
     model.eval()
     summary["val_accuracy"] = validation_accuracy(model, run)
-    save_weights(model, tmp / "model.safetensors")
-    _save_projection(tmp / "concept_projection.safetensors", concept)
+    _save_projected(run, tmp, model, concept, {"corrected_from": str(run.path.resolve()),
+                                                "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions")}},
+                    {"method": "p-clarc", "val_accuracy": summary["val_accuracy"]})
+
+
+def _save_projected(run: Run, dest: Path, model, concept: Concept, config_extra: dict, history_entry: dict) -> None:
+    """Write ``model`` (carrying the projection of ``concept``) as a run into ``dest``: weights, the projection file, the
+    config of ``run`` with the projection and ``config_extra``, its history with ``history_entry`` as "correction"."""
+    save_weights(model, dest / "model.safetensors")
+    _save_projection(dest / "concept_projection.safetensors", concept)
     config = dict(run.config)
-    config.update({"concept_projection": _projection_config(concept), "weights_id": _weights_id(model), "corrected_from": str(run.path.resolve()),
-                   "correction": {k: summary[k] for k in ("method", "cluster", "project", "directions")}})
+    config.update({"concept_projection": _projection_config(concept), "weights_id": _weights_id(model), **config_extra})
     hist_src = run.path / "history.json"
     history = json.loads(hist_src.read_text()) if hist_src.exists() else {"epochs": [], "best": {}}
-    history["correction"] = {"method": "p-clarc", "val_accuracy": summary["val_accuracy"]}
-    atomic_write_text(tmp / "history.json", json.dumps(history, indent=2))
-    atomic_write_text(tmp / "config.json", json.dumps(config, indent=2))
+    history["correction"] = history_entry
+    atomic_write_text(dest / "history.json", json.dumps(history, indent=2))
+    atomic_write_text(dest / "config.json", json.dumps(config, indent=2))
+
+
+def _erase(tmp: Path, flip, rows: np.ndarray, summary: dict, log) -> None:
+    """After augmentation: the artifact's directions erased from the trained model's features
+    (:func:`lrprec.train.erasure.fit_erasure`), kept where validation accuracy allows."""
+    from lrprec.train.erasure import MAX_ACCURACY_COST, fit_erasure
+
+    trained = Run.load(tmp)
+    er = fit_erasure(trained, flip, rows, log)
+    if er["directions"] == 0:
+        summary["erasure"] = {"directions": 0, "validation_probe": er["probes"], "validation_accuracy": er["accuracy"], "kept": False}
+        return
+    model = trained.model
+    attach_projection(model.backbone, projection_layer(er["V"], er["z0"]))
+    model.eval()
+    acc = validation_accuracy(model, trained)
+    kept = acc >= summary["val_accuracy"] - MAX_ACCURACY_COST
+    summary["erasure"] = {"directions": er["directions"], "validation_probe": er["probes"], "validation_accuracy": er["accuracy"],
+                          "val_accuracy_without": summary["val_accuracy"],
+                          "val_accuracy_with": acc, "kept": bool(kept)}
+    log(f"erasure: validation accuracy {100 * summary['val_accuracy']:.1f}% -> {100 * acc:.1f}% with it; "
+        + ("kept" if kept else f"dropped (costs more than {100 * MAX_ACCURACY_COST:.1f} points)"))
+    if not kept:
+        return
+    concept = Concept(er["V"], er["z0"], er["z1"], [], 0, 0)
+    summary.update({"val_accuracy": acc, "project": True, "directions": er["directions"]})
+    correction = {**trained.config.get("correction", {}), "project": True, "directions": er["directions"], "erasure": True}
+    history = json.loads((tmp / "history.json").read_text()).get("correction") if (tmp / "history.json").exists() else None
+    _save_projected(trained, tmp, model, concept, {"correction": correction},
+                    {**(history or {}), "erasure": summary["erasure"], "val_accuracy": acc})
 
 
 def _fine_tune(run: Run, tmp: Path, cfg: CorrectConfig, concept: Concept, rows: np.ndarray, rels: list[str], epochs: int, project: bool,
