@@ -50,6 +50,33 @@ def test_spray_recovers_planted_groups_and_the_eigengap_counts_them(counts):
     assert (spray(heatmap_features(-maps), n_neighbors=8)["labels"] == out["labels"]).all()
 
 
+def test_one_strategy_is_split_in_two_and_judged_from_both_sides():
+    """Heatmaps of one strategy (a global cast leaves them alike): the eigengap says one cluster; the audit splits them
+    in two anyway (its behaviour tests need a contrast), and the split is suspicious only if it is from both sides."""
+    from lrprec.evaluate.audit import THRESHOLD, _score_as_one_contrast, heatmap_features, spray
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    maps = np.stack([np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 30.0) + 0.05 * rng.random((32, 32)) for _ in range(60)])
+    assert spray(heatmap_features(maps), n_neighbors=8)["n_clusters"] == 1
+    out = spray(heatmap_features(maps), n_neighbors=8, min_clusters=2)
+    assert out["n_clusters"] == 2 and out["forced_split"] and set(np.unique(out["labels"])) == {0, 1}
+    assert not spray(heatmap_features(maps), n_neighbors=8, n_clusters=2, min_clusters=2)["forced_split"]  # asked for
+    planted = spray(heatmap_features(_planted((30, 25, 35))[0]), n_neighbors=8, min_clusters=2)
+    assert planted["n_clusters"] == 3 and not planted["forced_split"]  # the eigengap's own count stands
+
+    def two(a, b):
+        clusters = [{"id": 0, "score": a, "suspicious": a > THRESHOLD}, {"id": 1, "score": b, "suspicious": b > THRESHOLD}]
+        _score_as_one_contrast(clusters)
+        return clusters
+
+    clean = two(0.077, -0.059)  # a clean catalog's forced split (session 11): one side above the threshold by chance
+    assert [c["score"] for c in clean] == [-0.059, -0.059] and not any(c["suspicious"] for c in clean)
+    assert clean[0]["score_alone"] == 0.077
+    cast = two(0.419, 0.421)  # the paper-like tint: removing the contrast moves the outputs for free from both sides
+    assert all(c["suspicious"] and c["score"] == 0.419 for c in cast)
+
+
 def test_focus_region_holds_the_mass_and_respects_the_area_cap():
     from lrprec.evaluate.audit import focus_region
 

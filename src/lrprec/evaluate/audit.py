@@ -6,7 +6,10 @@
    average-pooled to ``side``×``side`` and L1-normalized; a symmetric k-nearest-neighbour
    graph over them is the affinity, the eigengap of its normalized Laplacian picks the number
    of clusters and scikit-learn's :class:`~sklearn.cluster.SpectralClustering` (precomputed
-   affinity) assigns them. scikit-learn rather than ``corelay`` (the SpRAy authors' package):
+   affinity) assigns them; where the eigengap says one cluster, the heatmaps are split in two
+   anyway (:data:`MIN_CLUSTERS`: the behaviour tests need a contrast, and a global cast leaves
+   every heatmap alike), and that split counts as suspicious only if it is from both sides
+   (:func:`_score_as_one_contrast`). scikit-learn rather than ``corelay`` (the SpRAy authors' package):
    it is already a dependency, its spectral tools are the same algorithm (kNN affinity →
    spectral embedding → k-means), and corelay pins an HDF5 pipeline we do not need.
 2. **Suspicion from behaviour on held-out pairs**, not from the heatmap: the brand mark,
@@ -43,6 +46,9 @@ from lrprec.explain.concepts import project_out, signal_cav
 COST_WEIGHT = 2.0
 THRESHOLD = 0.02
 TIE = 0.005  # scores closer than this are tied: below the sampling error of a mean |ΔP| over ~1,600 validation pairs
+# the behaviour tests need a contrast (one cluster has no concept direction and no distinctive region), so a spectrum
+# whose eigengap says "one strategy" is split in two: a global cast leaves every heatmap alike (docs/guide/audit-and-correct.md)
+MIN_CLUSTERS = 2
 FOCUS_MASS = 0.8  # the focus region: the smallest pixel set holding this share of the cluster's distinctive |R| ...
 FOCUS_MAX_AREA = 0.25  # ... but at most this share of the image
 
@@ -81,16 +87,17 @@ def eigengap(affinity, max_clusters: int = 8) -> tuple[int, np.ndarray]:
 
 
 def spray(heatmaps: np.ndarray, n_neighbors: int = 10, max_clusters: int = 8, n_clusters: int | None = None,
-          seed: int = 0) -> dict:
-    """Cluster (n, d) heatmap features: labels, the count (eigengap unless ``n_clusters``), eigenvalues, embedding."""
+          seed: int = 0, min_clusters: int = 1) -> dict:
+    """Cluster (n, d) heatmap features: labels, the count (eigengap, at least ``min_clusters``, unless ``n_clusters``),
+    eigenvalues, embedding."""
     from sklearn.cluster import SpectralClustering
     from sklearn.manifold import spectral_embedding
 
     if len(heatmaps) < 4:
         raise UsageError(f"SpRAy needs at least 4 heatmaps, got {len(heatmaps)}")
     aff = knn_affinity(heatmaps, n_neighbors)
-    k, vals = eigengap(aff, max_clusters)
-    k = n_clusters or k
+    found, vals = eigengap(aff, max_clusters)
+    k = n_clusters or max(found, min(min_clusters, max_clusters))
     with warnings.catch_warnings():  # well-separated strategies leave the kNN graph disconnected: expected
         warnings.filterwarnings("ignore", message="Graph is not fully connected")
         emb = spectral_embedding(aff, n_components=max(k, 2), random_state=seed, drop_first=False)
@@ -100,7 +107,8 @@ def spray(heatmaps: np.ndarray, n_neighbors: int = 10, max_clusters: int = 8, n_
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Graph is not fully connected")
             labels = SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(aff.toarray())
-    return {"labels": labels.astype(np.int64), "n_clusters": int(k), "eigenvalues": vals, "embedding": emb}
+    return {"labels": labels.astype(np.int64), "n_clusters": int(k), "eigenvalues": vals, "embedding": emb,
+            "forced_split": bool(n_clusters is None and k > found)}
 
 
 def prototypes(embedding: np.ndarray, members: np.ndarray, n: int = 6) -> np.ndarray:
@@ -170,6 +178,15 @@ def _top(flagged: list[dict]) -> int | None:
     return max(tied, key=lambda c: (suspicion({"region": c["tests"]["region"]}), c["score"]))["id"]
 
 
+def _score_as_one_contrast(clusters: list[dict]) -> None:
+    """A split the eigengap did not ask for (:data:`MIN_CLUSTERS`) is one contrast seen from its two sides: it is
+    suspicious only if removing it moves the outputs for free from both (each cluster's score becomes the lower one).
+    On clean catalogs one side of such a split can score above the threshold by chance; an artifact scores on both."""
+    both = min(c["score"] for c in clusters)
+    for c in clusters:
+        c["score_alone"], c["score"], c["suspicious"] = c["score"], both, bool(both > THRESHOLD)
+
+
 # ---- the audit of a run -----------------------------------------------------------------------
 def _item_features(model, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     with torch.inference_mode():
@@ -229,7 +246,7 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
     sel = cat.pairs(split).spread(pairs)
     relevance = explain_catalog_pairs(model, cat, sel, run.input_size, "logit", composite, batch_size)
     rows = np.concatenate([sel.a, sel.b])
-    cl = spray(heatmap_features(relevance), n_neighbors, max_clusters, n_clusters)
+    cl = spray(heatmap_features(relevance), n_neighbors, max_clusters, n_clusters, min_clusters=MIN_CLUSTERS)
     full = torch.nn.functional.normalize(relevance.detach().sum(1).abs().to(torch.float64).flatten(1), p=1, dim=1)
     full = full.view(len(rows), *relevance.shape[-2:]).numpy()
     pixel = relevance.detach().sum(1).to(torch.float64).numpy()  # signed, for the prototypes' heatmaps
@@ -274,12 +291,14 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
         })
         if log:
             log(f"cluster {c}: {members.size} heatmaps, score {score:+.3f}")
+    if cl["forced_split"]:
+        _score_as_one_contrast(clusters)
     flagged = [c for c in clusters if c["suspicious"]]
     report = {
         "run": str(run.path), "weights_id": run.version, "split": split, "layer": None,
         "composite": composite, "pairs": int(len(sel)), "heatmaps": int(len(rows)), "n_clusters": cl["n_clusters"],
         "eigenvalues": [float(v) for v in cl["eigenvalues"]], "rule": {"cost_weight": COST_WEIGHT, "threshold": THRESHOLD},
-        "clusters": clusters,
+        "forced_split": cl["forced_split"], "clusters": clusters,
         "flagged": _top(flagged),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -289,7 +308,8 @@ def audit_run(run_path: str | os.PathLike, split: str = "validation", pairs: int
 
 def audit_text(r: dict) -> str:
     """The audit as a few terminal lines."""
-    lines = [f"audit of {r['run']} ({r['heatmaps']} heatmaps of {r['pairs']} {r['split']} pairs; {r['n_clusters']} clusters by the eigengap)"]
+    how = "the eigengap's one cluster split in two" if r.get("forced_split") else "clusters by the eigengap"
+    lines = [f"audit of {r['run']} ({r['heatmaps']} heatmaps of {r['pairs']} {r['split']} pairs; {r['n_clusters']} {how})"]
     for c in r["clusters"]:
         tests = ", ".join(f"{k}: effect {v['effect']:.3f}, cost {100 * v['cost']:+.1f} pts" for k, v in c["tests"].items())
         lines.append(f"  cluster {c['id']}: {c['size']} items, score {c['score']:+.3f}{'  SUSPICIOUS' if c['suspicious'] else ''}  ({tests})")

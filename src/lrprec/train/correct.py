@@ -23,7 +23,12 @@ reads t). Then one of:
   artifact, the per-channel colour transform between the images that carry it and the others
   (:mod:`lrprec.data.colour_artifact`), applied to images that lack it and inverted on those
   that carry it. Which form: the one whose flip moves the run's validation outputs most
-  (:func:`choose_artifact`).
+  (:func:`choose_artifact`). After the retraining the artifact's directions are erased from the
+  features the head reads (``erase``, :mod:`lrprec.train.erasure`): the model stops using the
+  artifact through augmentation, and stops carrying it through the erasure.
+
+A correction that ends more than :data:`WORSE_TOLERANCE` below its run on validation pairs is
+refused (nothing written) unless ``keep_worse``.
 
 The fine-tuning methods are :class:`lrprec.train.trainer.TrainLoop` started from the run's
 weights with the concept term (:class:`Start`), not a second loop. ``project=True`` also keeps the
