@@ -42,7 +42,7 @@ Flip = tuple[Callable, Callable, Callable]
 
 MAX_DIRECTIONS = 64
 DIRECTION_GRID = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
-PROBE_MARGIN = 0.02  # accuracy above chance (the majority share); chosen on validation images, docs/guide/audit-and-correct.md
+PROBE_MARGIN = 0.02  # accuracy above chance (the majority share); set a priori, stricter than the issue's 5 points (docs/guide/audit-and-correct.md)
 MAX_ACCURACY_COST = 0.01  # directions that lower validation accuracy by more than this are not taken (the 1 point a correction may cost, issue 26)
 BATCH = 256
 
