@@ -150,30 +150,35 @@ def _fit_probe(a: Tensor, t: Tensor, l2: float, steps: int) -> tuple[Tensor, Ten
     return w.detach(), b.detach(), mu, sd
 
 
-def concept_directions(acts: Tensor, t: Tensor, max_dirs: int = 3, margin: float = 0.05, folds: int = 5, seed: int = 0,
-                       return_probes: bool = False, start: Tensor | None = None):
-    """Orthonormal concept directions (k, d), k ≤ ``max_dirs``: the pattern CAV, then (INLP) the
-    probe's direction while a probe still decodes t above chance + ``margin`` after projecting out
-    the directions so far. ``return_probes`` also returns the probe's accuracy after each
-    projection (the last one is what a linear probe reads once all k are removed). ``start``: the
-    directions an earlier call returned for the same data, continued (the iteration is greedy, so
-    continuing equals one call with the larger ``max_dirs``).
-    """
+def iter_directions(acts: Tensor, t: Tensor, folds: int = 5, seed: int = 0):
+    """Yields (V (k, d) orthonormal, the probe's cross-validated balanced accuracy once V is projected out) for
+    k = 1, 2, …: the pattern CAV, then each probe's own (filter) direction, INLP-style; stops when none is left."""
     a, tt = _check(acts, t)
-    V = signal_cav(a, tt).double().unsqueeze(0) if start is None else start.double()
-    probes: list[float] = []
+    V = signal_cav(a, tt).double().unsqueeze(0)
     while True:
         resid = a - (a @ V.T) @ V
         acc, u = _cv_probe(resid, tt, folds=folds, seed=seed)
-        probes.append(acc)
-        if probes[-1] <= 0.5 + margin or V.shape[0] >= max_dirs:
-            break
+        yield V, acc
         # the probe's (filter) direction: on the residual the class means agree, so a probe fitted to all of it is
         # w = 0; the folds' probes, which read the concept out of fold, are averaged instead
         u = u - (u @ V.T) @ V  # orthogonal to the directions so far
         if u.norm() < 1e-9:
-            break
+            return
         V = torch.cat([V, (u / u.norm()).unsqueeze(0)])
+
+
+def concept_directions(acts: Tensor, t: Tensor, max_dirs: int = 3, margin: float = 0.05, folds: int = 5, seed: int = 0,
+                       return_probes: bool = False):
+    """Orthonormal concept directions (k, d), k ≤ ``max_dirs``: the pattern CAV, then (INLP) the
+    probe's direction while a probe still decodes t above chance + ``margin`` after projecting out
+    the directions so far (:func:`iter_directions`). ``return_probes`` also returns the probe's
+    accuracy after each projection (the last one is what a linear probe reads once all k are removed).
+    """
+    probes: list[float] = []
+    for V, acc in iter_directions(acts, t, folds, seed):
+        probes.append(acc)
+        if acc <= 0.5 + margin or V.shape[0] >= max_dirs:
+            break
     V = V.to(torch.float32 if acts.dtype != torch.float64 else torch.float64)
     return (V, probes) if return_probes else V
 

@@ -436,7 +436,7 @@ def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np
     a stamped mark does not)."""
     if len(others) == 0:
         return np.zeros(region.shape, bool)
-    same = (np.abs(member_images.astype(np.int16) - pixels.astype(np.int16)).max(-1) <= PIXEL_TOLERANCE).mean(0)
+    same = _close_to(member_images, pixels).mean(0)
     apart = np.abs(pixels.astype(np.int16) - np.median(others, axis=0).astype(np.int16)).max(-1) > 2 * PIXEL_TOLERANCE
     near = torch.from_numpy((region >= NEAR_THRESHOLD * region.max()).astype(np.float32))[None, None]
     near = nn.functional.max_pool2d(near, 2 * NEAR_GROW + 1, stride=1, padding=NEAR_GROW)[0, 0].numpy() > 0
@@ -446,8 +446,12 @@ def _consistent_pixels(member_images: np.ndarray, pixels: np.ndarray, others: np
 def shows_pixels(images: np.ndarray, mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """(n,) bool: which uint8 ``images`` show the discovered ``pixels`` on most (≥ half) of the ``mask`` (within
     ``PIXEL_TOLERANCE``) — the images that carry a pasted artifact."""
-    close = np.abs(np.asarray(images, np.int16) - pixels.astype(np.int16)).max(-1) <= PIXEL_TOLERANCE
-    return close[:, mask].mean(1) >= 0.5 if mask.any() else np.zeros(len(images), bool)
+    return _close_to(images, pixels)[:, mask].mean(1) >= 0.5 if mask.any() else np.zeros(len(images), bool)
+
+
+def _close_to(images: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """(n, H, W) bool: where uint8 ``images`` show ``pixels`` (H, W, 3) within ``PIXEL_TOLERANCE`` in every channel."""
+    return np.abs(np.asarray(images, np.int16) - pixels.astype(np.int16)).max(-1) <= PIXEL_TOLERANCE
 
 
 def _clean_fills(images, rows: np.ndarray, mask: np.ndarray, pixels: np.ndarray, most: int = 64) -> np.ndarray:
@@ -528,10 +532,10 @@ def choose_artifact(run: Run, cluster: dict, audit_dir: Path, concept: Concept, 
         try:
             paste = discovered_artifact(run, cluster, audit_dir, concept, rows, share)
             _, fill, mask, pixels = paste
-            flip = (lambda x, r: np.where(mask[..., None], pixels, x), lambda x, r: np.where(mask[..., None], fill, x))
-            effect, cost = flip_effect(run, *flip)
-            fills = _clean_fills(run.catalog.images, rows, mask, pixels)
-            flip = (flip[0], lambda x, r: np.where(mask[..., None], fills[np.asarray(r) % len(fills)], x),
+            stamp = lambda x, r: np.where(mask[..., None], pixels, x)  # noqa: E731
+            effect, cost = flip_effect(run, stamp, lambda x, r: np.where(mask[..., None], fill, x))
+            fills = _clean_fills(run.catalog.images, rows, mask, pixels)  # the erasure's removal: what lies under it varies
+            flip = (stamp, lambda x, r: np.where(mask[..., None], fills[np.asarray(r) % len(fills)], x),
                     lambda x, r: shows_pixels(x, mask, pixels))
             candidates.append({"form": "region", "score": effect - COST_WEIGHT * cost, "effect": effect, "cost": cost, "paste": paste, "flip": flip})
         except UsageError as exc:

@@ -11,7 +11,7 @@ features the head reads, judged on images the fit never saw:
    groups that differ only by the artifact, so whatever separates them is the artifact's, not a
    product's. (A pasted region's artifact-free version takes the region from one of 64 clean
    training images, by row, so the fit sees what varies under it.)
-2. **Directions.** :func:`lrprec.explain.concepts.concept_directions` on their features: the
+2. **Directions.** :func:`lrprec.explain.concepts.iter_directions` on their features: the
    pattern CAV, then the INLP probes' directions, nested, grown along :data:`DIRECTION_GRID`.
 3. **How many, on validation.** At each size of the grid: the run's validation accuracy with the
    directions projected out, and a linear probe — the shortcut report's own
@@ -35,7 +35,7 @@ import torch
 
 from lrprec.data.splits import protocol_pairs
 from lrprec.evaluate.probe import linear_probe
-from lrprec.explain.concepts import concept_directions
+from lrprec.explain.concepts import iter_directions
 
 # (stamp, remove, carries): (uint8 images, catalog rows) -> images with / without the artifact, and (n,) bool: which carry it
 Flip = tuple[Callable, Callable, Callable]
@@ -126,15 +126,16 @@ def fit_erasure(run, flip: Flip, train_rows: np.ndarray, log=print) -> dict:
     sets, accuracy = _probe_sets(g0, g1, gx, gt), _validation_accuracy(run, vrows, gx)
     z0 = f0.mean(0)
     probes, accs = {0: _read(sets, z0, None)}, {0: accuracy(None, z0)}
-    V = None
-    for k in (k for k in DIRECTION_GRID if k <= min(MAX_DIRECTIONS, acts.shape[1])):
-        V = concept_directions(acts, t, max_dirs=k, margin=-1.0, start=V).double()  # grown only as far as needed
-        if V.shape[0] < k:  # nothing left to remove
+    for V, _ in iter_directions(acts, t):  # grown only as far as the validation needs
+        k = V.shape[0]
+        if k > min(MAX_DIRECTIONS, acts.shape[1]):
             break
-        accs[k] = accuracy(V[:k], z0)
+        if k not in DIRECTION_GRID:
+            continue
+        accs[k] = accuracy(V, z0)
         if accs[k] < accs[0] - MAX_ACCURACY_COST:
             break
-        probes[k] = _read(sets, z0, V[:k])
+        probes[k] = _read(sets, z0, V)
         if probes[k] <= PROBE_MARGIN:
             break
     met = [j for j in probes if probes[j] <= PROBE_MARGIN]
